@@ -1,0 +1,202 @@
+"""Typed run configuration: dataclasses loaded from YAML, overridable with `key=value`.
+
+Unknown keys are refused (with the key's dotted path), values are checked against the field types,
+and the resolved config is saved in every run folder so that inference reads exactly what training
+used. Variants are YAML files in `spinegrade/configs/` (`tiny`, `demo`, `full`), never copied code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from spinegrade.errors import ConfigError
+from spinegrade.io import write_text
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+T = TypeVar("T")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings of one stage."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    grad_clip: float = 5.0
+    ema_decay: float = 0.0  #: 0 disables the exponential moving average of weights
+    amp: bool = True  #: mixed precision; only takes effect on CUDA
+
+
+@dataclass
+class DataConfig:
+    """Where studies come from and how they are split."""
+
+    folds: int = 5
+    seed: int = 42
+    num_workers: int = 2  #: worker processes for reading, caching and loading
+    max_studies: int | None = None  #: use only the first N studies (quick trials)
+
+
+@dataclass
+class LocalizeConfig:
+    """Stage 1: keypoint localisation (see `spinegrade.localize`)."""
+
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    image_size: int = 256  #: sagittal/axial slices are resampled to this square size (pixels)
+    heatmap_stride: int = 4
+    sigma_px: float = 2.0  #: Gaussian target sigma on the heatmap grid
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class GradeConfig:
+    """Stage 2: severity grading on 2.5D crops (see `spinegrade.grade`)."""
+
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    crop_mm: float = 40.0  #: side of the square crop in millimetres
+    crop_px: int = 64  #: side of the crop after resampling
+    slices: int = 5  #: neighbouring slices stacked as channels
+    slice_shift: int = 2  #: training jitter of the centre slice (+- slices)
+    coord_jitter_mm: float = 2.0
+    any_severe_weight: float = 1.0  #: weight of the any-severe-spinal loss term
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class Config:
+    """A whole run: data, both stages, and where it runs."""
+
+    name: str = "default"
+    device: str = "auto"  #: auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    grade: GradeConfig = field(default_factory=GradeConfig)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a config by name (`tiny`, `demo`, `full`) or YAML path, then apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if source is not None:
+        path = _resolve_config_path(source)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        _set_dotted(data, *_parse_override(item))
+    return from_dict(Config, data)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a (nested) mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        names = ", ".join(_join(where, k) for k in unknown)
+        raise ConfigError(f"unknown config key(s): {names}; allowed: {', '.join(fields)}")
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts (for YAML and JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config atomically as YAML."""
+    return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_config_path(source: str | Path) -> Path:
+    path = Path(source)
+    if path.is_file():
+        return path
+    named = CONFIG_DIR / f"{source}.yaml"
+    if named.is_file():
+        return named
+    raise ConfigError(f"config {str(source)!r} not found: not a file, nor one of {available_configs()}")
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. grade.optim.epochs=3)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return origin(_coerce(inner, v, where) for v in value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
