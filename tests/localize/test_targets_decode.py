@@ -1,0 +1,53 @@
+"""Gaussian targets and their decoding round-trip; the pixel <-> heatmap convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spinegrade.localize.decode import decode_heatmaps
+from spinegrade.localize.targets import (
+    from_heatmap,
+    gaussian_heatmaps,
+    slice_amplitude,
+    to_heatmap,
+)
+
+
+def test_gaussian_at_subpixel_position_decodes_within_a_tenth_of_a_cell() -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(6, 26, size=(50, 2))
+    for sigma in (1.0, 2.0):
+        maps = gaussian_heatmaps(centers, np.ones(50), (32, 32), sigma)
+        xy, peak = decode_heatmaps(torch.from_numpy(maps), sigma)
+        assert np.abs(xy.numpy() - centers).max() < 0.1
+        assert torch.all(peak > 0.8)
+
+
+def test_peak_is_the_amplitude_and_zero_amplitude_is_empty() -> None:
+    maps = gaussian_heatmaps(np.array([[10.0, 12.0], [5.0, 5.0], [np.nan, np.nan]]),
+                             np.array([0.5, 0.0, 1.0]), (24, 24), 2.0)
+    assert maps[0].max() == np.float32(0.5) and maps[0][12, 10] == np.float32(0.5)
+    assert not maps[1].any() and not maps[2].any()
+
+
+def test_decoding_ignores_clutter_outside_the_window() -> None:
+    maps = gaussian_heatmaps(np.array([[8.3, 20.6], [25.0, 4.0]]), np.array([1.0, 0.6]), (32, 32), 1.5)
+    heat = torch.from_numpy(maps.max(axis=0, keepdims=True))  # one channel, two blobs
+    xy, peak = decode_heatmaps(heat, 1.5)
+    assert np.allclose(xy.numpy()[0], [8.3, 20.6], atol=0.1)
+    assert float(peak[0]) > 0.9
+
+
+def test_pixel_heatmap_maps_are_inverse_and_pixel_centred() -> None:
+    xy = np.array([[0.0, 0.0], [137.25, 12.5], [255.0, 99.0]])
+    shape, size, stride = (100, 256), 128, 4  # rows, cols: non-square slice
+    h = to_heatmap(xy, shape, size, stride)
+    assert np.allclose(from_heatmap(h, shape, size, stride), xy)
+    # a cell covers 8 columns (256/128*4) and 3.125 rows: the centre of cell 0 is x = 3.5, y = 1.0625
+    assert np.allclose(from_heatmap(np.zeros((1, 2)), shape, size, stride), [[3.5, 1.0625]])
+
+
+def test_slice_amplitude_peaks_on_the_labelled_plane() -> None:
+    amp = slice_amplitude(np.array([0.0, 3.0, -3.0, 9.0]), sigma_mm=3.0)
+    assert amp[0] == 1.0 and np.isclose(amp[1], np.exp(-0.5)) and amp[1] == amp[2] and amp[3] < 0.02
