@@ -17,6 +17,10 @@ class DicomError(SpinegradeError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        """Pickle by (path, reason) so the error survives a process pool."""
+        return (type(self), (self.path, self.reason))
+
 
 class DataError(SpinegradeError):
     """A table or data folder that is missing or malformed."""
