@@ -41,3 +41,55 @@ def main() -> None:
 
 
 # Commands are added below, each a few lines over its API function.
+
+
+@app.command()
+def score(
+    labels: Annotated[Path, typer.Option("--labels", help="train.csv-like labels file")],
+    submission: Annotated[Path, typer.Option("--submission", help="submission CSV to score")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Score a submission with the challenge metric (four weighted log losses and their mean)."""
+    import json
+
+    from rich.table import Table
+
+    from spinegrade.metrics import score_files
+
+    result = score_files(labels, submission)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table("term", "log loss", "rows scored", title=f"score of {submission.name}")
+    for term, value in result.terms.items():
+        table.add_row(term, f"{value:.4f}", str(result.n_rows[term]))
+    table.add_row("[bold]score[/]", f"[bold]{result.score:.4f}[/]", "")
+    console.print(table)
+
+
+@app.command()
+def validate(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder (train.csv, *_series_descriptions.csv, ...)")],
+    split: Annotated[str, typer.Option(help="'train' or 'test'")] = "train",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Check the RSNA label tables; exit 0 with only warnings, 1 with errors."""
+    import json
+
+    from rich.table import Table
+
+    from spinegrade.data.tables import load_tables, validate_tables
+
+    report = validate_tables(load_tables(data_root, split))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table("severity", "problem", "count", "example", title=f"validation of {data_root}")
+        for p in report.problems:
+            style = "red" if p.severity == "error" else "yellow"
+            table.add_row(f"[{style}]{p.severity}[/]", p.kind, str(p.count),
+                          p.examples[0] if p.examples else "")
+        console.print(table)
+        console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    if not report.ok:
+        raise typer.Exit(1)
