@@ -93,3 +93,17 @@ def validate(
         console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder (train.csv, ..., optional train_images/)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for report.html, PNGs and facts.json")],
+    workers: Annotated[int, typer.Option(help="worker processes reading DICOM headers")] = 2,
+) -> None:
+    """Dataset inspection: label statistics, series, DICOM headers, positions, problems (HTML)."""
+    from spinegrade.report.inspect import inspect_dataset, summary_table
+
+    result = inspect_dataset(data_root, out, workers=workers)
+    console.print(summary_table(result))
+    console.print(f"report: {result.report}")

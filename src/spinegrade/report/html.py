@@ -53,7 +53,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid var(--line); borde
 figcaption { color: var(--muted); font-size: 12.5px; }
 details { margin: 6px 0 10px; }
 summary { cursor: pointer; color: var(--accent); }
-.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; align-items: start; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: 1fr; } }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 from tqdm import tqdm
 
 from spinegrade.constants import (
@@ -110,6 +111,25 @@ def inspect_dataset(
     )
     facts_path = write_json(out / "facts.json", summary)
     return InspectResult(out, report, facts_path, list(figures.values()), summary, problems, failures)
+
+
+def summary_table(result: InspectResult) -> Table:
+    """The key facts and problem counts as a rich table (what the CLI prints)."""
+    f = result.summary
+    img = f["images"]
+    table = Table("fact", "value", title=f"inspection of {f['root']}", title_justify="left")
+    table.add_row("studies / series", f"{f['studies']:,} / {f['series']:,}")
+    table.add_row("labelled / blank cells", f"{f['labelled_cells']:,} / {f['blank_cells']:,}")
+    table.add_row("class shares", ", ".join(
+        f"{SEVERITY_LABELS[s]} {100 * v:.1f}%" for s, v in f["class_shares"].items()))
+    table.add_row("coordinate rows (studies)",
+                  f"{f['coordinates']['rows']:,} ({f['coordinates']['studies']:,})")
+    table.add_row("DICOM headers", f"{img['files_read']:,} files in {img['series_read']:,} series, "
+                  f"{img['header_failures']:,} failed" if img["present"] else "no images folder")
+    for p in result.problems.itertuples():
+        style = "red" if p.severity == "error" else "yellow"
+        table.add_row(f"[{style}]{p.kind}[/]", f"{p.count:,}")
+    return table
 
 
 # --- labels ----------------------------------------------------------------------------------------
@@ -557,9 +577,9 @@ def _fig_series(inv: pd.DataFrame):
         axes[0, 1].barh(table.index, table[col], left=bottom,
                         color=["#d1495b", "#4c9f70", "#f2b134", "#8250df"][k], label=f"{col} series")
         bottom += table[col].to_numpy()
-    axes[0, 1].legend(fontsize=8, ncol=4, loc="lower right", bbox_to_anchor=(1, 1.0), frameon=False)
+    axes[0, 1].legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     axes[0, 1].set_xlabel("studies")
-    axes[0, 1].set_title("Series of each type per study", fontsize=10, loc="left")
+    axes[0, 1].set_title("Series of each type per study", fontsize=10)
     return fig
 
 
@@ -645,13 +665,17 @@ def _sections(tables, facts, series_info, failures, coords, problems, figures) -
 
 
 def _severity_section(counts: pd.DataFrame, figures: dict[str, Path]) -> str:
-    named = counts.rename(columns=SEVERITY_LABELS)
-    by_condition = with_shares(named.groupby(level="condition").sum().loc[list(CONDITIONS)].rename(
-        columns={v: k for k, v in SEVERITY_LABELS.items()})).rename(index=CONDITION_LABELS)
-    by_level = with_shares(counts.groupby(level="level").sum().loc[list(LEVELS)]).rename(index=LEVEL_LABELS)
-    overall = with_shares(counts.sum().to_frame("all targets").T)
-    per_target = with_shares(counts)
-    per_target.index = [f"{CONDITION_LABELS[c]} {LEVEL_LABELS[lv]}" for c, lv in per_target.index]
+    def named(frame: pd.DataFrame) -> pd.DataFrame:
+        return with_shares(frame).rename(columns=lambda c: " ".join(
+            SEVERITY_LABELS.get(w, w) for w in str(c).split(" ")))
+
+    by_condition = named(counts.groupby(level="condition").sum().loc[list(CONDITIONS)])
+    by_condition.index = [CONDITION_LABELS[c] for c in by_condition.index]
+    by_level = named(counts.groupby(level="level").sum().loc[list(LEVELS)])
+    by_level.index = [LEVEL_LABELS[lv] for lv in by_level.index]
+    overall = named(counts.sum().to_frame("all targets").T)
+    per_target = named(counts)
+    per_target.index = [f"{CONDITION_LABELS[c]} {LEVEL_LABELS[lv]}" for c, lv in counts.index]
     fmt = "{:,.1f}"
     return (
         html.figure(figures["severity"], "Shares of Normal/Mild, Moderate and Severe over labelled "
@@ -707,7 +731,7 @@ def _series_section(tables: RsnaTables, facts: dict, figures: dict[str, Path]) -
         "studies lacking it": pd.Series(facts["studies_lacking_type"]),
         "studies with several": pd.Series(facts["studies_with_several_of_type"]),
     }).fillna(0).astype(int)
-    odd = inv[(inv[list(SERIES_TYPES)] == 0).any(axis=1)]
+    odd = inv[(inv[list(SERIES_TYPES)] == 0).any(axis=1)].rename_axis(columns=None)
     return (
         html.figure(figures["series"], "Series per study, and how many series of each type a study has.")
         + html.table(kinds, caption="Series types")
