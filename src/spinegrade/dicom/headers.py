@@ -30,7 +30,7 @@ _DECODER_HINTS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SliceHeader:
     """Geometry and identity of one DICOM slice (no pixels).
 

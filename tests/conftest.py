@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole test suite: small synthetic DICOM series and studies in tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
+from spinegrade.dicom import make_uid, write_series
+
+#: (row_dir r, col_dir c) of the usual RSNA planes: sagittal n = -x (patient right), axial n = +z.
+SAGITTAL_IOP = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
+AXIAL_IOP = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
+
+MakeSeries = Callable[..., Path]
+MakeStudy = Callable[..., Path]
+
+
+@pytest.fixture
+def make_series() -> MakeSeries:
+    """Factory `make_series(folder, plane="sagittal"|"axial", slices=5, size=(32, 32), **write_series_kwargs)`.
+
+    Writes a small series (pixels = slice*1000 + row*size[1] + col, uint16, so every voxel is
+    recognisable) centred on the LPS origin, 1 mm pixels, 3 mm slices, and returns its folder.
+    Any `write_series` keyword (origin, pixel_spacing, slice_step, pixels, ...) overrides the default.
+    """
+
+    def make(folder: Path, plane: str = "sagittal", slices: int = 5, size: tuple[int, int] = (32, 32),
+             **kwargs: Any) -> Path:
+        rows, cols = size
+        r, c = SAGITTAL_IOP if plane == "sagittal" else AXIAL_IOP
+        n = np.cross(r, c)
+        spacing = kwargs.get("pixel_spacing", (1.0, 1.0))
+        step = 3.0
+        centre_offset = (np.multiply(r, cols * spacing[1]) + np.multiply(c, rows * spacing[0])) / 2
+        defaults: dict[str, Any] = dict(
+            pixels=(np.arange(slices)[:, None, None] * 1000 + np.arange(rows * cols).reshape(rows, cols)).astype(np.uint16),
+            origin=-centre_offset - n * step * (slices - 1) / 2,
+            row_dir=r,
+            col_dir=c,
+            pixel_spacing=spacing,
+            slice_step=step,
+            slice_thickness=step,
+            series_description="Sagittal T2/STIR" if plane == "sagittal" else AXIAL_T2,
+            study_uid=make_uid("study", folder.parent.name),
+            series_uid=make_uid("series", folder.parent.name, folder.name),
+            series_number=int(folder.name) if folder.name.isdigit() else 1,
+        )
+        write_series(folder, **{**defaults, **kwargs})
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def make_study(tmp_path: Path, make_series: MakeSeries) -> MakeStudy:
+    """Factory `make_study(study_id=1001, slices=5, size=(32, 32)) -> study folder`.
+
+    RSNA layout `<tmp>/<study_id>/<series_id>/<instance>.dcm` with series 1 = Sagittal T1,
+    2 = Sagittal T2/STIR (both n = -x), 3 = Axial T2 (n = +z), each centred on the LPS origin.
+    """
+
+    def make(study_id: int = 1001, slices: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
+        root = tmp_path / str(study_id)
+        for series_id, plane, description in ((1, "sagittal", SAGITTAL_T1), (2, "sagittal", SAGITTAL_T2),
+                                               (3, "axial", AXIAL_T2)):
+            make_series(root / str(series_id), plane, slices, size, series_description=description)
+        return root
+
+    return make

@@ -1,0 +1,92 @@
+"""Reading single files: headers without pixels, and every bad input as a one-line DicomError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEGLSLossless
+
+from spinegrade.dicom import load_series, read_series_headers
+from spinegrade.errors import DicomError
+
+from .conftest import ramp
+
+
+def test_headers_hold_geometry_and_identity(write):
+    folder = write("s", ramp(3, 4, 5), origin=(1, 2, 3), pixel_spacing=(0.5, 0.8), instance_numbers=[3, 1, 2],
+                   manufacturer="ACME")
+    headers = read_series_headers(folder)
+    assert [h.path.name for h in headers] == ["1.dcm", "2.dcm", "3.dcm"]
+    h = headers[0]  # 1.dcm is the second slice written: z = 3 + 3
+    assert h.instance_number == 1 and h.pixel_spacing == (0.5, 0.8) and (h.rows, h.cols) == (4, 5)
+    np.testing.assert_allclose(h.position, [1, 2, 6])
+    np.testing.assert_allclose(h.normal, [0, 0, 1])
+    assert (h.description, h.manufacturer, h.slice_thickness) == ("AX T2", "ACME", 3.0)
+    pooled = read_series_headers(folder, workers=2)
+    assert [(p.path, p.instance_number) for p in pooled] == [(h.path, h.instance_number) for h in headers]
+    np.testing.assert_array_equal([p.position for p in pooled], [h.position for h in headers])
+
+
+def _edit(path, fn):
+    ds = pydicom.dcmread(path)
+    fn(ds)
+    ds.save_as(path)
+
+
+def _one_error(folder) -> DicomError:
+    with pytest.raises(DicomError) as info:
+        load_series(folder)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return info.value
+
+
+def test_missing_and_empty_folders(tmp_path):
+    err = _one_error(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(err) and "does not exist" in str(err)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert "no .dcm files" in str(_one_error(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("garbage", "not a readable DICOM file"),
+    ("truncated_header", "missing geometry tag"),  # pydicom reads the elements before the cut
+    ("truncated_pixels", "pixel data"),
+    ("no_pixels", "no pixel data"),
+    ("no_ipp", "ImagePositionPatient"),
+    ("no_iop", "ImageOrientationPatient"),
+    ("no_spacing", "PixelSpacing"),
+])
+def test_bad_file_names_the_file_and_reason(write, case, expect):
+    folder = write("s", ramp(3, 16, 16))
+    bad = folder / "2.dcm"
+    data = bad.read_bytes()
+    if case == "garbage":
+        bad.write_bytes(b"this is not dicom at all" * 20)
+    elif case == "truncated_header":
+        bad.write_bytes(data[:300])
+    elif case == "truncated_pixels":
+        bad.write_bytes(data[:-100])
+    else:
+        tag = {"no_pixels": "PixelData", "no_ipp": "ImagePositionPatient", "no_iop": "ImageOrientationPatient",
+               "no_spacing": "PixelSpacing"}[case]
+        _edit(bad, lambda ds: delattr(ds, tag))
+    err = _one_error(folder)
+    assert err.path == bad and str(bad) in str(err) and expect in str(err)
+
+
+def test_compressed_files_are_decoded(write):
+    px = ramp(3, 32, 32)
+    vol = load_series(write("s", px, transfer_syntax=JPEGLSLossless))
+    np.testing.assert_array_equal(vol.pixels, px)
+
+
+def test_missing_decoder_names_syntax_and_package(write, monkeypatch):
+    folder = write("s", ramp(2, 32, 32), transfer_syntax=JPEGLSLossless)
+    monkeypatch.setattr(get_decoder(JPEGLSLossless), "_available", {})
+    err = _one_error(folder)
+    assert err.path.parent == folder
+    assert "JPEG-LS Lossless" in str(err) and "no decoder" in str(err) and "pip install pyjpegls" in str(err)
