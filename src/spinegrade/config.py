@@ -57,6 +57,10 @@ class LocalizeConfig:
     image_size: int = 256  #: sagittal/axial slices are resampled to this square size (pixels)
     heatmap_stride: int = 4
     sigma_px: float = 2.0  #: Gaussian target sigma on the heatmap grid
+    slice_sigma: float = 0.6  #: fall-off of target peaks with distance from the labelled slice (slices)
+    pos_weight: float = 10.0  #: extra BCE weight on target pixels (1 + pos_weight * target)
+    decoder_width: int = 64  #: channels of the FPN decoder
+    max_axial_distance_mm: float = 10.0  #: a level farther than this from every axial slice is not located
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -70,7 +74,14 @@ class GradeConfig:
     crop_px: int = 64  #: side of the crop after resampling
     slices: int = 5  #: neighbouring slices stacked as channels
     slice_shift: int = 2  #: training jitter of the centre slice (+- slices)
-    coord_jitter_mm: float = 2.0
+    coord_jitter_mm: float = 2.0  #: training jitter of the crop centre (std in mm, per axis)
+    angle_deg: float = 10.0  #: training rotation of the crop grid (+- degrees)
+    scale_jitter: float = 0.1  #: training zoom of the crop grid (1 +- this)
+    mirror_p: float = 0.5  #: probability of the patient left/right mirror (swaps left/right targets)
+    intensity_p: float = 0.5  #: probability of each intensity augmentation (albumentations)
+    dim: int = 128  #: token width after the backbone
+    context_layers: int = 1  #: transformer layers over a study's 25 target tokens (0 = none)
+    dropout: float = 0.1
     any_severe_weight: float = 1.0  #: weight of the any-severe-spinal loss term
     optim: OptimConfig = field(default_factory=OptimConfig)
 

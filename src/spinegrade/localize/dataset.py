@@ -1,0 +1,256 @@
+"""Training samples for the two heatmap models, built from cached studies and the coordinates table.
+
+Every labelled point is first turned into a world (LPS mm) point through the geometry of the series it
+was marked on; each training series then sees those points through *its own* geometry. This is what
+makes one sagittal model serve both sagittal series: its canal channels are supervised on Sagittal
+T2/STIR (where the canal is marked) and also on Sagittal T1 (the same world points projected), which
+gives a learned canal estimate on T1 when a study has no T2; its foramen channels are supervised on T1.
+
+Sagittal channels: `0..4` canal per level, `5..9` foramen per level (left and right foramina share
+a channel: laterality comes from geometry, not from the network). Axial channels: `0` left, `1` right
+subarticular (laterality from the channel; a horizontal flip swaps them).
+
+A sample is one slice (with its two neighbours as the other input channels). The target peak height
+of a channel on a slice falls off with the slice's distance from the point (`slice_amplitude`), so
+that at inference the slice with the highest peak is the slice of the point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from spinegrade.constants import (
+    AXIAL_T2,
+    LEVELS,
+    SAGITTAL_T1,
+    SAGITTAL_T2,
+)
+from spinegrade.dicom import Study, Volume
+from spinegrade.localize.targets import gaussian_heatmaps, slice_amplitude, to_heatmap
+
+CANAL = "spinal_canal_stenosis"
+FORAMEN = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
+SUBARTICULAR = ("left_subarticular_stenosis", "right_subarticular_stenosis")
+SAGITTAL_CHANNELS = 2 * len(LEVELS)  #: canal x 5 levels, then foramen x 5 levels
+AXIAL_CHANNELS = 2  #: left, right
+#: Slices whose every target amplitude is below this are not used for the axial model.
+MIN_AXIAL_AMPLITUDE = 0.05
+
+
+def prepare_stack(volume: Volume, size: int) -> np.ndarray:
+    """Volume pixels `(s, rows, cols)` -> `(s, size, size)` float16 in [0, 1].
+
+    Intensities are scaled by the stack's 1st and 99.5th percentiles; slices are resized with
+    bilinear, antialiased interpolation (`align_corners=False`, the convention of `targets`).
+    """
+    px = volume.pixels.astype(np.float32)
+    lo, hi = np.percentile(px, [1.0, 99.5])
+    px = np.clip((px - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    t = torch.from_numpy(px)[:, None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t[:, 0].numpy().astype(np.float16)
+
+
+def slice_input(prepared: np.ndarray, index: int) -> np.ndarray:
+    """Slices `index-1, index, index+1` (clamped at the ends) of a prepared stack -> `(3, s, s)`."""
+    n = len(prepared)
+    idx = np.clip([index - 1, index, index + 1], 0, n - 1)
+    return prepared[idx].astype(np.float32)
+
+
+def all_slice_inputs(prepared: np.ndarray) -> np.ndarray:
+    """Every slice with its neighbours: `(s, size, size)` -> `(s, 3, size, size)` float32."""
+    n = len(prepared)
+    idx = np.clip(np.arange(n)[:, None] + np.array([-1, 0, 1])[None, :], 0, n - 1)
+    return prepared[idx].astype(np.float32)
+
+
+def main_stack(study: Study, series_type: str) -> tuple[int, Volume] | None:
+    """`(series_id, stack)` of the first series of a type (its stack with most slices), or None."""
+    series = study.first(series_type)
+    if series is None or not series.stacks:
+        return None
+    return int(series.series_id), max(series.stacks, key=lambda v: v.shape[0])
+
+
+def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
+    """Labelled points of one study in LPS mm: `condition, level, series_id, stack, slice, wx, wy, wz`.
+
+    Rows whose series or instance is not in the study are dropped (they cannot be placed).
+    """
+    rows = []
+    by_id = {int(s.series_id): s for s in study.series}
+    for r in coords.itertuples(index=False):
+        series = by_id.get(int(r.series_id))
+        if series is None or not np.isfinite(r.x) or not np.isfinite(r.y):
+            continue
+        for j, vol in enumerate(series.stacks):
+            hit = np.flatnonzero(vol.instance_numbers == int(r.instance_number))
+            if len(hit):
+                w = vol.voxel_to_world([[r.x, r.y, hit[0]]])[0]
+                rows.append((r.condition, r.level, int(r.series_id), j, int(hit[0]), *w))
+                break
+    return pd.DataFrame(rows, columns=["condition", "level", "series_id", "stack", "slice", "wx", "wy", "wz"])
+
+
+@dataclass
+class SliceSample:
+    """One training slice: which prepared stack and slice, and per channel its target point.
+
+    `points (k, 2)` in network-input pixels (NaN where none), `amps (k,)` peak heights,
+    `mask (k,)` 1 where the channel is supervised on this slice's series.
+    """
+
+    stack: int
+    index: int
+    points: np.ndarray
+    amps: np.ndarray
+    mask: np.ndarray
+
+
+def _project(vol: Volume, points: np.ndarray, size: int, slice_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """World points `(k, 3)` -> input pixels `(k, 2)` and per-slice amplitudes `(slices, k)`."""
+    vox = vol.world_to_voxel(points)
+    xy = to_heatmap(vox[:, :2], vol.shape[1:], size, 1)
+    amps = slice_amplitude(np.arange(vol.shape[0])[:, None] - vox[None, :, 2], slice_sigma)
+    return xy, amps
+
+
+def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
+    """Prepared stacks and samples (every slice) of the study's sagittal series."""
+    stacks: list[np.ndarray] = []
+    samples: list[SliceSample] = []
+    k = len(LEVELS)
+    for series in study.series:
+        if series.series_type not in (SAGITTAL_T1, SAGITTAL_T2) or not series.stacks:
+            continue
+        vol = max(series.stacks, key=lambda v: v.shape[0])
+        centers = np.full((SAGITTAL_CHANNELS, 2, 3), np.nan)  # channel, candidate (left/right), xyz
+        mask = np.zeros(SAGITTAL_CHANNELS, np.float32)
+        for i, level in enumerate(LEVELS):
+            canal = pts[(pts.condition == CANAL) & (pts.level == level)]
+            if len(canal):
+                centers[i, 0] = canal[["wx", "wy", "wz"]].to_numpy().mean(axis=0)
+                mask[i] = 1.0
+            if series.series_type == SAGITTAL_T1:
+                for side, cond in enumerate(FORAMEN):
+                    hit = pts[(pts.condition == cond) & (pts.level == level)]
+                    if len(hit):
+                        centers[k + i, side] = hit[["wx", "wy", "wz"]].to_numpy()[0]
+                # both foramina labelled, or neither: a half-labelled level is not a clean negative
+                mask[k + i] = float(np.isfinite(centers[k + i, :, 0]).all())
+        if not mask.any():
+            continue
+        flat = centers.reshape(-1, 3)
+        ok = np.isfinite(flat[:, 0])
+        xy = np.full((len(flat), 2), np.nan)
+        amps = np.zeros((vol.shape[0], len(flat)))
+        if ok.any():
+            xy[ok], amps[:, ok] = _project(vol, flat[ok], size, slice_sigma)
+        xy, amps = xy.reshape(SAGITTAL_CHANNELS, 2, 2), amps.reshape(vol.shape[0], SAGITTAL_CHANNELS, 2)
+        stacks.append(prepare_stack(vol, size))
+        for s in range(vol.shape[0]):
+            best = amps[s].argmax(axis=1)  # the nearer of the two candidates (foramina: left/right)
+            ch = np.arange(SAGITTAL_CHANNELS)
+            samples.append(SliceSample(len(stacks) - 1, s, xy[ch, best], amps[s, ch, best] * mask, mask))
+    return stacks, samples
+
+
+def axial_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
+    """Prepared axial stacks and samples (slices near a labelled subarticular point)."""
+    stacks: list[np.ndarray] = []
+    samples: list[SliceSample] = []
+    sub = pts[pts.condition.isin(SUBARTICULAR)]
+    for series in study.series:
+        if series.series_type != AXIAL_T2:
+            continue
+        for vol in series.stacks:
+            xy_all, amp_all, chans = [], [], []
+            for r in sub.itertuples(index=False):
+                xy, amps = _project(vol, np.array([[r.wx, r.wy, r.wz]]), size, slice_sigma)
+                if amps.max() < MIN_AXIAL_AMPLITUDE:
+                    continue
+                xy_all.append(xy[0])
+                amp_all.append(amps[:, 0])
+                chans.append(SUBARTICULAR.index(r.condition))
+            if not chans:
+                continue
+            stacks.append(prepare_stack(vol, size))
+            xy_all, amp_all, chans = np.array(xy_all), np.array(amp_all), np.array(chans)
+            for s in range(vol.shape[0]):
+                if amp_all[:, s].max() < MIN_AXIAL_AMPLITUDE:
+                    continue
+                points = np.full((AXIAL_CHANNELS, 2), np.nan)
+                amps = np.zeros(AXIAL_CHANNELS)
+                for c in range(AXIAL_CHANNELS):
+                    mine = np.flatnonzero(chans == c)
+                    if len(mine):
+                        best = mine[amp_all[mine, s].argmax()]
+                        points[c], amps[c] = xy_all[best], amp_all[best, s]
+                samples.append(SliceSample(len(stacks) - 1, s, points, amps,
+                                           np.ones(AXIAL_CHANNELS, np.float32)))
+    return stacks, samples
+
+
+def augmentations(strength: float = 1.0) -> A.Compose:
+    """Geometric + intensity augmentation with keypoints (no flips: those are handled per model)."""
+    return A.Compose(
+        [
+            A.Affine(scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
+                     translate_percent=(-0.06 * strength, 0.06 * strength),
+                     rotate=(-10 * strength, 10 * strength), border_mode=0, p=0.8),
+            A.RandomBrightnessContrast(0.2 * strength, 0.2 * strength, p=0.5),
+            A.RandomGamma((80, 120), p=0.3),
+        ],
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+    )
+
+
+class HeatmapDataset(Dataset):
+    """Slices -> dicts `image (3, s, s)`, `target (k, s/stride, s/stride)`, `mask (k,)` tensors.
+
+    With `flip_pairs` (axial: `[(0, 1)]`), a random horizontal flip mirrors the image and swaps
+    the paired channels (left <-> right).
+    """
+
+    def __init__(self, stacks: list[np.ndarray], samples: list[SliceSample], size: int, stride: int,
+                 sigma: float, augment: bool = False, flip_pairs: tuple[tuple[int, int], ...] = ()) -> None:
+        self.stacks, self.samples = stacks, samples
+        self.size, self.stride, self.sigma = size, stride, sigma
+        self.transform = augmentations() if augment else None
+        self.flip_pairs = flip_pairs if augment else ()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        smp = self.samples[i]
+        image = slice_input(self.stacks[smp.stack], smp.index)  # (3, s, s)
+        points, amps, mask = smp.points.copy(), smp.amps.copy(), smp.mask.copy()
+        if self.transform is not None:
+            ok = np.isfinite(points[:, 0])
+            kp = np.where(ok[:, None], points, 0.0)
+            out = self.transform(image=np.ascontiguousarray(image.transpose(1, 2, 0)), keypoints=kp)
+            image = out["image"].transpose(2, 0, 1)
+            points = np.where(ok[:, None], np.asarray(out["keypoints"], dtype=np.float64), np.nan)
+        if self.flip_pairs and np.random.random() < 0.5:
+            image = image[:, :, ::-1]
+            points[:, 0] = self.size - 1 - points[:, 0]
+            for a, b in self.flip_pairs:
+                for arr in (points, amps, mask):
+                    arr[[a, b]] = arr[[b, a]]
+        hm = self.size // self.stride
+        centers = (points + 0.5) / self.stride - 0.5
+        target = gaussian_heatmaps(centers, amps, (hm, hm), self.sigma)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            "target": torch.from_numpy(target),
+            "mask": torch.from_numpy(mask.astype(np.float32)),
+        }

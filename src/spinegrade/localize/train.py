@@ -1,0 +1,126 @@
+"""Training stage 1 from the coordinates table: cache the studies, build slice samples, fit both nets.
+
+`train_localizer` is what the training orchestrator calls once per fold; it is resumable (the shared
+loop keeps `last.pt` in each model folder, and a finished model folder is not trained again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from spinegrade.config import Config, LocalizeConfig, to_dict
+from spinegrade.data.cache import cache_studies, load_cached
+from spinegrade.data.tables import load_tables
+from spinegrade.errors import DataError
+from spinegrade.localize.dataset import (
+    AXIAL_CHANNELS,
+    SAGITTAL_CHANNELS,
+    HeatmapDataset,
+    SliceSample,
+    axial_samples,
+    sagittal_samples,
+    world_points,
+)
+from spinegrade.localize.model import HeatmapNet, HeatmapSpec
+from spinegrade.localize.predict import AXIAL_DIR, SAGITTAL_DIR
+from spinegrade.training.device import resolve_device
+from spinegrade.training.loop import fit
+
+
+@dataclass
+class SampleSet:
+    """Prepared stacks and slice samples of many studies, for one of the two networks."""
+
+    stacks: list[np.ndarray]
+    samples: list[SliceSample]
+
+    def add(self, stacks: list[np.ndarray], samples: list[SliceSample]) -> None:
+        offset = len(self.stacks)
+        self.stacks.extend(stacks)
+        for s in samples:
+            s.stack += offset
+        self.samples.extend(samples)
+
+
+def heatmap_loss(pos_weight: float):  # type: ignore[no-untyped-def]
+    """BCE between logits `(b, k, h, w)` and Gaussian targets, weighted `1 + pos_weight * target`,
+    counted only on supervised channels (`batch["mask"] (b, k)`), averaged per supervised map."""
+
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        target, mask = batch["target"], batch["mask"][:, :, None, None]
+        weight = (1.0 + pos_weight * target) * mask
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight, reduction="sum")
+        return bce / (mask.sum() * target.shape[-1] * target.shape[-2]).clamp_min(1.0)
+
+    return loss
+
+
+def build_samples(
+    cache_paths: dict[int, Path], coords: pd.DataFrame, cfg: LocalizeConfig, progress: bool = True
+) -> tuple[SampleSet, SampleSet]:
+    """Sagittal and axial sample sets of the cached studies (labels from `coords`)."""
+    sag, ax = SampleSet([], []), SampleSet([], [])
+    by_study = dict(tuple(coords.groupby("study_id")))
+    for sid, path in tqdm(sorted(cache_paths.items()), desc="localize samples", disable=not progress):
+        rows = by_study.get(sid)
+        if rows is None:
+            continue
+        study = load_cached(path)
+        pts = world_points(study, rows)
+        sag.add(*sagittal_samples(study, pts, cfg.image_size, cfg.slice_sigma))
+        ax.add(*axial_samples(study, pts, cfg.image_size, cfg.slice_sigma))
+    return sag, ax
+
+
+def build_net(cfg: LocalizeConfig, channels: int) -> HeatmapNet:
+    """A heatmap network as the config says."""
+    return HeatmapNet(HeatmapSpec(cfg.backbone, channels, stride=cfg.heatmap_stride,
+                                  width=cfg.decoder_width, pretrained=cfg.pretrained))
+
+
+def train_localizer(
+    data_root: str | Path,
+    study_ids: list[int],
+    out_dir: str | Path,
+    cfg: Config,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the sagittal and axial heatmap nets on `study_ids` of the RSNA folder `data_root`.
+
+    Studies are cached in `cache_dir` (default `<out_dir>/../cache`); unreadable studies are skipped
+    and listed. Writes `<out_dir>/sagittal/` and `<out_dir>/axial/` (checkpoints, history) and
+    returns `out_dir`, which `Localizer.load` reads.
+    """
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir.parent / "cache"
+    tables = load_tables(data_root)
+    assert tables.coordinates is not None
+    cached = cache_studies(data_root / "train_images", study_ids, cache_dir, tables.series,
+                           workers=cfg.data.num_workers, progress=progress)
+    for sid, why in cached.failed.items():
+        tqdm.write(f"skipped study {sid}: {why}")
+    lcfg = cfg.localize
+    sag, ax = build_samples(cached.paths, tables.coordinates, lcfg, progress)
+    if not sag.samples or not ax.samples:
+        raise DataError(f"{data_root}: no labelled sagittal or axial slices among {len(study_ids)} studies")
+    device = resolve_device(cfg.device)
+    loss = heatmap_loss(lcfg.pos_weight)
+    meta = {"localize": to_dict(lcfg)}
+    for sub, channels, samples, flips in ((SAGITTAL_DIR, SAGITTAL_CHANNELS, sag, ()),
+                                          (AXIAL_DIR, AXIAL_CHANNELS, ax, ((0, 1),))):
+        net = build_net(lcfg, channels)
+        data = HeatmapDataset(samples.stacks, samples.samples, lcfg.image_size, lcfg.heatmap_stride,
+                              lcfg.sigma_px, augment=True, flip_pairs=flips)
+        fit(net, data, None, loss, lcfg.optim, out_dir / sub, device=device,
+            num_workers=0, desc=f"localize {sub}", seed=cfg.data.seed,
+            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)})
+    return out_dir
