@@ -462,6 +462,7 @@ def _facts(tables, slices, series_info, failures, coords, problems, has_images, 
         "studies_with_several_of_type": {t: int((inv[t] > 1).sum()) for t in SERIES_TYPES},
         "coordinates": {
             "rows": int(len(coords)), "studies": int(coords["study_id"].nunique()),
+            "normalised": bool(coords["instance_found"].any()),
             "on_series_type": {c: {t: int(n) for t, n in on_type.loc[c].items() if n}
                                for c in on_type.index},
         },
