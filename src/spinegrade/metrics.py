@@ -76,7 +76,8 @@ def score(labels: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
     `labels` is laid out like `RsnaTables.labels` (study_id + 25 snake_case target columns, NaN =
     blank). Every labelled row must be in the submission; rows of blank targets are allowed and
     ignored. Raises SubmissionError for a submission that cannot be scored (missing columns or
-    rows, duplicate or unknown row ids, studies not in `labels`, NaN/inf/negative values).
+    rows, duplicate or unknown row ids, studies not in `labels`, NaN/inf/negative values) and
+    DataError for labels that cannot be used (unknown severity strings, repeated study ids).
     """
     return score_from_aligned(*_aligned(labels, submission))
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from spinegrade.constants import CONDITIONS, LEVELS, SEVERITIES, target_column
+from spinegrade.constants import CONDITION_GROUPS, CONDITIONS, LEVELS, SEVERITIES, target_column
 from spinegrade.errors import DataError
 
 #: Number of severe labels at which the stratum key stops counting ("2 or more").
@@ -25,7 +25,7 @@ def study_strata(labels: pd.DataFrame) -> pd.Series:
     `labels`: wide table (study_id + 25 target columns, snake_case severities, NaN blank).
     Returns a string Series indexed like `labels`.
     """
-    spinal = labels[[target_column(CONDITIONS[0], lv) for lv in LEVELS]]
+    spinal = labels[[target_column(CONDITION_GROUPS["spinal"][0], lv) for lv in LEVELS]]
     rank = spinal.apply(lambda col: col.map({s: i for i, s in enumerate(SEVERITIES)}))
     worst = rank.max(axis=1).map(lambda i: "blank" if pd.isna(i) else SEVERITIES[int(i)])
     target_values = labels[[target_column(c, lv) for c in CONDITIONS for lv in LEVELS]]
