@@ -89,8 +89,10 @@ def validate(
             style = "red" if p.severity == "error" else "yellow"
             table.add_row(f"[{style}]{p.severity}[/]", p.kind, str(p.count),
                           p.examples[0] if p.examples else "")
-        console.print(table)
-        console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        if report.problems:
+            console.print(table)
+        console.print(f"{data_root} ({split}): {len(report.errors)} error(s), "
+                      f"{len(report.warnings)} warning(s)")
     if not report.ok:
         raise typer.Exit(1)
 
