@@ -92,7 +92,7 @@ def validate(
         if report.problems:
             console.print(table)
         console.print(f"{data_root} ({split}): {len(report.errors)} error(s), "
-                      f"{len(report.warnings)} warning(s)")
+                      f"{len(report.warnings)} warning(s)", soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 
