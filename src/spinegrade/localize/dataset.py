@@ -80,13 +80,19 @@ def main_stack(study: Study, series_type: str) -> tuple[int, Volume] | None:
     return int(series.series_id), max(series.stacks, key=lambda v: v.shape[0])
 
 
-def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
-    """Labelled points of one study in LPS mm: `condition, level, series_id, stack, slice, wx, wy, wz`.
+POINT_COLUMNS = ("condition", "level", "series_id", "stack", "slice", "x", "y", "wx", "wy", "wz",
+                 "nx", "ny", "nz", "dz")
 
-    Rows whose series or instance is not in the study are dropped (they cannot be placed).
+
+def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
+    """Labelled points of one study in LPS mm, with the geometry of the slice they were marked on.
+
+    Columns `POINT_COLUMNS`: condition, level, series_id, stack, slice, pixel x/y, world wx/wy/wz,
+    the stack's unit normal nx/ny/nz and slice spacing dz. Rows whose series or instance is not in
+    the study are dropped (they cannot be placed).
     """
     rows = []
-    by_id = {int(s.series_id): s for s in study.series}
+    by_id = {int(s.series_id): s for s in study.series if s.series_id is not None}
     for r in coords.itertuples(index=False):
         series = by_id.get(int(r.series_id))
         if series is None or not np.isfinite(r.x) or not np.isfinite(r.y):
@@ -95,9 +101,10 @@ def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
             hit = np.flatnonzero(vol.instance_numbers == int(r.instance_number))
             if len(hit):
                 w = vol.voxel_to_world([[r.x, r.y, hit[0]]])[0]
-                rows.append((r.condition, r.level, int(r.series_id), j, int(hit[0]), *w))
+                rows.append((r.condition, r.level, int(r.series_id), j, int(hit[0]), float(r.x),
+                             float(r.y), *w, *vol.normal, vol.spacing[2]))
                 break
-    return pd.DataFrame(rows, columns=["condition", "level", "series_id", "stack", "slice", "wx", "wy", "wz"])
+    return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 
 from spinegrade.config import LocalizeConfig, from_dict
 from spinegrade.constants import AXIAL_T2, LEVELS, SAGITTAL_T1, SAGITTAL_T2, TARGETS
-from spinegrade.dicom import Study, Volume, nearest_axial_slice
+from spinegrade.dicom import AxialHit, Study, Volume, nearest_axial_slice
 from spinegrade.localize.dataset import (
     CANAL,
     FORAMEN,
@@ -150,7 +150,7 @@ class Localizer:
             for cond, found in zip(FORAMEN, self._foramina(t1, points[(CANAL, level)], i)):
                 points[(cond, level)] = found
         points.update(self._axial(study, {lv: points[(CANAL, lv)] for lv in LEVELS}))
-        return _table(study, points)
+        return location_table(study, points)
 
     def _foramina(self, t1: StackHeat | None, canal: Point | str, i: int) -> tuple[Point | str, Point | str]:
         """Left and right foramen of level `i` on Sagittal T1, split at the canal plane."""
@@ -172,22 +172,11 @@ class Localizer:
         """Subarticular points: the axial slice nearest each level's canal point, then the axial net."""
         out: dict[tuple[str, str], Point | str] = {}
         jobs = []
-        for level, c in canal.items():
-            reason = None
-            if not study.axial_stacks():
-                reason = "no Axial T2 series"
-            elif isinstance(c, str):
-                reason = f"level not found on sagittal images ({c})"
+        for level, hit in axial_slices(study, canal, self.cfg.max_axial_distance_mm).items():
+            if isinstance(hit, str):
+                out.update({(cond, level): hit for cond in SUBARTICULAR})
             else:
-                hit = nearest_axial_slice(study, c.world)
-                if hit.distance_mm > self.cfg.max_axial_distance_mm:
-                    reason = (f"no axial slice within {self.cfg.max_axial_distance_mm:g} mm of the "
-                              f"level (nearest {hit.distance_mm:.1f} mm)")
-                else:
-                    jobs.append((level, hit))
-            if reason is not None:
-                for cond in SUBARTICULAR:
-                    out[(cond, level)] = reason
+                jobs.append((level, hit))
         if not jobs:
             return out
         vols = {(h.series_id, h.stack_index): _stack(study, h.series_id, h.stack_index) for _, h in jobs}
@@ -205,11 +194,29 @@ class Localizer:
         return out
 
 
+def axial_slices(study: Study, canal: dict[str, Point | str], max_distance_mm: float) -> dict[str, AxialHit | str]:
+    """Per level, the axial slice (over all axial stacks) nearest its canal point, or why there is none."""
+    out: dict[str, AxialHit | str] = {}
+    for level, c in canal.items():
+        if not study.axial_stacks():
+            out[level] = "no Axial T2 series"
+        elif isinstance(c, str):
+            out[level] = f"level not found on sagittal images ({c})"
+        else:
+            hit = nearest_axial_slice(study, c.world)
+            if hit is None or hit.distance_mm > max_distance_mm:
+                far = "" if hit is None else f" (nearest {hit.distance_mm:.1f} mm)"
+                out[level] = f"no axial slice within {max_distance_mm:g} mm of the level{far}"
+            else:
+                out[level] = hit
+    return out
+
+
 def _stack(study: Study, series_id: int | None, stack_index: int) -> Volume:
     return next(s for s in study.of_type(AXIAL_T2) if s.series_id == series_id).stacks[stack_index]
 
 
-def _table(study: Study, points: dict[tuple[str, str], Point | str]) -> pd.DataFrame:
+def location_table(study: Study, points: dict[tuple[str, str], Point | str]) -> pd.DataFrame:
     """One row per target in `TARGETS` order."""
     rows = []
     for cond, level in TARGETS:
