@@ -109,3 +109,82 @@ def inspect(
     result = inspect_dataset(data_root, out, workers=workers)
     console.print(summary_table(result))
     console.print(f"report: {result.report}")
+
+
+localize_app = typer.Typer(help="Stage 1: find the series, slice and pixel of each of the 25 targets.",
+                           no_args_is_help=True)
+app.add_typer(localize_app, name="localize")
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="config override key=value (repeatable)")]
+FoldOpt = Annotated[int, typer.Option(help="held-out fold: train on the others, evaluate on it")]
+
+
+@localize_app.command("train")
+def localize_train(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    out: Annotated[Path, typer.Argument(help="output folder of the localiser (resumable)")],
+    config: ConfigOpt = "demo",
+    fold: FoldOpt = 0,
+    overrides: SetOpt = None,
+) -> None:
+    """Train the sagittal and axial heatmap models on every fold but `--fold`."""
+    from spinegrade.config import load_config, save_config
+    from spinegrade.localize.train import fold_split, train_localizer
+
+    cfg = load_config(config, overrides or [])
+    train_ids, held = fold_split(data_root, cfg, fold)
+    save_config(cfg, out / "config.yaml")
+    console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
+    console.print(f"localiser: {train_localizer(data_root, train_ids, out, cfg)}")
+
+
+@localize_app.command("evaluate")
+def localize_evaluate(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    model: Annotated[Path, typer.Argument(help="folder written by `localize train`")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (default: <model>/eval)")] = None,
+    config: ConfigOpt = "demo",
+    fold: FoldOpt = 0,
+    overrides: SetOpt = None,
+) -> None:
+    """Localisation report on the held-out fold, with the mean-position baseline in the same run."""
+    from rich.table import Table
+
+    from spinegrade.config import load_config
+    from spinegrade.localize.evaluate import evaluate_localizer
+    from spinegrade.localize.train import fold_split
+
+    cfg = load_config(config, overrides or [])
+    train_ids, held = fold_split(data_root, cfg, fold)
+    out = out or model / "eval"
+    report = evaluate_localizer(data_root, model, held, train_ids, out, cfg)
+    table = Table("group", "who", "points", "missed", "median mm", "p90 mm", "slice<=1", "level right",
+                  "swaps", title=f"localisation, {report['studies']} held-out studies (fold {fold})")
+    for group in report["model"]["groups"]:
+        for who in ("model", "baseline"):
+            s = report[who]["groups"][group]
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            table.add_row(group, who, str(s["points"]), str(s["missed"]), fmt(s["inplane_mm_median"], ".2f"),
+                          fmt(s["inplane_mm_p90"], ".2f"), fmt(s["slice_within_1"], ".1%"),
+                          fmt(s["level_right"], ".1%"), str(s["swaps"]))
+    console.print(table)
+    console.print(f"report: {out}")
+
+
+@localize_app.command("predict")
+def localize_predict(
+    model: Annotated[Path, typer.Argument(help="folder written by `localize train`")],
+    studies: Annotated[list[Path], typer.Argument(help="study folders (<study_id>/<series_id>/*.dcm)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (train_label_coordinates style)")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+) -> None:
+    """Locate the 25 targets of each study; unreadable studies are skipped and listed."""
+    from spinegrade.localize.evaluate import to_coordinates_csv
+    from spinegrade.localize.predict import locate_studies
+
+    table, failed = locate_studies(model, studies, device=device)
+    for folder, why in failed.items():
+        err_console.print(f"skipped {folder}: {why}", soft_wrap=True, highlight=False)
+    to_coordinates_csv(table, out)
+    located = int((table["reason"] == "").sum()) if len(table) else 0
+    console.print(f"{out}: {len(table)} targets of {len(studies) - len(failed)} studies, {located} located")

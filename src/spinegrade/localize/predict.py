@@ -231,3 +231,36 @@ def location_table(study: Study, points: dict[tuple[str, str], Point | str]) -> 
     for col in ("series_id", "instance_number", "stack_index", "slice_index"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def locate_studies(
+    model_dir: str | Path,
+    study_dirs: list[Path],
+    *,
+    device: str = "auto",
+    series_descriptions: pd.DataFrame | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Locate the targets of DICOM study folders -> (table of all rows, {folder: why it failed}).
+
+    A study that cannot be read is skipped with its one-line reason; the others are still located.
+    """
+    from tqdm.auto import tqdm
+
+    from spinegrade.dicom import load_study
+    from spinegrade.errors import SpinegradeError
+
+    localizer = Localizer.load(model_dir, device)
+    tables, failed = [], {}
+    for folder in tqdm(study_dirs, desc="localize", disable=not progress):
+        try:
+            tables.append(localizer.locate(load_study(folder, series_descriptions)))
+        except SpinegradeError as exc:
+            failed[str(folder)] = str(exc)
+    table = pd.concat(tables, ignore_index=True) if tables else location_table_empty()
+    return table, failed
+
+
+def location_table_empty() -> pd.DataFrame:
+    """A `locate` table with no rows."""
+    return pd.DataFrame(columns=list(LOCATION_COLUMNS))

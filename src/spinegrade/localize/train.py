@@ -124,3 +124,24 @@ def train_localizer(
             num_workers=0, desc=f"localize {sub}", seed=cfg.data.seed,
             meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)})
     return out_dir
+
+
+def fold_split(data_root: str | Path, cfg: Config, fold: int) -> tuple[list[int], list[int]]:
+    """`(train_ids, held_out_ids)` of `fold` under `make_folds(labels, cfg.data.folds, cfg.data.seed)`.
+
+    Only studies with label coordinates count; `cfg.data.max_studies` keeps the first N of them.
+    """
+    from spinegrade.data.folds import make_folds
+
+    tables = load_tables(data_root)
+    assert tables.labels is not None and tables.coordinates is not None
+    labels = tables.labels[tables.labels.study_id.isin(tables.coordinates.study_id)]
+    labels = labels.sort_values("study_id")
+    if cfg.data.max_studies is not None:
+        labels = labels.head(cfg.data.max_studies)
+    if not 0 <= fold < cfg.data.folds:
+        raise DataError(f"fold {fold} does not exist: data.folds is {cfg.data.folds}")
+    folds = make_folds(labels, cfg.data.folds, cfg.data.seed)
+    held = folds.study_id[folds.fold == fold].astype(int).tolist()
+    rest = folds.study_id[folds.fold != fold].astype(int).tolist()
+    return rest, held

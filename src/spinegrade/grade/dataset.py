@@ -1,0 +1,176 @@
+"""Study-level samples for the grader: the 25 crops of a study, which of them exist, and labels.
+
+One sample is one study, so the any-severe-spinal term of the loss (a max over the five spinal
+levels of one study) is computed on whole studies. Each target is cropped on the series and slice
+its point names: spinal canal points on Sagittal T2/STIR, foraminal on Sagittal T1, subarticular on
+the Axial T2 stack that holds the point's instance (whatever series the point is on, the crop is
+taken where the point is; the view follows the stack's orientation). Only that one view per target
+is used: a second view (e.g. an axial crop for the canal) would need the axial slice lookup at
+training and inference time and was left out to keep one crop per target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from spinegrade.constants import TARGET_COLUMNS, TARGETS, severity_index
+from spinegrade.dicom import Study, Volume
+from spinegrade.grade.augment import AugmentParams, apply_intensity, intensity_transform, mirror_sample, random_jitter
+from spinegrade.grade.crops import NO_JITTER, crop_2p5d, normalize_crop
+
+BLANK = -1
+#: Columns a points table must have (one row per target; extra columns are ignored).
+POINT_COLUMNS = ("series_id", "instance_number", "condition", "level", "x", "y")
+#: A stack counts as axial when its normal's |z| exceeds this.
+_AXIAL_COS = 0.7
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """The crop geometry shared by training and inference (stored in the checkpoint)."""
+
+    slices: int = 5
+    crop_mm: float = 40.0
+    crop_px: int = 64
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a target's point is: the stack, the slice index in it, pixel (x col, y row), view."""
+
+    volume: Volume
+    slice_index: int
+    x: float
+    y: float
+    view: str
+
+
+def locate(study: Study, series_id: Any, instance_number: Any, x: Any, y: Any) -> Located | None:
+    """Find the stack of `study` holding the point; None if the series/instance is absent or x/y NaN."""
+    if any(_missing(v) for v in (series_id, instance_number, x, y)):
+        return None
+    for series in study.series:
+        if series.series_id != int(series_id):
+            continue
+        for volume in series.stacks:
+            hits = np.flatnonzero(volume.instance_numbers == int(instance_number))
+            if len(hits):
+                view = "axial" if abs(float(volume.normal[2])) > _AXIAL_COS else "sagittal"
+                return Located(volume, int(hits[0]), float(x), float(y), view)
+    return None
+
+
+def locate_targets(study: Study, points: pd.DataFrame) -> list[Located | None]:
+    """The located point of each of the 25 targets in `TARGETS` order (None where it has none).
+
+    `points` has the coordinates table's columns (`POINT_COLUMNS`); when a target has several rows
+    the first is used.
+    """
+    found: list[Located | None] = [None] * len(TARGETS)
+    if points is None or len(points) == 0:
+        return found
+    index = {t: i for i, t in enumerate(TARGETS)}
+    for row in points.itertuples(index=False):
+        i = index.get((row.condition, row.level))
+        if i is not None and found[i] is None:
+            found[i] = locate(study, row.series_id, row.instance_number, row.x, row.y)
+    return found
+
+
+def study_crops(
+    located: list[Located | None],
+    crop: CropParams,
+    *,
+    rng: np.random.Generator | None = None,
+    augment: AugmentParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Normalised crops `(25, slices, crop_px, crop_px)` float32 (zeros where no point), `valid (25,)`
+    bool, and the view of each target. With `augment` and `rng`, each crop gets a random jitter."""
+    out = np.zeros((len(TARGETS), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
+    valid = np.zeros(len(TARGETS), dtype=bool)
+    views = ["axial" if TARGETS[i][0].endswith("subarticular_stenosis") else "sagittal"
+             for i in range(len(TARGETS))]
+    for i, loc in enumerate(located):
+        if loc is None:
+            continue
+        jitter = random_jitter(rng, augment) if (augment is not None and rng is not None) else NO_JITTER
+        raw = crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, view=loc.view, slices=crop.slices,
+                        crop_mm=crop.crop_mm, crop_px=crop.crop_px, jitter=jitter)
+        out[i], valid[i], views[i] = normalize_crop(raw), True, loc.view
+    return out, valid, views
+
+
+def label_vector(labels: pd.DataFrame | None, study_id: int) -> np.ndarray:
+    """Class indices `(25,)` int64 of a study from the wide labels table (`BLANK` = -1 for blank)."""
+    out = np.full(len(TARGETS), BLANK, dtype=np.int64)
+    if labels is None:
+        return out
+    rows = labels[labels["study_id"] == int(study_id)]
+    if rows.empty:
+        return out
+    for i, column in enumerate(TARGET_COLUMNS):
+        value = rows.iloc[0][column]
+        if isinstance(value, str):
+            out[i] = severity_index(value)
+    return out
+
+
+class GradeDataset(Dataset):
+    """One item per study: `{"crops": (25, slices, P, P) float32, "valid": (25,) bool,
+    "labels": (25,) int64}` as tensors. Points are located once; crops are cut on the fly from the
+    in-memory volumes (with random augmentation when `augment` is given)."""
+
+    def __init__(
+        self,
+        studies: Mapping[int, Study],
+        points: pd.DataFrame,
+        labels: pd.DataFrame | None,
+        crop: CropParams,
+        augment: AugmentParams | None = None,
+    ) -> None:
+        self.ids = list(studies)
+        self.crop = crop
+        self.augment = augment
+        by_study = dict(tuple(points.groupby("study_id"))) if len(points) else {}
+        self.located = [locate_targets(studies[s], by_study.get(s, points.iloc[:0])) for s in self.ids]
+        self.labels = [label_vector(labels, s) for s in self.ids]
+        self.intensity = intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
+        self._calls = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        labels = self.labels[index].copy()
+        if self.augment is None:
+            crops, valid, _ = study_crops(self.located[index], self.crop)
+            return _as_tensors(crops, valid, labels)
+        self._calls += 1
+        seed = (torch.initial_seed() + 7919 * index + 104729 * self._calls) % 2**32
+        rng = np.random.default_rng(seed)
+        crops, valid, views = study_crops(self.located[index], self.crop, rng=rng, augment=self.augment)
+        if self.intensity is not None:
+            for i in np.flatnonzero(valid):
+                crops[i] = apply_intensity(self.intensity, crops[i], int(rng.integers(2**31)))
+        if rng.random() < self.augment.mirror_p:
+            crops, valid, labels, _ = mirror_sample(crops, valid, labels, views)
+        return _as_tensors(crops, valid, labels)
+
+
+def _as_tensors(crops: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    """Targets without a crop are not trained on: their label becomes BLANK."""
+    labels = np.where(valid, labels, BLANK)
+    return {"crops": torch.from_numpy(np.ascontiguousarray(crops)), "valid": torch.from_numpy(valid),
+            "labels": torch.from_numpy(labels)}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value)

@@ -1,0 +1,77 @@
+"""Inference with a trained grader: a study and its 25 points in, `(25, 3)` probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from spinegrade.dicom import Study
+from spinegrade.grade.augment import MIRROR_INDEX, mirror_sample
+from spinegrade.grade.dataset import CropParams, locate_targets, study_crops
+from spinegrade.grade.model import GraderNet, GraderSpec
+from spinegrade.training.checkpoint import load_checkpoint
+
+
+class Grader:
+    """A trained grading network with its crop geometry, ready to predict on studies."""
+
+    def __init__(self, model: GraderNet, crop: CropParams, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.crop = crop
+        self.device = device
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Grader:
+        """Rebuild the grader from a `model.pt` written by `train_grader` (SpinegradeError if unusable)."""
+        device = torch.device(device)
+        state = load_checkpoint(path, map_location=device)
+        meta = state.get("meta", {})
+        model = GraderNet(GraderSpec(**meta["spec"]))
+        model.load_state_dict(state["model"])
+        return cls(model, CropParams(**meta["crop"]), device)
+
+    def predict(self, study: Study, points: pd.DataFrame, *, tta: bool = False) -> np.ndarray:
+        """Probabilities `(25, 3)` in `TARGETS` order; NaN rows for targets without a usable point.
+
+        `points` has the columns of the coordinates table (`series_id, instance_number, condition,
+        level, x, y`, snake_case), one row per target; targets may be missing. With `tta` the
+        prediction is averaged with that of the left/right-mirrored study.
+        """
+        return self.predict_many([(study, points)], tta=tta)[0]
+
+    @torch.no_grad()
+    def predict_many(
+        self, items: Iterable[tuple[Study, pd.DataFrame]], *, tta: bool = False, batch_size: int = 8
+    ) -> list[np.ndarray]:
+        """:meth:`predict` for many (study, points) pairs, batched: a list of `(25, 3)` arrays."""
+        out: list[np.ndarray] = []
+        batch: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
+        for study, points in items:
+            batch.append(study_crops(locate_targets(study, points), self.crop))
+            if len(batch) == batch_size:
+                out.extend(self._run(batch, tta))
+                batch = []
+        if batch:
+            out.extend(self._run(batch, tta))
+        return out
+
+    def _run(self, batch: list[tuple[np.ndarray, np.ndarray, list[str]]], tta: bool) -> list[np.ndarray]:
+        """Probabilities of a batch of study samples, NaN where there is no crop."""
+        probs = self._probs(np.stack([c for c, _, _ in batch]), np.stack([v for _, v, _ in batch]))
+        if tta:
+            mirrored = [mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views)
+                        for c, v, views in batch]
+            back = self._probs(np.stack([m[0] for m in mirrored]), np.stack([m[1] for m in mirrored]))
+            probs = (probs + back[:, MIRROR_INDEX]) / 2  # the mirror swaps slots t and MIRROR_INDEX[t]
+        valid = np.stack([v for _, v, _ in batch])
+        probs[~valid] = np.nan
+        return list(probs)
+
+    def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Softmax of the network on `crops (b, 25, S, P, P)`, `valid (b, 25)` -> `(b, 25, 3)` float64."""
+        logits = self.model(torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device))
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)

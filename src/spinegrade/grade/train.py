@@ -1,0 +1,127 @@
+"""Training the grader on crops from the true coordinates (with jitter), through the shared loop.
+
+`train_grader` is what the training orchestrator calls once per fold. It is resumable: the loop keeps
+`last.pt` in `out_dir`, and a finished `model.pt` is not trained again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from spinegrade.config import Config, GradeConfig, to_dict
+from spinegrade.data.cache import cache_studies, load_cached
+from spinegrade.data.tables import load_tables
+from spinegrade.dicom import Study, load_study
+from spinegrade.errors import DataError, SpinegradeError
+from spinegrade.grade.augment import AugmentParams
+from spinegrade.grade.dataset import CropParams, GradeDataset
+from spinegrade.grade.loss import grade_loss
+from spinegrade.grade.model import GraderNet, GraderSpec
+from spinegrade.training.device import resolve_device
+from spinegrade.training.loop import fit
+
+#: A `cache` argument: a cache folder (shared with the localiser) or studies already in memory.
+StudySource = str | Path | Mapping[int, Study] | None
+
+
+def crop_params(cfg: GradeConfig) -> CropParams:
+    """The crop geometry of a grade config."""
+    return CropParams(slices=cfg.slices, crop_mm=cfg.crop_mm, crop_px=cfg.crop_px)
+
+
+def augment_params(cfg: GradeConfig) -> AugmentParams:
+    """The training augmentation of a grade config."""
+    return AugmentParams(coord_jitter_mm=cfg.coord_jitter_mm, slice_shift=cfg.slice_shift,
+                         angle_deg=cfg.angle_deg, scale=cfg.scale_jitter, mirror_p=cfg.mirror_p,
+                         intensity_p=cfg.intensity_p)
+
+
+def build_model(cfg: GradeConfig) -> GraderNet:
+    """A grading network as the config says."""
+    return GraderNet(GraderSpec(backbone=cfg.backbone, in_chans=cfg.slices, pretrained=cfg.pretrained,
+                                dim=cfg.dim, context_layers=cfg.context_layers, dropout=cfg.dropout))
+
+
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loop's forward: `(crops, valid) -> logits (b, 25, 3)`."""
+    return model(batch["crops"], batch["valid"])
+
+
+def load_studies(
+    data_root: str | Path, study_ids: list[int], cache: StudySource = None, *,
+    workers: int = 0, progress: bool = True,
+) -> tuple[dict[int, Study], dict[int, str]]:
+    """Studies by id, and a one-line reason for each study that could not be read.
+
+    `cache` is a mapping of studies already loaded (used as is), a cache folder (filled with
+    `spinegrade.data.cache.cache_studies`, keyed like the localiser's so both stages share it),
+    or None to read the DICOM directly.
+    """
+    ids = [int(s) for s in study_ids]
+    if isinstance(cache, Mapping):
+        missing = {s: "not among the studies given" for s in ids if s not in cache}
+        return {s: cache[s] for s in ids if s in cache}, missing
+    root = Path(data_root)
+    images = root / "train_images"
+    studies: dict[int, Study] = {}
+    failed: dict[int, str] = {}
+    if cache is not None:
+        series = load_tables(root).series
+        result = cache_studies(images, ids, cache, series, workers=workers, progress=progress)
+        failed.update(result.failed)
+        for sid in tqdm(sorted(result.paths), desc="load studies", disable=not progress):
+            studies[sid] = load_cached(result.paths[sid])
+        return studies, failed
+    for sid in tqdm(ids, desc="read studies", disable=not progress):
+        try:
+            studies[sid] = load_study(images / str(sid))
+        except SpinegradeError as exc:
+            failed[sid] = str(exc)
+    return studies, failed
+
+
+def train_grader(
+    data_root: str | Path,
+    study_ids: list[int],
+    coordinates: pd.DataFrame,
+    labels: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: Config,
+    *,
+    val_ids: list[int] | None = None,
+    cache: StudySource = None,
+    progress: bool = True,
+) -> Path:
+    """Train the grader on `study_ids` and return the final checkpoint (`<out_dir>/model.pt`).
+
+    Crops come from the TRUE `coordinates` (the coordinates table, snake_case condition/level),
+    jittered as `cfg.grade` says; `labels` is the wide labels table. `val_ids` (optional) adds a
+    validation loss per epoch on unjittered crops. Unreadable studies are skipped and listed.
+    """
+    gcfg = cfg.grade
+    ids = [int(s) for s in study_ids]
+    val = [int(s) for s in (val_ids or [])]
+    studies, failed = load_studies(data_root, ids + val, cache, workers=cfg.data.num_workers,
+                                   progress=progress)
+    for sid, why in failed.items():
+        tqdm.write(f"grade: skipped study {sid}: {why}")
+    train_studies = {s: studies[s] for s in ids if s in studies}
+    if not train_studies:
+        raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
+    crop = crop_params(gcfg)
+    train_set = GradeDataset(train_studies, coordinates, labels, crop, augment_params(gcfg))
+    val_studies = {s: studies[s] for s in val if s in studies}
+    val_set = GradeDataset(val_studies, coordinates, labels, crop) if val_studies else None
+    model = build_model(gcfg)
+    meta: dict[str, Any] = {"spec": model.spec.to_dict(), "crop": crop.__dict__, "grade": to_dict(gcfg),
+                            "train_studies": len(train_studies), "skipped": failed}
+    result = fit(model, train_set, val_set, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
+                 gcfg.optim, out_dir, device=resolve_device(cfg.device), num_workers=cfg.data.num_workers,
+                 forward=forward, desc="grade", seed=cfg.data.seed, meta=meta)
+    return result.checkpoint
