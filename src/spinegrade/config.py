@@ -46,6 +46,7 @@ class DataConfig:
     seed: int = 42
     num_workers: int = 2  #: worker processes for reading, caching and loading
     max_studies: int | None = None  #: use only the first N studies (quick trials)
+    cache_dir: str | None = None  #: preprocessed study cache; default `<run_dir>/cache`
 
 
 @dataclass
