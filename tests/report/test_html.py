@@ -37,6 +37,7 @@ def test_table_escapes_cuts_long_frames_and_formats_floats() -> None:
     assert "0.12" in out and "0.123" not in out
     assert "(first 2 of 3 rows)" in out and ">c<" not in out
     assert "<caption>Cap &amp; co</caption>" in out
+    assert html.table(df.iloc[:0], caption="Empty") == '<p class="muted">Empty: (none)</p>'
 
 
 def test_page_has_toc_sections_and_no_external_resources(tmp_path: Path) -> None:

@@ -133,7 +133,12 @@ def table(
     max_rows: int | None = 60,
     float_format: str = "{:,.3f}",
 ) -> str:
-    """A DataFrame as an HTML table (escaped); longer frames are cut at `max_rows` with a note."""
+    """A DataFrame as an HTML table (escaped); longer frames are cut at `max_rows` with a note.
+
+    An empty frame gives its caption and "(none)" instead of an empty grid.
+    """
+    if df.empty:
+        return f'<p class="muted">{esc(caption)}{": " if caption else ""}(none)</p>'
     shown = df if max_rows is None or len(df) <= max_rows else df.head(max_rows)
     out = shown.to_html(
         classes="df",

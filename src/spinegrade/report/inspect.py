@@ -691,7 +691,7 @@ def _severity_section(counts: pd.DataFrame, figures: dict[str, Path]) -> str:
 
 def _correlation_section(labels: pd.DataFrame, figures: dict[str, Path]) -> str:
     corr = target_correlation(labels)
-    upper = corr.where(np.triu(np.ones(corr.shape, dtype=bool), k=1)).stack()
+    upper = corr.where(np.triu(np.ones(corr.shape, dtype=bool), k=1)).stack().dropna()
     top = upper.sort_values(ascending=False).head(10).rename("r").reset_index()
     top.columns = ["target A", "target B", "r"]
     return (
