@@ -156,7 +156,7 @@ def evaluate_localizer(
     and returns the report. Studies that cannot be read are skipped and listed in the report.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path(model_dir).parent / "cache"
+    cache_dir = Path(cache_dir or cfg.data.cache_dir or Path(model_dir).parent / "cache")
     tables = load_tables(data_root)
     coords = tables.coordinates
     assert coords is not None

@@ -96,12 +96,12 @@ def train_localizer(
 ) -> Path:
     """Train the sagittal and axial heatmap nets on `study_ids` of the RSNA folder `data_root`.
 
-    Studies are cached in `cache_dir` (default `<out_dir>/../cache`); unreadable studies are skipped
+    Studies are cached in `cache_dir` (default `cfg.data.cache_dir`, else `<out_dir>/../cache`); unreadable studies are skipped
     and listed. Writes `<out_dir>/sagittal/` and `<out_dir>/axial/` (checkpoints, history) and
     returns `out_dir`, which `Localizer.load` reads.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir.parent / "cache"
+    cache_dir = Path(cache_dir or cfg.data.cache_dir or out_dir.parent / "cache")
     tables = load_tables(data_root)
     assert tables.coordinates is not None
     cached = cache_studies(data_root / "train_images", study_ids, cache_dir, tables.series,
