@@ -681,10 +681,8 @@ def _severity_section(counts: pd.DataFrame, figures: dict[str, Path]) -> str:
     return (
         html.figure(figures["severity"], "Shares of Normal/Mild, Moderate and Severe over labelled "
                     "cells, per condition and level.")
-        + html.table(overall, caption="Overall (counts; shares in % of labelled cells)", float_format=fmt)
-        + '<div class="grid2">'
-        + html.table(by_condition, caption="Per condition", float_format=fmt)
-        + html.table(by_level, caption="Per level", float_format=fmt) + "</div>"
+        + html.table(pd.concat([overall, by_condition, by_level]), float_format=fmt,
+                     caption="Counts overall, per condition and per level; shares in % of labelled cells")
         + html.details("Per target (25 rows)", html.table(per_target, float_format=fmt))
     )
 

@@ -1,0 +1,110 @@
+"""Figures of a training run (`figures/` of the run folder), drawn from saved files only.
+
+`learning_curves.png` (each fold's `history.json`, both stages), `confusion_<condition>.png`,
+`condition_level_logloss.png`, `roc_<group>.png` (one-vs-rest per severity, per condition group)
+and `localization.png` (model vs the mean-position baseline, out of fold).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+from spinegrade.constants import CONDITION_GROUPS, CONDITIONS, LEVELS, SEVERITIES
+from spinegrade.data.tables import labels_long
+from spinegrade.metrics import normalise_probabilities
+from spinegrade.report.figures import SEVERITY_COLORS, heatmap, new_figure, save_png
+
+#: (title, path of history.json inside fold_<k>/) of each trained network.
+HISTORIES: tuple[tuple[str, str], ...] = (
+    ("localiser, sagittal", "localizer/sagittal/history.json"),
+    ("localiser, axial", "localizer/axial/history.json"),
+    ("grader", "grader/history.json"),
+)
+
+
+def write_figures(out_dir: str | Path, run_dir: str | Path, metrics: dict[str, Any],
+                  localization: dict[str, Any], labels: pd.DataFrame, oof: pd.DataFrame) -> list[Path]:
+    """Every figure of the run into `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = [learning_curves(run_dir, metrics["folds"], out_dir / "learning_curves.png"),
+             *confusion_matrices(metrics, out_dir),
+             condition_level_logloss(metrics, out_dir / "condition_level_logloss.png"),
+             *roc_curves(labels, oof, out_dir)]
+    if localization.get("model"):
+        from spinegrade.localize.evaluate import plot_report
+
+        paths.append(plot_report(localization, out_dir / "localization.png"))
+    return paths
+
+
+def learning_curves(run_dir: str | Path, folds: list[int], path: str | Path) -> Path:
+    """Train (solid) and validation (dashed) loss per epoch of each network, one colour per fold."""
+    fig, axes = new_figure(5 * len(HISTORIES), 3.8, 1, len(HISTORIES))
+    for ax, (title, rel) in zip(axes[0], HISTORIES):
+        for k in folds:
+            hist_path = Path(run_dir) / f"fold_{k}" / rel
+            if not hist_path.is_file():
+                continue
+            hist = pd.DataFrame(json.loads(hist_path.read_text(encoding="utf-8")))
+            color = f"C{k % 10}"
+            ax.plot(hist["epoch"], hist["train_loss"], color=color, label=f"fold {k} train")
+            if "val_loss" in hist:
+                ax.plot(hist["epoch"], hist["val_loss"], color=color, ls="--", label=f"fold {k} held-out")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def confusion_matrices(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
+    """`confusion_<condition>.png`: true class (rows) vs argmax (columns), counts."""
+    paths = []
+    for condition in CONDITIONS:
+        cm = np.asarray(metrics["model"]["conditions"][condition]["confusion"])
+        fig, axes = new_figure(4.2, 3.6)
+        ConfusionMatrixDisplay(cm, display_labels=list(SEVERITIES)).plot(ax=axes[0, 0], colorbar=False,
+                                                                        cmap="Blues")
+        axes[0, 0].set_title(condition.replace("_", " "), fontsize=9)
+        paths.append(save_png(fig, out_dir / f"confusion_{condition}.png"))
+    return paths
+
+
+def condition_level_logloss(metrics: dict[str, Any], path: str | Path) -> Path:
+    """Heatmap of the weighted log loss per condition (rows) and level (columns)."""
+    conditions = metrics["model"]["conditions"]
+    matrix = pd.DataFrame([[conditions[c]["levels"][lv] for lv in LEVELS] for c in CONDITIONS],
+                          index=list(CONDITIONS), columns=list(LEVELS), dtype=float)
+    fig, axes = new_figure(6.5, 3.6)
+    top = float(np.nanmax(matrix.to_numpy())) if np.isfinite(matrix.to_numpy()).any() else 1.0
+    heatmap(axes[0, 0], matrix, vmin=0.0, vmax=max(top, 1e-6), cmap="Reds", annotate=True)
+    axes[0, 0].set_title("weighted log loss, out of fold")
+    return save_png(fig, path)
+
+
+def roc_curves(labels: pd.DataFrame, oof: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """`roc_<group>.png`: one-vs-rest ROC curve of each severity over the group's labelled rows."""
+    truth = labels_long(labels)
+    truth = truth[truth["label"] >= 0].merge(oof, on="row_id", how="inner")
+    probs = normalise_probabilities(truth[list(SEVERITIES)].to_numpy())
+    paths = []
+    for group, members in CONDITION_GROUPS.items():
+        rows = truth["condition"].isin(members).to_numpy()
+        fig, axes = new_figure(4.5, 4.2)
+        ax = axes[0, 0]
+        for k, severity in enumerate(SEVERITIES):
+            y = truth["label"].to_numpy()[rows] == k
+            if y.all() or not y.any():
+                continue
+            RocCurveDisplay.from_predictions(y, probs[rows, k], name=severity, ax=ax,
+                                             color=SEVERITY_COLORS[k], plot_chance_level=k == 0)
+        ax.set_title(f"{group}: one-vs-rest ROC ({int(rows.sum())} rows)", fontsize=9)
+        paths.append(save_png(fig, out_dir / f"roc_{group}.png"))
+    return paths
