@@ -90,3 +90,19 @@ def test_missing_decoder_names_syntax_and_package(write, monkeypatch):
     err = _one_error(folder)
     assert err.path.parent == folder
     assert "JPEG-LS Lossless" in str(err) and "no decoder" in str(err) and "pip install pyjpegls" in str(err)
+
+
+@pytest.mark.parametrize("signed, bits_stored, syntax", [
+    (False, 16, "1.2.840.10008.1.2.1"), (False, 12, "1.2.840.10008.1.2.1"), (True, 12, "1.2.840.10008.1.2.1"),
+    (True, 16, "1.2.840.10008.1.2"), (False, 12, "1.2.840.10008.1.2"),
+])
+def test_fast_native_decoding_equals_pydicom(write, signed, bits_stored, syntax):
+    # raw words with bits above BitsStored set: pydicom masks (unsigned) or sign-extends (signed)
+    words = np.array([0x0000, 0x0FFF, 0x0800, 0x3005, 0xF7FF, 0xFFFF, 0x1234, 0x8000, 0x7FFF], dtype=np.uint16)
+    px = words.view(np.int16 if signed else np.uint16).reshape(1, 3, 3)
+    folder = write("s", px, transfer_syntax=syntax)
+    _edit(folder / "1.dcm", lambda ds: (setattr(ds, "BitsStored", bits_stored), setattr(ds, "HighBit", bits_stored - 1)))
+    expected = pydicom.dcmread(folder / "1.dcm").pixel_array
+    got = load_series(folder).pixels[0]
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
