@@ -44,8 +44,9 @@ def make_dataset(root: Path, *, images: bool = True) -> Path:
     """Two studies in the RSNA layout: label CSVs, 6 series of tiny DICOMs, full coordinates.
 
     Planted problems: study 101's spinal L1/L2 point lies outside its 32x40 image, its left
-    foraminal L1/L2 point names instance 99 (not in the series), and series 13 holds a corrupt
-    file `50.dcm` (its other 7 files are fine).
+    foraminal L1/L2 point names instance 99 (not in the series), study 202's spinal L2/L3 point
+    is on the axial series 23, and series 13 holds a corrupt file `50.dcm` (its other 7 files
+    are fine).
     """
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -66,6 +67,7 @@ def make_dataset(root: Path, *, images: bool = True) -> Path:
                                          "level", "x", "y"])
     coords.loc[0, ["x", "y"]] = [300.0, 20.0]  # outside 32 columns
     coords.loc[5, "instance_number"] = 99  # left foraminal L1/L2 of study 101: no such instance
+    coords.loc[25 + 1, "series_id"] = 23  # study 202's spinal L2/L3 point on its axial series
     coords.to_csv(root / "train_label_coordinates.csv", index=False)
     if images:
         for sid, (study, d, n, r, c, rdir, cdir) in SERIES.items():
@@ -122,6 +124,10 @@ def test_tiny_dataset_flags_planted_problems(tiny) -> None:
     assert "x=300.0" in problems.loc["coordinates outside the image", "examples"][0]
     assert problems.loc["instance number not in the series", "count"] == 1
     assert "instance 99" in problems.loc["instance number not in the series", "examples"][0]
+    assert problems.loc["coordinates on a series whose slice plane does not fit", "count"] == 1
+    assert "study 202 series 23" in problems.loc[
+        "coordinates on a series whose slice plane does not fit", "examples"][0]
+    assert problems.loc["coordinates on an unexpected series type", "count"] == 1  # validate_tables
     assert "coordinates on a series without images" not in problems.index
 
 

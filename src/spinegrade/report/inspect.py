@@ -24,9 +24,12 @@ from tqdm import tqdm
 from spinegrade.constants import (
     CONDITION_GROUPS,
     CONDITION_LABELS,
+    AXIAL_T2,
     CONDITIONS,
     LEVEL_LABELS,
     LEVELS,
+    SAGITTAL_T1,
+    SAGITTAL_T2,
     SERIES_OF_CONDITION,
     SERIES_TYPES,
     SEVERITIES,
@@ -46,6 +49,8 @@ OBLIQUE_DEG = 20.0
 #: Robust z-score (median / MAD) above which an annotation position is listed as an outlier.
 OUTLIER_Z = 4.0
 MAX_EXAMPLES = 5
+#: The slice plane each series type is expected to have (nearest patient axis of the normal).
+PLANE_OF_SERIES_TYPE = {SAGITTAL_T1: "sagittal", SAGITTAL_T2: "sagittal", AXIAL_T2: "axial"}
 
 SLICE_COLUMNS = (
     "study_id", "series_id", "instance_number", "rows", "cols", "row_spacing", "col_spacing",
@@ -99,7 +104,7 @@ def inspect_dataset(
                         if has_images else (_empty_slices(), _empty_failures()))
     series_info = summarise_series(slices)
     coords = annotate_coordinates(tables.coordinates, slices, series_info)
-    problems = consistency_problems(tables, coords, slices, failures, has_images=has_images)
+    problems = consistency_problems(tables, coords, slices, series_info, failures, has_images=has_images)
     summary = _facts(tables, slices, series_info, failures, coords, problems, has_images, images_dir)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +237,6 @@ def read_headers(
             rows += r
             failed += f
     slices = pd.DataFrame(rows, columns=list(SLICE_COLUMNS)) if rows else _empty_slices()
-    slices = slices.dropna(subset=["instance_number"]).astype({"instance_number": "int64"})
     return slices, pd.DataFrame(failed, columns=["path", "reason"])
 
 
@@ -255,6 +259,9 @@ def _series_headers(series_dir: Path) -> tuple[list[dict[str, Any]], list[dict[s
             continue
         n = h.normal
         number = h.instance_number if h.instance_number is not None else _int_or_none(path.stem)
+        if number is None:
+            bad.append({"path": str(path), "reason": "no InstanceNumber and the file name is not one"})
+            continue
         rows.append({
             "study_id": study_id, "series_id": series_id, "instance_number": number,
             "rows": h.rows, "cols": h.cols,
@@ -303,7 +310,7 @@ def summarise_series(slices: pd.DataFrame) -> pd.DataFrame:
     """
     if slices.empty:
         return pd.DataFrame(columns=["slices", "size", "sizes", "row_spacing", "col_spacing",
-                                     "slice_thickness", "plane", "tilt_deg", "manufacturer"])
+                                     "slice_thickness", "plane", "nearest_plane", "tilt_deg", "manufacturer"])
     g = slices.groupby(["study_id", "series_id"], sort=True)
     size = slices["rows"].astype(str) + "x" + slices["cols"].astype(str)
     normal = g[["nx", "ny", "nz"]].median()
@@ -316,6 +323,7 @@ def summarise_series(slices: pd.DataFrame) -> pd.DataFrame:
         "col_spacing": g["col_spacing"].median(),
         "slice_thickness": g["slice_thickness"].median(),
         "plane": [plane_of_normal(n) for n in unit.to_numpy()],
+        "nearest_plane": [plane_of_normal(n, oblique_deg=90.0) for n in unit.to_numpy()],
         "tilt_deg": np.degrees(np.arccos(np.clip(unit.abs().max(axis=1), 0, 1))),
         "manufacturer": g["manufacturer"].agg(lambda s: s.mode().iat[0] if len(s) else ""),
     })
@@ -341,7 +349,8 @@ def annotate_coordinates(
     """The coordinate rows with image facts joined in (NaN without images).
 
     Adds: `rows, cols` of the named instance, `x_norm, y_norm` (x / cols, y / rows), `rel_index`
-    (0..1 after spatial sort), `series_read` (its folder was read), `instance_found`, `outside`,
+    (0..1 after spatial sort), `series_read` (its folder was read), `nearest_plane` (the patient axis
+    nearest the series' slice normal: sagittal/coronal/axial), `instance_found`, `outside`,
     and `outlier` (robust z of the position within its condition/level > OUTLIER_Z).
     """
     out = coords.copy()
@@ -351,6 +360,8 @@ def annotate_coordinates(
     out = out.merge(slim, on=["study_id", "series_id", "instance_number"], how="left")
     read = set(series_info.index) if len(series_info) else set()
     out["series_read"] = [(s, r) in read for s, r in zip(out["study_id"], out["series_id"])]
+    nearest = series_info["nearest_plane"].to_dict() if len(series_info) else {}
+    out["nearest_plane"] = [nearest.get((s, r)) for s, r in zip(out["study_id"], out["series_id"])]
     out["instance_found"] = out["rows"].notna()
     out["x_norm"] = out["x"] / out["cols"]
     out["y_norm"] = out["y"] / out["rows"]
@@ -374,6 +385,7 @@ def consistency_problems(
     tables: RsnaTables,
     coords: pd.DataFrame,
     slices: pd.DataFrame,
+    series_info: pd.DataFrame,
     failures: pd.DataFrame,
     *,
     has_images: bool,
@@ -398,6 +410,15 @@ def consistency_problems(
             coords[coords["series_read"] & ~coords["instance_found"]], "error")
         add("coordinates outside the image", coords[coords["outside"]], "error",
             lambda r: f": x={r.x:.1f}, y={r.y:.1f} on {int(r.cols)}x{int(r.rows)} (cols x rows)")
+        expected = coords["condition"].map(SERIES_OF_CONDITION).map(PLANE_OF_SERIES_TYPE)
+        wrong = coords["series_read"] & expected.notna() & (coords["nearest_plane"] != expected)
+        add("coordinates on a series whose slice plane does not fit", coords[wrong], "warning",
+            lambda r: f" (slices nearest {r.nearest_plane}, expected {PLANE_OF_SERIES_TYPE[SERIES_OF_CONDITION[r.condition]]})")
+        if len(series_info) and (series_info["sizes"] > 1).any():
+            mixed = series_info[series_info["sizes"] > 1]
+            rows.append({"kind": "series with several image sizes", "severity": "warning",
+                         "count": len(mixed), "examples": [
+                             f"study {s} series {r}" for s, r in mixed.index[:MAX_EXAMPLES]]})
         read = set(zip(slices["study_id"], slices["series_id"]))
         listed = tables.series[[(s, r) not in read for s, r in zip(
             tables.series["study_id"], tables.series["series_id"])]]
