@@ -188,3 +188,50 @@ def localize_predict(
     to_coordinates_csv(table, out)
     located = int((table["reason"] == "").sum()) if len(table) else 0
     console.print(f"{out}: {len(table)} targets of {len(studies) - len(failed)} studies, {located} located")
+
+
+@app.command()
+def train(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder: train.csv, *_series_descriptions.csv, "
+                                                   "train_label_coordinates.csv, train_images/")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (re-running resumes it)")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="config overrides key=value, e.g. grade.optim.epochs=3", show_default=False)] = None,
+    config: Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
+    = "demo",
+    folds: Annotated[Optional[str], typer.Option(help="train only these folds, e.g. 0,1 (default: all)")]
+    = None,
+) -> None:
+    """Cross-validate both stages: per fold train the localiser and the grader, predict out of fold,
+    then evaluate. Works under `torchrun --nproc-per-node N -m spinegrade train ...` (DDP)."""
+    from spinegrade.config import load_config
+    from spinegrade.errors import ConfigError
+    from spinegrade.training.distributed import current
+    from spinegrade.training.evaluate import metrics_table
+    from spinegrade.training.run import train as train_run
+
+    cfg = load_config(config, overrides or [])
+    try:
+        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1") from None
+    summary = train_run(data_root, out, cfg, folds=wanted)
+    if current().is_main:
+        console.print(metrics_table(summary.metrics))
+        console.print(f"{out}: trained folds {summary.folds_trained}, reused {summary.folds_reused}, "
+                      f"{len(summary.failed_studies)} unreadable studies, {summary.seconds:.0f} s",
+                      soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="RSNA folder with train.csv "
+                                                 "(default: the one recorded in run.json)")] = None,
+) -> None:
+    """Recompute metrics.json, localization.json and figures/ from a run's out-of-fold predictions."""
+    from spinegrade.training.evaluate import evaluate as evaluate_run
+    from spinegrade.training.evaluate import metrics_table
+
+    console.print(metrics_table(evaluate_run(run_dir, data_root=data)))
+    console.print(f"metrics: {run_dir / 'metrics.json'}, figures: {run_dir / 'figures'}")

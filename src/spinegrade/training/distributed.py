@@ -71,6 +71,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every process's picklable `obj`, in rank order (`[obj]` when not distributed)."""
+    if not current().enabled:
+        return [obj]
+    out: list[Any] = [None] * current().world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes (returns the input when not distributed)."""
     if current().enabled:
