@@ -1,0 +1,315 @@
+"""Generate a folder of synthetic studies in the exact RSNA layout, with the Bayes-optimal oracle.
+
+Output (`out_dir`): `train.csv`, `train_series_descriptions.csv`, `train_label_coordinates.csv`,
+`train_images/<study_id>/<series_id>/<instance_number>.dcm`, `oracle.csv` (submission format: the
+best possible prediction, see `labels.py`) and `synth_latent.csv` (the latent severity z of every
+target, for diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not
+depend on `workers`; all files are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    LEVEL_LABELS,
+    SERIES_OF_CONDITION,
+    SERIES_TYPES,
+    SEVERITIES,
+    SEVERITY_LABELS,
+    TARGET_COLUMNS,
+    TARGETS,
+    row_id,
+)
+from spinegrade.data.synthetic.labels import (
+    BLANK,
+    READER_NOISE,
+    LabelRows,
+    ReaderModel,
+    oracle_independent,
+    oracle_joint,
+)
+from spinegrade.data.synthetic.phantom import make_phantom
+from spinegrade.data.synthetic.render import render_series
+from spinegrade.data.synthetic.scanner import SIZES, SeriesPlan, plan_series
+from spinegrade.dicom.write import make_uid, write_series
+from spinegrade.errors import DataError
+from spinegrade.io import write_with
+
+#: Annotator jitter of label coordinates (mm, in-plane; clipped at 2 sigma).
+ANNOTATOR_JITTER_MM = 0.6
+#: Where the real label files are looked for when no `labels_root` is given (first that exists).
+LABELS_ENV = "SPINEGRADE_RSNA_DIR"
+
+
+@dataclass
+class SynthSummary:
+    """What :func:`generate` made and how the reference predictions score on it."""
+
+    out_dir: Path
+    n_studies: int
+    n_series: int
+    n_images: int
+    seconds: float
+    bytes_on_disk: int
+    oracle_score: float  #: joint Bayes oracle (the file `oracle.csv`)
+    oracle_independent_score: float  #: per-target P(k | z_t)
+    oracle_loo_score: float  #: joint oracle without the study's own real row (see `oracle_joint`)
+    prior_score: float  #: constant weighted class prior (`metrics.constant_prior_submission`)
+    reader_noise: float
+    terms: dict[str, float] = field(default_factory=dict)  #: the oracle's four score terms
+
+    def table(self) -> list[tuple[str, str]]:
+        """(name, value) rows for printing."""
+        return [
+            ("studies", str(self.n_studies)), ("series", str(self.n_series)), ("images", str(self.n_images)),
+            ("seconds", f"{self.seconds:.1f}"), ("disk MB", f"{self.bytes_on_disk / 1e6:.1f}"),
+            ("reader noise s", f"{self.reader_noise:.3f}"),
+            ("oracle (joint, oracle.csv)", f"{self.oracle_score:.4f}"),
+            ("oracle (per target)", f"{self.oracle_independent_score:.4f}"),
+            ("oracle (joint, own row left out)", f"{self.oracle_loo_score:.4f}"),
+            ("constant prior", f"{self.prior_score:.4f}"),
+        ]
+
+
+@dataclass
+class StudyResult:
+    """One generated study: its ids, label row, latent z (25,), series and coordinate rows."""
+
+    study_id: int
+    row_index: int
+    codes: np.ndarray
+    z: np.ndarray
+    series: list[tuple[int, str]]
+    coords: list[tuple[int, int, str, str, float, float]]
+    n_images: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    out_dir: Path
+    seed: int
+    index: int
+    study_id: int
+    size: str
+    codes: np.ndarray  # (rows, 25) real label rows
+    layouts: np.ndarray  # (m, 3) series counts (T1, T2/STIR, axial) of real studies
+    reader_noise: float
+    counts: tuple[int, int, int] | None = None
+
+
+def find_labels_root(labels_root: str | Path | None = None) -> Path:
+    """The folder holding the real `train.csv`: `labels_root`, $SPINEGRADE_RSNA_DIR, or the
+    project's `shared/data/rsna` (beside or inside the repository). Raises DataError if none."""
+    repo = Path(__file__).resolve().parents[4]
+    candidates = [labels_root] if labels_root is not None else [
+        os.environ.get(LABELS_ENV), repo / "shared/data/rsna", repo.parent / "shared/data/rsna"]
+    for cand in candidates:
+        if cand is not None and (Path(cand) / "train.csv").is_file():
+            return Path(cand)
+    where = labels_root if labels_root is not None else f"${LABELS_ENV}, {repo}/shared/data/rsna, {repo.parent}/shared/data/rsna"
+    raise DataError(f"real RSNA train.csv not found (looked in {where}); pass labels_root or set ${LABELS_ENV}")
+
+
+def real_layouts(root: Path) -> np.ndarray:
+    """Series counts per real study, (studies, 3) = (Sagittal T1, Sagittal T2/STIR, Axial T2)."""
+    from spinegrade.data.tables import load_tables
+
+    series = load_tables(root).series
+    counts = series.groupby(["study_id", "series_description"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=list(SERIES_TYPES), fill_value=0).to_numpy(np.int64)
+
+
+def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small", workers: int = 0,
+             labels_root: str | Path | None = None, reader_noise: float = READER_NOISE,
+             progress: bool = True) -> SynthSummary:
+    """Write `n_studies` synthetic studies into the empty (or new) folder `out_dir`.
+
+    `size`: "small" (96-160 px sagittal, 64-128 px axial: fast, for tests and demos) or "full"
+    (256-640 px, like real studies). `workers > 0` renders studies in that many processes (same
+    bytes). `labels_root`: folder with the real `train.csv` / `train_series_descriptions.csv`
+    (see :func:`find_labels_root`). Prints nothing; returns the summary with the oracle's and the
+    constant prior's scores.
+    """
+    if size not in SIZES:
+        raise DataError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
+    if n_studies < 1:
+        raise DataError(f"need at least 1 study, got {n_studies}")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: output folder exists and is not empty; choose a new one")
+    start = time.perf_counter()
+    root = find_labels_root(labels_root)
+    rows = LabelRows.load(root)
+    layouts = real_layouts(root)
+    ids = study_ids(seed, n_studies)
+    jobs = [_Job(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise) for i in range(n_studies)]
+    results = run_jobs(jobs, workers, progress)
+    write_tables(out, results)
+    model = ReaderModel.from_priors(rows.priors(), reader_noise)
+    z = np.stack([r.z for r in results])
+    joint = oracle_joint(model, rows, z)
+    write_submission(out / "oracle.csv", [r.study_id for r in results], joint)
+    scores = _scores(out, results, rows, model, joint)
+    n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return SynthSummary(out_dir=out, n_studies=n_studies, n_series=sum(len(r.series) for r in results),
+                        n_images=sum(r.n_images for r in results), seconds=time.perf_counter() - start,
+                        bytes_on_disk=n_bytes, reader_noise=reader_noise, **scores)
+
+
+def study_ids(seed: int, n: int) -> np.ndarray:
+    """`n` distinct realistic study ids (7-10 digits) derived from `seed`."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    ids: list[int] = []
+    seen: set[int] = set()
+    while len(ids) < n:
+        for v in rng.integers(1_000_000, 4_290_000_000, size=n).tolist():
+            if v not in seen and len(ids) < n:
+                seen.add(v)
+                ids.append(v)
+    return np.array(ids, dtype=np.int64)
+
+
+def run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[StudyResult]:
+    """Run :func:`make_study` for every job (in a process pool if `workers > 0`), in order."""
+    bar = tqdm(total=len(jobs), desc="synth studies", unit="study", disable=not progress)
+    results = []
+    if workers > 0:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for res in pool.map(make_study, jobs):
+                results.append(res)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(make_study(job))
+            bar.update()
+    bar.close()
+    return results
+
+
+def make_study(job: _Job) -> StudyResult:
+    """Draw, render and write one study; returns its table rows and latent severities."""
+    rng = np.random.default_rng([job.seed, job.index + 1])
+    row_index = int(rng.integers(len(job.codes)))
+    codes = job.codes[row_index]
+    model = ReaderModel.from_priors(LabelRows(job.codes, np.zeros(len(job.codes))).priors(), job.reader_noise)
+    z = model.sample_z(codes, rng)
+    counts = job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
+    phantom = make_phantom(rng, z)
+    plans = plan_series(phantom, rng, job.size, counts)  # type: ignore[arg-type]
+    series_ids = _series_ids(rng, len(plans))
+    study_uid = make_uid("synth-study", job.seed, job.study_id)
+    study_dir = job.out_dir / "train_images" / str(job.study_id)
+    n_images = 0
+    for number, (plan, sid) in enumerate(zip(plans, series_ids), start=1):
+        stacks = render_series(phantom, plan, rng)
+        for stack, pixels, numbers in zip(plan.stacks, stacks, plan.instance_numbers):
+            write_series(study_dir / str(sid), pixels, origin=stack.positions[0], row_dir=stack.row_dir,
+                         col_dir=stack.col_dir, pixel_spacing=stack.spacing, slice_positions=stack.positions,
+                         slice_thickness=stack.thickness, series_description=plan.description,
+                         study_uid=study_uid, series_uid=make_uid("synth-series", job.seed, sid),
+                         series_number=number, instance_numbers=numbers.tolist(),
+                         patient_id=str(job.study_id), study_id=str(job.study_id))
+            n_images += len(numbers)
+    coords = label_coordinates(phantom, plans, series_ids, codes, rng)
+    return StudyResult(job.study_id, row_index, codes.copy(), z, [(s, p.description) for s, p in zip(series_ids, plans)],
+                       coords, n_images)
+
+
+def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < n:
+        v = int(rng.integers(10_000_000, 4_290_000_000))
+        if v not in ids:
+            ids.append(v)
+    return ids
+
+
+def label_coordinates(phantom, plans: list[SeriesPlan], series_ids: list[int], codes: np.ndarray,  # type: ignore[no-untyped-def]
+                      rng: np.random.Generator) -> list[tuple[int, int, str, str, float, float]]:
+    """Coordinate rows (series_id, instance, condition, level, x, y) for every labelled target
+    whose series type exists: the phantom's 3D point projected onto the nearest slice of the
+    first series of that type (axial: of the series with the nearest slice), plus annotator jitter."""
+    out = []
+    jitter = np.clip(rng.normal(0.0, ANNOTATOR_JITTER_MM, (len(TARGETS), 2)), -2 * ANNOTATOR_JITTER_MM, 2 * ANNOTATOR_JITTER_MM)
+    for t, (condition, level) in enumerate(TARGETS):
+        if codes[t] == BLANK:
+            continue
+        kind = SERIES_OF_CONDITION[condition]
+        cands = [(p, s) for p, s in zip(plans, series_ids) if p.description == kind]
+        if not cands:
+            continue
+        if kind != SERIES_OF_CONDITION["left_subarticular_stenosis"]:
+            cands = cands[:1]
+        point = phantom.keypoints[(condition, level)]
+        hits = [(plan.project(point), plan, sid) for plan, sid in cands]
+        (instance, x, y, _), plan, sid = min(hits, key=lambda h: h[0][3])
+        stack = plan.stacks[0]
+        dy, dx = stack.spacing
+        out.append((sid, instance, CONDITION_LABELS[condition], LEVEL_LABELS[level],
+                    round(x + jitter[t, 0] / dx, 4), round(y + jitter[t, 1] / dy, 4)))
+    return out
+
+
+def write_tables(out: Path, results: list[StudyResult]) -> None:
+    """train.csv, train_series_descriptions.csv, train_label_coordinates.csv, synth_latent.csv."""
+    names = [SEVERITY_LABELS[s] for s in SEVERITIES]
+    labels = pd.DataFrame([[r.study_id, *[names[k] if k != BLANK else "" for k in r.codes]] for r in results],
+                          columns=["study_id", *TARGET_COLUMNS])
+    series = pd.DataFrame([(r.study_id, sid, d) for r in results for sid, d in r.series],
+                          columns=["study_id", "series_id", "series_description"])
+    coords = pd.DataFrame([(r.study_id, *c) for r in results for c in r.coords],
+                          columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"])
+    latent = pd.DataFrame([[r.study_id, r.row_index, *np.round(r.z, 6)] for r in results],
+                          columns=["study_id", "real_row", *TARGET_COLUMNS])
+    for name, frame in (("train.csv", labels), ("train_series_descriptions.csv", series),
+                        ("train_label_coordinates.csv", coords), ("synth_latent.csv", latent)):
+        write_with(out / name, lambda p, f=frame: f.to_csv(p, index=False))
+
+
+def write_submission(path: Path, study_ids_: list[int], probs: np.ndarray) -> Path:
+    """A submission CSV (row_id + SEVERITIES) from probabilities (studies, 25, 3)."""
+    frame = submission_frame(study_ids_, probs)
+    return write_with(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
+
+
+def submission_frame(study_ids_: list[int], probs: np.ndarray) -> pd.DataFrame:
+    """Submission rows in study order, TARGETS order within a study."""
+    flat = probs.reshape(-1, 3)
+    ids = [row_id(s, c, lv) for s in study_ids_ for c, lv in TARGETS]
+    return pd.DataFrame({"row_id": ids, **{s: flat[:, i] for i, s in enumerate(SEVERITIES)}})
+
+
+def _scores(out: Path, results: list[StudyResult], rows: LabelRows, model: ReaderModel,
+            joint: np.ndarray) -> dict:  # type: ignore[type-arg]
+    """Scores of the joint, per-target and leave-own-row-out oracles and the constant prior."""
+    from spinegrade.data.tables import load_tables
+    from spinegrade.metrics import constant_prior_submission, score
+
+    labels = load_tables(out).labels
+    assert labels is not None
+    ids = [r.study_id for r in results]
+    z = np.stack([r.z for r in results])
+    result = score(labels, submission_frame(ids, joint))
+    loo = oracle_joint(model, rows, z, exclude=np.array([r.row_index for r in results]))
+    prior = score(labels, constant_prior_submission(_real_labels_frame(rows), ids))
+    return dict(oracle_score=result.score, terms=result.terms,
+                oracle_independent_score=score(labels, submission_frame(ids, oracle_independent(model, z))).score,
+                oracle_loo_score=score(labels, submission_frame(ids, loo)).score, prior_score=prior.score)
+
+
+def _real_labels_frame(rows: LabelRows) -> pd.DataFrame:
+    """The real label rows as a wide labels frame (snake_case severities, NaN blank)."""
+    values = np.where(rows.codes == BLANK, None, np.array(SEVERITIES, dtype=object)[np.clip(rows.codes, 0, 2)])
+    frame = pd.DataFrame(values, columns=list(TARGET_COLUMNS))
+    frame.insert(0, "study_id", rows.study_ids)
+    return frame
