@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEGLSLossless
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from spinegrade.dicom import load_series, read_series_headers
 from spinegrade.errors import DicomError
@@ -78,18 +78,30 @@ def test_bad_file_names_the_file_and_reason(write, case, expect):
     assert err.path == bad and str(bad) in str(err) and expect in str(err)
 
 
-def test_compressed_files_are_decoded(write):
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_compressed_files_are_decoded(write, syntax):
     px = ramp(3, 32, 32)
-    vol = load_series(write("s", px, transfer_syntax=JPEGLSLossless))
+    vol = load_series(write("s", px, transfer_syntax=syntax))
     np.testing.assert_array_equal(vol.pixels, px)
 
 
-def test_missing_decoder_names_syntax_and_package(write, monkeypatch):
-    folder = write("s", ramp(2, 32, 32), transfer_syntax=JPEGLSLossless)
-    monkeypatch.setattr(get_decoder(JPEGLSLossless), "_available", {})
+@pytest.mark.parametrize("syntax, name, package", [
+    (JPEGLSLossless, "JPEG-LS Lossless", "pip install pyjpegls"),
+    (JPEG2000Lossless, "JPEG 2000", "pip install pylibjpeg + pylibjpeg-openjpeg"),
+])
+def test_missing_decoder_names_syntax_and_package(write, monkeypatch, syntax, name, package):
+    folder = write("s", ramp(2, 32, 32), transfer_syntax=syntax)
+    monkeypatch.setattr(get_decoder(syntax), "_available", {})
     err = _one_error(folder)
     assert err.path.parent == folder
-    assert "JPEG-LS Lossless" in str(err) and "no decoder" in str(err) and "pip install pyjpegls" in str(err)
+    assert name in str(err) and "no decoder is installed" in str(err) and package in str(err)
+
+
+def test_header_only_read_reports_missing_geometry(write):
+    folder = write("s", ramp(2, 4, 4))
+    _edit(folder / "1.dcm", lambda ds: delattr(ds, "ImageOrientationPatient"))
+    with pytest.raises(DicomError, match=r"1\.dcm: missing geometry tag\(s\) ImageOrientationPatient$"):
+        read_series_headers(folder)
 
 
 @pytest.mark.parametrize("signed, bits_stored, syntax", [

@@ -90,9 +90,11 @@ def test_orientation_and_size_changes_split(write, tmp_path):
     write("s", ramp(3, 4, 4), origin=(0, 0, 40), row_dir=(1, 0, 0), col_dir=tilted @ [0, 1, 0],
           instance_numbers=[4, 5, 6])
     write("s", ramp(3, 6, 4), origin=(0, 0, 80), instance_numbers=[7, 8, 9])
+    write("s", ramp(3, 4, 4), origin=(0, 0, 89), pixel_spacing=(0.5, 0.5), instance_numbers=[10, 11, 12])
     stacks = load_stacks(tmp_path / "s")
-    assert [v.instance_numbers.tolist() for v in stacks] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert [v.shape[1] for v in stacks] == [4, 4, 6]
+    assert [v.instance_numbers.tolist() for v in stacks] == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    assert [v.shape[1] for v in stacks] == [4, 4, 6, 4]
+    np.testing.assert_allclose([v.spacing[:2] for v in stacks], [(1.0, 1.0)] * 3 + [(0.5, 0.5)])
 
 
 def test_process_pool_gives_the_same_volumes(write):
