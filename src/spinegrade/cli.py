@@ -256,3 +256,22 @@ def synth(
     for name, value in summary.table():
         table.add_row(name, value)
     console.print(table)
+
+
+@app.command("dicom-info")
+def dicom_info(
+    path: Annotated[Path, typer.Argument(help="a study folder (<study_id>/<series_id>/*.dcm) or one series folder")],
+    workers: Annotated[int, typer.Option(help="worker processes reading series (0: in this process)")] = 0,
+) -> None:
+    """Read a study or series and print its stacks: type, size, spacing, normal, instance numbers."""
+    from rich.table import Table
+
+    from spinegrade.dicom.study import describe
+
+    rows, skipped = describe(path, workers=workers)
+    table = Table(*rows[0].keys(), title=str(path))
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    for line in skipped:
+        err_console.print(f"skipped: {line}", highlight=False, soft_wrap=True)

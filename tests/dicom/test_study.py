@@ -10,7 +10,7 @@ import pytest
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
 from spinegrade.dicom import classify_series, load_series, load_study, nearest_axial_slice
-from spinegrade.dicom.study import series_type_from_description
+from spinegrade.dicom.study import describe, series_type_from_description
 from spinegrade.errors import DicomError
 
 from .conftest import ramp, rot_x
@@ -116,3 +116,19 @@ def test_stack_holding_the_point_beats_a_nearer_plane(make_series, tmp_path):
 def test_no_axial_series_gives_none(make_series, tmp_path):
     make_series(tmp_path / "99" / "1", "sagittal")
     assert nearest_axial_slice(load_study(tmp_path / "99"), [0, 0, 0]) is None
+
+
+def test_describe_and_cli(make_study, monkeypatch, capsys):
+    from spinegrade import cli
+
+    root = make_study(1234)
+    rows, skipped = describe(root)
+    assert [(r["series"], r["type"], r["slices"], r["size"], r["instances"]) for r in rows] == [
+        ("1", SAGITTAL_T1, "5", "32x32", "1..5"), ("2", SAGITTAL_T2, "5", "32x32", "1..5"),
+        ("3", AXIAL_T2, "5", "32x32", "1..5")]
+    assert rows[2]["normal"] == "+0.00, +0.00, +1.00" and skipped == []
+    assert describe(root / "3")[0][0]["type"] == AXIAL_T2  # a single series folder
+    monkeypatch.setattr("sys.argv", ["spinegrade", "dicom-info", str(root / "nope")])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2 and "study folder does not exist" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import pandas as pd
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2, SERIES_TYPES
 from spinegrade.dicom.geometry import Volume
-from spinegrade.dicom.series import load_many
+from spinegrade.dicom.series import load_many, load_stacks
 from spinegrade.errors import DicomError
 
 #: A unit normal counts as along an LPS axis when that component's magnitude exceeds this (~35 deg).
@@ -197,3 +197,30 @@ def _hit_in_stack(vol: Volume, point: np.ndarray, series_id: int | None, stack_i
 
 def _num(name: str) -> int | None:
     return int(name) if name.isdigit() else None
+
+
+def describe(path: str | Path, *, workers: int = 0) -> tuple[list[dict[str, str]], list[str]]:
+    """One row per stack of a study folder, or of a series folder (one holding .dcm files).
+
+    Returns (rows, skipped): rows with keys series, type, stack, slices, size, spacing_mm, normal,
+    instances, note (all strings, for printing); skipped = unreadable series of a study.
+    """
+    folder = Path(path)
+    if folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
+        stacks = load_stacks(folder, workers=workers)
+        series, skipped = [_make_series(stacks[0].meta.series_id, stacks, {})], []
+    else:
+        study = load_study(folder, workers=workers)
+        series, skipped = study.series, study.skipped
+    rows = []
+    for s in series:
+        for k, v in enumerate(s.stacks):
+            rows.append({
+                "series": str(s.series_id), "type": s.series_type or "?", "stack": str(k),
+                "slices": str(v.shape[0]), "size": f"{v.shape[1]}x{v.shape[2]}",
+                "spacing_mm": "{:.3g}, {:.3g}, {:.3g}".format(*v.spacing),
+                "normal": "{:+.2f}, {:+.2f}, {:+.2f}".format(*v.normal),
+                "instances": f"{v.instance_numbers[0]}..{v.instance_numbers[-1]}",
+                "note": s.note or s.description,
+            })
+    return rows, skipped
