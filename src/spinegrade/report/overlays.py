@@ -80,7 +80,9 @@ def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float = 4.2
         draw_panel(ax, panel)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=4 if len(panels) > 1 else 2,
+               fontsize=8, frameon=False, title="most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)",
+               title_fontsize=7.5)
     return fig
 
 
@@ -96,8 +98,10 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
         ax.plot(m.x * dx, m.y * dy, "o", ms=8, mew=2, mec=color if not m.on_slice else "white",
                 mfc=color if m.on_slice else "none")
         if m.label:
-            ax.annotate(m.label, (m.x * dx, m.y * dy), xytext=(9, 0), textcoords="offset points",
-                        va="center", fontsize=7.5, color="white",
+            right_half = m.x > 0.55 * cols
+            ax.annotate(m.label, (m.x * dx, m.y * dy), xytext=(-9 if right_half else 9, 0),
+                        textcoords="offset points", va="center", ha="right" if right_half else "left",
+                        fontsize=7.5, color="white", annotation_clip=False,
                         bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="none", alpha=0.85))
     ax.set_title(panel.title, fontsize=8.5)
     ax.set_xticks([])

@@ -145,12 +145,12 @@ def _summary_cards(record: Mapping[str, Any]) -> str:
 def _where_table(targets: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for t in targets:
-        world = t.get("world_lps_mm")
+        world, pixel = t.get("world_lps_mm"), t.get("pixel") or {}
         rows.append({
             "condition": CONDITION_LABELS[t["condition"]], "level": LEVEL_LABELS[t["level"]],
             "series": t.get("series_id"), "type": t.get("series_type") or "",
-            "instance": t.get("instance_number"), "x (col)": _num(t.get("pixel", {}).get("x")),
-            "y (row)": _num(t.get("pixel", {}).get("y")),
+            "instance": t.get("instance_number"), "x (col)": _num(pixel.get("x")),
+            "y (row)": _num(pixel.get("y")),
             "world LPS mm": "" if not world else "(" + ", ".join(f"{v:.1f}" for v in world) + ")",
             "confidence": _num(t.get("confidence")), "fold spread mm": _num(t.get("spread_mm")),
         })

@@ -1,0 +1,221 @@
+"""A trained run folder as one predictor: every fold's localiser and grader, ensembled.
+
+Per study, each fold localises the 25 targets with its own localiser and grades them with its own
+grader from those points (exactly what its out-of-fold evaluation measured). The probabilities
+are the mean over the folds that graded the target; a target no fold could grade gets the run's
+class prior (`prior.csv`) and a flag. The point reported for a target is the folds' medoid in LPS
+millimetres (the located point closest, in sum, to the other folds' points); `spread_mm` is the
+largest distance of another fold's point from it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from spinegrade.config import load_config
+from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
+from spinegrade.dicom import Study
+from spinegrade.errors import DataError
+from spinegrade.grade import Grader
+from spinegrade.localize.predict import Localizer
+from spinegrade.training.device import resolve_device
+
+#: Flags a target can carry in `predictions.json`, the report and the submission's side tables.
+FLAG_PRIOR = "prior"  #: probabilities are the trained class prior, not a model output
+FLAG_MISSING_SERIES = "missing_series"  #: the study has no series of the type this condition needs
+FLAG_NOT_LOCATED = "not_located"  #: no fold found the target's point (see `reason`)
+FLAG_NOT_GRADED = "not_graded"  #: located, but no fold could crop and grade it
+FLAG_LOW_CONFIDENCE = "low_confidence"  #: localisation confidence below LOW_CONFIDENCE
+FLAG_FOLDS_DISAGREE = "folds_disagree"  #: the folds' points lie more than DISAGREE_MM apart
+FLAG_STUDY_FAILED = "study_failed"  #: the whole study could not be read (see errors.csv)
+FLAG_TEXT = {
+    FLAG_PRIOR: "prior used",
+    FLAG_MISSING_SERIES: "series missing",
+    FLAG_NOT_LOCATED: "not located",
+    FLAG_NOT_GRADED: "not graded",
+    FLAG_LOW_CONFIDENCE: "low localisation confidence",
+    FLAG_FOLDS_DISAGREE: "folds disagree on the location",
+    FLAG_STUDY_FAILED: "study unreadable",
+}
+#: Localisation confidence (heatmap peak, 0..1) under which a point is flagged.
+LOW_CONFIDENCE = 0.2
+#: Spread (mm) of the folds' points above which a target is flagged.
+DISAGREE_MM = 10.0
+
+#: Columns of `StudyPrediction.targets`, one row per target in `TARGETS` order.
+TARGET_COLUMNS = (
+    "row_id", "condition", "level", *SEVERITIES, "series_id", "series_type", "stack_index",
+    "slice_index", "instance_number", "x", "y", "world_x", "world_y", "world_z", "confidence",
+    "method", "spread_mm", "folds_graded", "reason", "flags",
+)
+_LOCATION = ("series_id", "stack_index", "slice_index", "instance_number", "x", "y",
+             "world_x", "world_y", "world_z", "confidence", "method")
+
+
+@dataclass
+class FoldModels:
+    """One fold's trained stages."""
+
+    fold: int
+    localizer: Localizer
+    grader: Grader
+
+
+@dataclass
+class StudyPrediction:
+    """A study's 25 predictions: probabilities `(25, 3)` (prior where not graded) and the table."""
+
+    study_id: int
+    probs: np.ndarray
+    targets: pd.DataFrame  #: TARGET_COLUMNS
+    seconds: dict[str, float] = field(default_factory=dict)  #: localize, grade
+
+
+def read_prior(path: str | Path) -> np.ndarray:
+    """`prior.csv` (condition, level, normal_mild, moderate, severe) -> `(25, 3)` in TARGETS order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: prior file not found (is this a run folder written by `spinegrade train`?)")
+    table = pd.read_csv(path)
+    missing = {"condition", "level", *SEVERITIES} - set(table.columns)
+    if missing:
+        raise DataError(f"{path}: prior lacks column(s) {sorted(missing)}")
+    table = table.set_index(["condition", "level"])
+    absent = [f"{c}/{lv}" for c, lv in TARGETS if (c, lv) not in table.index]
+    if absent:
+        raise DataError(f"{path}: prior has no row for {', '.join(absent[:3])}")
+    prior = table.loc[list(TARGETS), list(SEVERITIES)].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(prior)) or np.any(prior < 0):
+        raise DataError(f"{path}: prior holds negative or non-finite values")
+    return prior / prior.sum(axis=1, keepdims=True)
+
+
+def fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """`(k, RUN_DIR/fold_k)` of every fold with both trained stages, by k."""
+    out = []
+    for d in Path(run_dir).glob("fold_*"):
+        m = re.fullmatch(r"fold_(\d+)", d.name)
+        if m and (d / "grader" / "model.pt").is_file() and (d / "localizer").is_dir():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+class Ensemble:
+    """All folds of a run: `predict(study)` localises, grades, averages and fills from the prior."""
+
+    def __init__(self, folds: list[FoldModels], prior: np.ndarray, device: torch.device) -> None:
+        self.folds = folds
+        self.prior = prior
+        self.device = device
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, device: str | None = None, folds: list[int] | None = None) -> Ensemble:
+        """Load `RUN_DIR` (config.yaml, prior.csv, fold_*/{localizer,grader}); `folds` picks some."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise DataError(f"{run_dir}: not a run folder (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml")
+        dev = resolve_device(device or cfg.device)
+        found = fold_dirs(run_dir)
+        if folds is not None:
+            unknown = sorted(set(folds) - {k for k, _ in found})
+            if unknown:
+                raise DataError(f"{run_dir}: no trained fold(s) {unknown}; trained: {[k for k, _ in found]}")
+            found = [(k, d) for k, d in found if k in folds]
+        if not found:
+            raise DataError(f"{run_dir}: no trained fold (fold_<k>/localizer and fold_<k>/grader/model.pt)")
+        models = [FoldModels(k, Localizer.load(d / "localizer", dev), Grader.load(d / "grader" / "model.pt", dev))
+                  for k, d in found]
+        return cls(models, read_prior(run_dir / "prior.csv"), dev)
+
+    def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
+        """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
+        seconds = {"localize": 0.0, "grade": 0.0}
+        points, probs = [], []
+        for f in self.folds:
+            t0 = time.perf_counter()
+            located = f.localizer.locate(study)
+            t1 = time.perf_counter()
+            probs.append(f.grader.predict(study, located, tta=tta))
+            seconds["localize"] += t1 - t0
+            seconds["grade"] += time.perf_counter() - t1
+            points.append(located)
+        return combine(int(study.study_id), study, points, np.stack(probs), self.prior, seconds)
+
+
+def combine(
+    study_id: int, study: Study, points: list[pd.DataFrame], probs: np.ndarray, prior: np.ndarray,
+    seconds: dict[str, float] | None = None,
+) -> StudyPrediction:
+    """Fold outputs -> one prediction: `points` k location tables (25 rows), `probs (k, 25, 3)`."""
+    graded = ~np.isnan(probs).any(axis=2)  # (k, 25)
+    n_graded = graded.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(graded[..., None], probs, 0.0).sum(axis=0) / np.maximum(n_graded, 1)[:, None]
+    final = np.where((n_graded > 0)[:, None], mean, prior)
+    types = {s.series_id: s.series_type for s in study.series}
+    rows = []
+    for t, (cond, level) in enumerate(TARGETS):
+        loc, spread = _medoid([p.iloc[t] for p in points])
+        row = {"row_id": row_id(study_id, cond, level), "condition": cond, "level": level,
+               **dict(zip(SEVERITIES, final[t])), **loc, "spread_mm": spread,
+               "folds_graded": int(n_graded[t])}
+        row["series_type"] = types.get(loc["series_id"]) if loc["series_id"] is not None else None
+        row["reason"] = "" if loc["series_id"] is not None else next(
+            (str(p.iloc[t]["reason"]) for p in points if str(p.iloc[t]["reason"])), "not located")
+        row["flags"] = _flags(study, cond, row, n_graded[t] > 0)
+        rows.append(row)
+    return StudyPrediction(study_id, final, pd.DataFrame(rows, columns=list(TARGET_COLUMNS)), seconds or {})
+
+
+def prior_prediction(study_id: int, prior: np.ndarray, reason: str) -> StudyPrediction:
+    """The prediction of a study that could not be read: the prior everywhere, flagged."""
+    rows = [{"row_id": row_id(study_id, c, lv), "condition": c, "level": lv,
+             **dict(zip(SEVERITIES, prior[t])), **{k: None for k in _LOCATION}, "series_type": None,
+             "spread_mm": None, "folds_graded": 0, "reason": reason,
+             "flags": [FLAG_STUDY_FAILED, FLAG_PRIOR]} for t, (c, lv) in enumerate(TARGETS)]
+    return StudyPrediction(study_id, prior.copy(), pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
+
+
+def _medoid(rows: list[pd.Series]) -> tuple[dict[str, object], float | None]:
+    """Location fields of the fold point nearest (in sum) to the others, and the spread in mm."""
+    found = [r for r in rows if not pd.isna(r["series_id"]) and not str(r["reason"])]
+    if not found:
+        return {k: None for k in _LOCATION}, None
+    world = np.array([[r["world_x"], r["world_y"], r["world_z"]] for r in found], dtype=np.float64)
+    dist = np.linalg.norm(world[:, None] - world[None], axis=2)
+    best = int(dist.sum(axis=1).argmin())
+    r = found[best]
+    loc = {k: r[k] for k in _LOCATION}
+    for k in ("series_id", "stack_index", "slice_index", "instance_number"):
+        loc[k] = int(loc[k])
+    for k in ("x", "y", "world_x", "world_y", "world_z", "confidence"):
+        loc[k] = float(loc[k])
+    return loc, float(dist[best].max())
+
+
+def _flags(study: Study, condition: str, row: dict[str, object], graded: bool) -> list[str]:
+    flags = []
+    if not graded:
+        flags.append(FLAG_PRIOR)
+    if not study.of_type(SERIES_OF_CONDITION[condition]):
+        flags.append(FLAG_MISSING_SERIES)
+    if row["series_id"] is None:
+        flags.append(FLAG_NOT_LOCATED)
+    elif not graded:
+        flags.append(FLAG_NOT_GRADED)
+    if row["confidence"] is not None and float(row["confidence"]) < LOW_CONFIDENCE:  # type: ignore[arg-type]
+        flags.append(FLAG_LOW_CONFIDENCE)
+    if row["spread_mm"] is not None and float(row["spread_mm"]) > DISAGREE_MM:  # type: ignore[arg-type]
+        flags.append(FLAG_FOLDS_DISAGREE)
+    return flags
+
+
+__all__ = ["Ensemble", "FoldModels", "StudyPrediction", "combine", "fold_dirs", "prior_prediction", "read_prior"]

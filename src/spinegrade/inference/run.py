@@ -1,0 +1,188 @@
+"""`predict`: a trained run folder and a folder of studies in, submission + reports out.
+
+Pipeline. Studies are read (DICOM decoded, stacks built) in `workers` processes, a few studies
+ahead of the model; the models (every fold, see `inference.models`) run in this process; each
+study's predictions.json, overlays and report.html are written by the same worker processes while
+the model goes on with the next study. A study that cannot be read, or that the models fail on,
+gets the prior in the submission, a row in errors.csv, a report saying so, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from spinegrade.dicom import Study
+from spinegrade.errors import SpinegradeError
+from spinegrade.inference.discover import Discovery, StudySource, discover_studies
+from spinegrade.inference.models import Ensemble, StudyPrediction, prior_prediction
+from spinegrade.inference.outputs import errors_frame, prediction_record, study_dir, write_errors, write_submission
+from spinegrade.inference.worker import read_study, render_job
+from spinegrade.report.overlays import study_panels
+from spinegrade.report.study_report import write_index
+
+STAGES = ("read", "localize", "grade", "write")
+
+
+@dataclass
+class PredictResult:
+    """What `predict` wrote and how long it took.
+
+    `seconds` sums each stage over the studies (stages overlap in time when `workers > 0`);
+    `wall_s` is the elapsed time of the whole batch, model loading excluded.
+    """
+
+    out_dir: Path
+    submission: Path
+    errors: Path
+    index: Path
+    study_ids: list[int]
+    failed: pd.DataFrame  #: errors.csv rows: study_id, path, reason
+    seconds: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    load_s: float = 0.0  #: loading the models
+    fail_on_error: bool = False
+
+    @property
+    def studies_per_s(self) -> float:
+        """Studies predicted per second of wall time."""
+        return len(self.study_ids) / self.wall_s if self.wall_s > 0 else float("nan")
+
+    @property
+    def exit_code(self) -> int:
+        """1 when `fail_on_error` was asked and a study failed, else 0."""
+        return int(self.fail_on_error and self.failed["study_id"].notna().any())
+
+
+def predict(
+    run_dir: str | Path,
+    studies: str | Path,
+    out_dir: str | Path,
+    *,
+    workers: int = 2,
+    tta: bool = False,
+    fail_on_error: bool = False,
+    series_descriptions: str | Path | None = None,
+    device: str | None = None,
+    folds: list[int] | None = None,
+    progress: bool = True,
+) -> PredictResult:
+    """Predict every study under `studies` with the trained run `run_dir`; write into `out_dir`.
+
+    `studies`: an RSNA images folder, one study folder, or DICOM files in any arrangement (see
+    `inference.discover`). `workers` processes read studies and write reports (0: all in this
+    process). `tta` averages with the left/right-mirrored crops. `folds` restricts the ensemble.
+    The batch never stops at a bad study: see `PredictResult.failed` and `exit_code`.
+    """
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    ensemble = Ensemble.load(run_dir, device=device, folds=folds)
+    load_s = time.perf_counter() - t0
+    found = discover_studies(studies, series_descriptions, workers=workers)
+    model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
+    errors: list[tuple[int | None, str, str]] = [(None, str(p), f"ignored: {why}") for p, why in found.ignored]
+    seconds = dict.fromkeys(STAGES, 0.0)
+    preds: list[StudyPrediction] = []
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with _pool(workers) as pool:
+        writes: list[Future[float]] = []
+        bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
+        for source, loaded, read_s in _read_ahead(pool, found, ahead=max(2, workers + 1)):
+            seconds["read"] += read_s
+            pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
+            if error:
+                errors.append((source.study_id, str(source.path), error))
+            for stage, s in pred.seconds.items():
+                seconds[stage] += s
+            preds.append(pred)
+            records.append(record)
+            writes.append(_submit(pool, render_job, out_dir, record, panels))
+            bar.update()
+        for w in writes:
+            seconds["write"] += w.result()
+        bar.close()
+    t1 = time.perf_counter()
+    submission = write_submission(out_dir / "submission.csv", preds)
+    errors_path = write_errors(out_dir / "errors.csv", errors)
+    failed = errors_frame(errors)
+    wall = time.perf_counter() - start
+    facts = {"studies": len(preds), "failed": int(failed["study_id"].notna().sum()),
+             "flagged targets": sum(1 for r in records for t in r["targets"] if t["flags"]),
+             "folds": len(ensemble.folds), "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-"}
+    index = write_index(out_dir / "index.html", records, failed, facts)
+    seconds["write"] += time.perf_counter() - t1
+    return PredictResult(out_dir, submission, errors_path, index, [p.study_id for p in preds], failed,
+                         seconds, time.perf_counter() - start, load_s, fail_on_error)
+
+
+def _predict_one(
+    ensemble: Ensemble, source: StudySource, loaded: Study | str, model: dict[str, Any], tta: bool
+) -> tuple[StudyPrediction, dict[str, Any], dict[str, list], str]:
+    """Prediction, record, overlay panels and error ("" when fine) of one read study."""
+    if not isinstance(loaded, str):
+        try:
+            pred = ensemble.predict(loaded, tta=tta)
+            return pred, prediction_record(pred, source.path, loaded, model), study_panels(loaded, pred.targets), ""
+        except SpinegradeError as exc:
+            loaded = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the batch
+            loaded = f"unexpected error while predicting: {_one_line(exc)}"
+            traceback.print_exc()
+    pred = prior_prediction(source.study_id, ensemble.prior, loaded)
+    return pred, prediction_record(pred, source.path, None, model, error=loaded), {}, loaded
+
+
+def _read_ahead(pool: Executor | None, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, float]]:
+    """`(source, study or error, seconds)` in discovery order, reading up to `ahead` studies early."""
+    pending: deque[tuple[StudySource, Future]] = deque()
+    sources = iter(found.studies)
+    for source in sources:
+        pending.append((source, _submit(pool, read_study, source, found.series_descriptions)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        source, fut = pending.popleft()
+        nxt = next(sources, None)
+        if nxt is not None:
+            pending.append((nxt, _submit(pool, read_study, nxt, found.series_descriptions)))
+        yield (source, *fut.result())
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once in this process (`workers=0`)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def _pool(workers: int) -> Executor:
+    if workers <= 0:
+        return _Inline()
+    ctx = multiprocessing.get_context("forkserver")  # workers never inherit torch's threads
+    ctx.set_forkserver_preload(["spinegrade.inference.worker"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def _submit(pool: Executor | None, fn, *args):  # type: ignore[no-untyped-def]
+    return (pool or _Inline()).submit(fn, *args)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["PredictResult", "predict", "study_dir"]

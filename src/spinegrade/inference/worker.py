@@ -1,0 +1,38 @@
+"""The work done in `predict`'s worker processes: reading a study, writing its outputs.
+
+This module imports no torch, so the forkserver's workers start quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from spinegrade.dicom import Study
+from spinegrade.errors import SpinegradeError
+from spinegrade.inference.discover import StudySource, load_source
+from spinegrade.inference.outputs import render_study
+from spinegrade.report.overlays import Panel
+
+
+def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) -> tuple[Study | str, float]:
+    """`(study, seconds)`, or `(reason, seconds)` when the study cannot be used."""
+    t0 = time.perf_counter()
+    try:
+        out: Study | str = load_source(source, series_descriptions)
+    except SpinegradeError as exc:
+        out = str(exc)
+    except Exception as exc:  # noqa: BLE001 - malformed data can break any reader; the batch goes on
+        out = f"unexpected error while reading: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return out, time.perf_counter() - t0
+
+
+def render_job(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]) -> float:
+    """Write the study's predictions.json, overlays and report.html; returns the seconds taken."""
+    t0 = time.perf_counter()
+    render_study(out_dir, record, panels)
+    return time.perf_counter() - t0
