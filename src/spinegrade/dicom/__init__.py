@@ -14,6 +14,7 @@ from spinegrade.dicom.study import (
     classify_series,
     load_study,
     nearest_axial_slice,
+    series_from_stacks,
     series_type_from_description,
 )
 from spinegrade.dicom.write import make_uid, write_series
@@ -35,6 +36,7 @@ __all__ = [
     "read_header",
     "read_series_headers",
     "read_slice",
+    "series_from_stacks",
     "series_type_from_description",
     "write_series",
 ]

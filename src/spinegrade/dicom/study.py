@@ -88,14 +88,17 @@ def load_study(
         if isinstance(loaded, DicomError):
             skipped.append(str(loaded))
             continue
-        series.append(_make_series(_num(d.name), loaded, table))
+        series.append(series_from_stacks(_num(d.name), loaded, table))
     if not series:
         why = "; ".join(skipped) if skipped else "no series subfolders"
         raise DicomError(folder, f"no usable series in the study ({why})")
     return Study(study_id=study_id, path=folder, series=series, skipped=skipped)
 
 
-def _make_series(series_id: int | None, stacks: list[Volume], table: dict[int, str]) -> Series:
+def series_from_stacks(series_id: int | None, stacks: list[Volume], table: dict[int, str] | None = None) -> Series:
+    """A `Series` of loaded stacks, typed as `load_study` does: from `table` (series_id ->
+    description) if it lists the series, else from the DICOM SeriesDescription, else `classify_series`."""
+    table = table or {}
     description = stacks[0].meta.description
     if series_id in table and (t := series_type_from_description(table[series_id])) is not None:
         return Series(series_id, t, description, stacks, note="type from the series descriptions table")
@@ -104,6 +107,9 @@ def _make_series(series_id: int | None, stacks: list[Volume], table: dict[int, s
     t = classify_series(max(stacks, key=lambda v: v.shape[0]))
     note = "type from geometry and contrast" if t else f"unknown type (description {description!r}, geometry unclear)"
     return Series(series_id, t, description, stacks, note=note)
+
+
+_make_series = series_from_stacks  # the old private name, still imported elsewhere
 
 
 def _table_types(table: pd.DataFrame | None, study_id: int | None) -> dict[int, str]:
@@ -208,7 +214,7 @@ def describe(path: str | Path, *, workers: int = 0) -> tuple[list[dict[str, str]
     folder = Path(path)
     if folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
         stacks = load_stacks(folder, workers=workers)
-        series, skipped = [_make_series(stacks[0].meta.series_id, stacks, {})], []
+        series, skipped = [series_from_stacks(stacks[0].meta.series_id, stacks)], []
     else:
         study = load_study(folder, workers=workers)
         series, skipped = study.series, study.skipped
