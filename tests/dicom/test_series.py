@@ -118,3 +118,12 @@ def test_load_many_reports_bad_series_and_finishes(write, tmp_path):
 def test_single_slice_stack_uses_slice_thickness(write):
     v = load_series(write("s", ramp(1, 4, 4), slice_thickness=5.0))
     assert v.spacing[2] == pytest.approx(5.0) and v.shape == (1, 4, 4)
+
+
+def test_jittered_positions_and_instance_gaps_stay_one_stack(write):
+    z = np.arange(6) * 4.0 + np.array([0, 0.01, -0.01, 0.02, 0, -0.02])
+    v = load_series(write("s", ramp(6, 4, 4), slice_positions=np.c_[np.zeros(6), np.zeros(6), z],
+                          instance_numbers=[2, 4, 9, 10, 11, 30]))
+    np.testing.assert_array_equal(v.instance_numbers, [2, 4, 9, 10, 11, 30])
+    assert v.spacing[2] == pytest.approx(4.0, abs=0.01)
+    assert abs(v.world_of_pixel(9, 0, 0)[2] - z[2]) < 0.05
