@@ -187,18 +187,25 @@ def test_counts_and_correlation_on_known_labels() -> None:
     assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l3_l4"] < 0
 
 
-def test_cli_inspect_on_labels_only(tmp_path: Path) -> None:
-    root = make_dataset(tmp_path / "rsna", images=False)
-    res = CliRunner().invoke(cli.app, ["inspect", str(root), "--out", str(tmp_path / "out"),
-                                       "--workers", "1"])
+@pytest.mark.slow
+def test_cli_on_synthetic_studies_finds_them_consistent(tmp_path: Path) -> None:
+    from spinegrade.data.synthetic import generate
+
+    generate(tmp_path / "synth", 2, seed=3, size="small")
+    res = CliRunner().invoke(cli.app, ["inspect", str(tmp_path / "synth"), "--out",
+                                       str(tmp_path / "out"), "--workers", "2"])
     assert res.exit_code == 0, res.output
-    assert "studies / series" in res.output and "2 / 6" in res.output
-    assert "no images folder" in res.output
+    n_files = len(list((tmp_path / "synth" / "train_images").rglob("*.dcm")))
+    assert "studies / series" in res.output and f"{n_files} files in" in res.output
     facts = json.loads((tmp_path / "out" / "facts.json").read_text())
-    assert facts["images"]["present"] is False and facts["coordinates"]["normalised"] is False
-    assert "instance number not in the series" not in facts["problems"]
+    assert facts["studies"] == 2 and facts["images"]["files_read"] == n_files
+    assert facts["images"]["header_failures"] == 0 and facts["coordinates"]["normalised"] is True
+    assert {"sagittal", "axial"} <= set(facts["images"]["planes"])
+    assert not set(facts["problems"]) & {
+        "coordinates outside the image", "instance number not in the series",
+        "coordinates on a series without images", "coordinates on a series whose slice plane does not fit"}
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "No images:" in page and page.count('<img src="data:image/png;base64,') == 7
+    assert page.count('<img src="data:image/png;base64,') == 8
 
 
 def test_cli_missing_folder_is_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -625,11 +625,12 @@ def _fig_positions(coords: pd.DataFrame):
     px, py = ("x_norm", "y_norm") if normalised else ("x", "y")
     fig, axes = new_figure(15, 3.6, 1, 5, sharex=True, sharey=True)
     colors = ["#0969da", "#4c9f70", "#f2b134", "#d1495b", "#8250df"]
+    size = 3 if len(coords) > 2000 else 12
     for ax, condition in zip(axes.flat, CONDITIONS):
         sub = coords[coords["condition"] == condition]
         for color, level in zip(colors, LEVELS):
             pts = sub[sub["level"] == level]
-            ax.scatter(pts[px], pts[py], s=3, alpha=0.35, color=color, label=LEVEL_LABELS[level])
+            ax.scatter(pts[px], pts[py], s=size, alpha=0.5, color=color, label=LEVEL_LABELS[level])
         bad = sub[sub["outlier"]]
         ax.scatter(bad[px], bad[py], s=30, facecolors="none", edgecolors="black", lw=0.8)
         ax.set_title(CONDITION_LABELS[condition], fontsize=9)
