@@ -15,7 +15,7 @@ from typing import Any
 
 _EXPORTS = {
     "predict": "run", "PredictResult": "run",
-    "Ensemble": "models", "StudyPrediction": "models", "read_prior": "models",
+    "Ensemble": "models", "StudyPrediction": "models",
     "discover_studies": "discover", "Discovery": "discover", "StudySource": "discover", "uid_to_id": "discover",
 }
 __all__ = sorted(_EXPORTS)

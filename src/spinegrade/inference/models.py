@@ -24,8 +24,9 @@ from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_i
 from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
-from spinegrade.localize.predict import Localizer
+from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
 from spinegrade.training.device import resolve_device
+from spinegrade.training.run import CONFIG_YAML, GRADER_DIR, GRADER_MODEL, LOCALIZER_DIR, load_prior
 
 #: Flags a target can carry in `predictions.json`, the report and the submission's side tables.
 FLAG_PRIOR = "prior"  #: probabilities are the trained class prior, not a model output
@@ -78,31 +79,14 @@ class StudyPrediction:
     seconds: dict[str, float] = field(default_factory=dict)  #: localize, grade
 
 
-def read_prior(path: str | Path) -> np.ndarray:
-    """`prior.csv` (condition, level, normal_mild, moderate, severe) -> `(25, 3)` in TARGETS order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: prior file not found (is this a run folder written by `spinegrade train`?)")
-    table = pd.read_csv(path)
-    missing = {"condition", "level", *SEVERITIES} - set(table.columns)
-    if missing:
-        raise DataError(f"{path}: prior lacks column(s) {sorted(missing)}")
-    table = table.set_index(["condition", "level"])
-    absent = [f"{c}/{lv}" for c, lv in TARGETS if (c, lv) not in table.index]
-    if absent:
-        raise DataError(f"{path}: prior has no row for {', '.join(absent[:3])}")
-    prior = table.loc[list(TARGETS), list(SEVERITIES)].to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(prior)) or np.any(prior < 0):
-        raise DataError(f"{path}: prior holds negative or non-finite values")
-    return prior / prior.sum(axis=1, keepdims=True)
-
-
 def fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """`(k, RUN_DIR/fold_k)` of every fold with both trained stages, by k."""
+    """`(k, RUN_DIR/fold_k)` of every fold whose localiser and grader are both trained, by k."""
     out = []
     for d in Path(run_dir).glob("fold_*"):
         m = re.fullmatch(r"fold_(\d+)", d.name)
-        if m and (d / "grader" / "model.pt").is_file() and (d / "localizer").is_dir():
+        loc = d / LOCALIZER_DIR
+        if m and (d / GRADER_DIR / GRADER_MODEL).is_file() and all(
+                (loc / sub / MODEL_FILE).is_file() for sub in (SAGITTAL_DIR, AXIAL_DIR)):
             out.append((int(m.group(1)), d))
     return sorted(out)
 
@@ -119,9 +103,9 @@ class Ensemble:
     def load(cls, run_dir: str | Path, *, device: str | None = None, folds: list[int] | None = None) -> Ensemble:
         """Load `RUN_DIR` (config.yaml, prior.csv, fold_*/{localizer,grader}); `folds` picks some."""
         run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise DataError(f"{run_dir}: not a run folder (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml")
+        if not (run_dir / CONFIG_YAML).is_file():
+            raise DataError(f"{run_dir}: not a run folder written by `spinegrade train` (no {CONFIG_YAML})")
+        cfg = load_config(run_dir / CONFIG_YAML)
         dev = resolve_device(device or cfg.device)
         found = fold_dirs(run_dir)
         if folds is not None:
@@ -130,10 +114,11 @@ class Ensemble:
                 raise DataError(f"{run_dir}: no trained fold(s) {unknown}; trained: {[k for k, _ in found]}")
             found = [(k, d) for k, d in found if k in folds]
         if not found:
-            raise DataError(f"{run_dir}: no trained fold (fold_<k>/localizer and fold_<k>/grader/model.pt)")
-        models = [FoldModels(k, Localizer.load(d / "localizer", dev), Grader.load(d / "grader" / "model.pt", dev))
+            raise DataError(f"{run_dir}: no trained fold (fold_<k>/{LOCALIZER_DIR}/ and "
+                            f"fold_<k>/{GRADER_DIR}/{GRADER_MODEL})")
+        models = [FoldModels(k, Localizer.load(d / LOCALIZER_DIR, dev), Grader.load(d / GRADER_DIR / GRADER_MODEL, dev))
                   for k, d in found]
-        return cls(models, read_prior(run_dir / "prior.csv"), dev)
+        return cls(models, load_prior(run_dir), dev)
 
     def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
         """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
@@ -218,4 +203,4 @@ def _flags(study: Study, condition: str, row: dict[str, object], graded: bool) -
     return flags
 
 
-__all__ = ["Ensemble", "FoldModels", "StudyPrediction", "combine", "fold_dirs", "prior_prediction", "read_prior"]
+__all__ = ["Ensemble", "FoldModels", "StudyPrediction", "combine", "fold_dirs", "prior_prediction"]

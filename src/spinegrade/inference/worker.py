@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from spinegrade.dicom import Study
-from spinegrade.errors import SpinegradeError
+from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study
 from spinegrade.report.overlays import Panel
@@ -24,6 +24,8 @@ def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) ->
     t0 = time.perf_counter()
     try:
         out: Study | str = load_source(source, series_descriptions)
+    except DicomError as exc:
+        out = exc.reason if exc.path == source.path else str(exc)
     except SpinegradeError as exc:
         out = str(exc)
     except Exception as exc:  # noqa: BLE001 - malformed data can break any reader; the batch goes on
