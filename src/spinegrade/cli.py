@@ -275,3 +275,51 @@ def dicom_info(
     console.print(table)
     for line in skipped:
         err_console.print(f"skipped: {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
+    studies: Annotated[Path, typer.Argument(help="RSNA test_images/ or train_images/ folder, one study "
+                                                 "folder, or a folder of DICOM files in any arrangement")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (submission.csv, errors.csv, "
+                                                          "index.html, studies/<id>/...)")],
+    workers: Annotated[int, typer.Option(help="worker processes reading studies and writing reports "
+                                              "(0: all in this process)")] = 2,
+    tta: Annotated[bool, typer.Option("--tta", help="average with the left/right-flipped crops")] = False,
+    fail_on_error: Annotated[bool, typer.Option(
+        "--fail-on-error", help="exit with status 1 when any study could not be read or predicted "
+                                "(the outputs are still written; default: exit 0 and list them in "
+                                "errors.csv)")] = False,
+    series_descriptions: Annotated[Optional[Path], typer.Option(
+        "--series-descriptions", help="*_series_descriptions.csv (default: the one beside the images "
+                                      "folder, if any)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N (default: the run's)")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="use only these folds, e.g. 0,1 (default: all)")] = None,
+) -> None:
+    """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML reports.
+
+    A study that cannot be read gets the trained prior, a row in errors.csv, and the batch goes on.
+    """
+    import pandas as pd
+
+    from spinegrade.errors import ConfigError
+    from spinegrade.inference import predict as run_predict
+
+    try:
+        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1") from None
+    result = run_predict(run_dir, studies, out, workers=workers, tta=tta, fail_on_error=fail_on_error,
+                         series_descriptions=series_descriptions, device=device, folds=wanted)
+    failed = result.failed
+    for row in failed.itertuples():
+        who = "file" if pd.isna(row.study_id) else f"study {row.study_id}"
+        err_console.print(f"{who}: {row.path}: {row.reason}", highlight=False, soft_wrap=True)
+    per = "  ".join(f"{k} {v / max(len(result.study_ids), 1):.2f}" for k, v in result.seconds.items())
+    console.print(f"{len(result.study_ids)} studies ({int(failed.study_id.notna().sum())} failed) in "
+                  f"{result.wall_s:.1f} s, {result.studies_per_s:.2f} studies/s; s/study: {per}", soft_wrap=True)
+    console.print(f"submission: {result.submission}\nreports: {result.index}\nerrors: {result.errors}",
+                  soft_wrap=True, highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
