@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from spinegrade.config import Config, GradeConfig, to_dict
@@ -24,7 +25,9 @@ from spinegrade.grade.dataset import CropParams, GradeDataset
 from spinegrade.grade.loss import grade_loss
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training.device import resolve_device
-from spinegrade.training.loop import fit
+from spinegrade.training import distributed
+from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
+from spinegrade.training.loop import fit, to_device
 
 #: A `cache` argument: a cache folder (shared with the localiser) or studies already in memory.
 StudySource = str | Path | Mapping[int, Study] | None
@@ -121,7 +124,46 @@ def train_grader(
     model = build_model(gcfg)
     meta: dict[str, Any] = {"spec": model.spec.to_dict(), "crop": crop.__dict__, "grade": to_dict(gcfg),
                             "train_studies": len(train_studies), "skipped": failed}
+    device = resolve_device(cfg.device)
     result = fit(model, train_set, val_set, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
-                 gcfg.optim, out_dir, device=resolve_device(cfg.device), num_workers=cfg.data.num_workers,
+                 gcfg.optim, out_dir, device=device, num_workers=cfg.data.num_workers,
                  forward=forward, desc="grade", seed=cfg.data.seed, meta=meta)
+    if distributed.current().is_main:
+        state = load_checkpoint(result.checkpoint)
+        if not state["meta"].get("bn_recalibrated"):
+            plain = GradeDataset(train_studies, coordinates, labels, crop)
+            recalibrate_batchnorm(model, plain, device, gcfg.optim.batch_size, progress=progress)
+            state["model"] = model.state_dict()
+            state["meta"]["bn_recalibrated"] = True
+            save_checkpoint(result.checkpoint, state)
+    distributed.barrier()
     return result.checkpoint
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, dataset: GradeDataset, device: torch.device, batch_size: int,
+    *, max_studies: int = 512, progress: bool = False,
+) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over unaugmented training crops.
+
+    Short runs (and EMA weights) leave running statistics that lag the final weights; in eval mode
+    that can ruin predictions that were right in train mode. One forward pass over (at most
+    `max_studies`) training studies fixes it.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    subset = Subset(dataset, range(min(len(dataset), max_studies)))
+    for batch in tqdm(DataLoader(subset, batch_size=batch_size), desc="grade: BN statistics",
+                      disable=not progress, leave=False):
+        forward(model, to_device(batch, device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.train(was_training)

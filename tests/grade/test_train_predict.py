@@ -1,0 +1,92 @@
+"""A tiny training run learns the visible severities; the saved grader predicts (25, 3) per study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spinegrade.config import load_config
+from spinegrade.constants import SEVERITIES, TARGETS, row_id
+from spinegrade.data.tables import load_tables
+from spinegrade.dicom import load_study
+from spinegrade.grade import Grader, train_grader
+from spinegrade.grade.dataset import GradeDataset
+from spinegrade.grade.train import augment_params, crop_params, load_studies
+from spinegrade.metrics import constant_prior_submission, score
+
+from .conftest import NO_AXIAL
+
+TRAIN = [9000, 9001, 9002, 9003, 9004, 9005]
+
+
+def _cfg():  # type: ignore[no-untyped-def]
+    return load_config("tiny", ["data.num_workers=0"])
+
+
+@pytest.fixture(scope="module")
+def trained(grade_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    tables = load_tables(grade_data)
+    out = tmp_path_factory.mktemp("grader")
+    return train_grader(grade_data, TRAIN, tables.coordinates, tables.labels, out / "grade", _cfg(),
+                        val_ids=[9006], progress=False)
+
+
+def _submission(grader: Grader, root: Path, ids: list[int]) -> pd.DataFrame:
+    tables = load_tables(root)
+    coords = tables.coordinates
+    rows = []
+    for sid in ids:
+        probs = grader.predict(load_study(root / "train_images" / str(sid)), coords[coords.study_id == sid])
+        probs = np.where(np.isnan(probs), 1 / 3, probs)
+        rows += [{"row_id": row_id(sid, c, lv), **dict(zip(SEVERITIES, p))} for (c, lv), p in zip(TARGETS, probs)]
+    return pd.DataFrame(rows)
+
+
+def test_tiny_training_beats_the_constant_prior_on_its_training_studies(trained: Path, grade_data: Path) -> None:
+    labels = load_tables(grade_data).labels
+    train_labels = labels[labels.study_id.isin(TRAIN)]
+    model = score(train_labels, _submission(Grader.load(trained), grade_data, TRAIN)).score
+    prior = score(train_labels, constant_prior_submission(train_labels)).score
+    assert model < 0.8 * prior, (model, prior)
+    history = torch.load(trained, weights_only=False)["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and "val_loss" in history[-1]
+
+
+def test_predict_shapes_nan_rows_and_tta(trained: Path, grade_data: Path) -> None:
+    grader = Grader.load(trained, "cpu")
+    coords = load_tables(grade_data).coordinates
+    study = load_study(grade_data / "train_images" / str(NO_AXIAL))
+    points = coords[coords.study_id == NO_AXIAL]
+    probs = grader.predict(study, points)
+    assert probs.shape == (25, 3)
+    axial = np.array([c.endswith("subarticular_stenosis") for c, _ in TARGETS])
+    assert np.isnan(probs[axial]).all()  # no axial series: cannot be graded
+    graded = probs[~axial & ~np.isnan(probs).any(axis=1)]
+    assert len(graded) >= 10 and np.allclose(graded.sum(axis=1), 1.0)
+    missing = points.iloc[1:]  # drop one point: that target becomes NaN too
+    assert np.isnan(grader.predict(study, missing)).all(axis=1).sum() == np.isnan(probs).all(axis=1).sum() + 1
+    tta = grader.predict(study, points, tta=True)
+    graded_rows = ~np.isnan(probs).any(axis=1)
+    assert np.array_equal(np.isnan(tta), np.isnan(probs)) and np.allclose(tta[graded_rows].sum(axis=1), 1.0)
+    batch = grader.predict_many([(study, points), (study, points)], batch_size=1)
+    assert np.allclose(batch[0], probs, equal_nan=True) and np.allclose(batch[1], probs, equal_nan=True)
+
+
+def test_dataset_items_and_unreadable_study(grade_data: Path, tmp_path: Path) -> None:
+    (grade_data / "train_images" / "9999").mkdir(exist_ok=True)  # an empty study folder
+    studies, failed = load_studies(grade_data, [9000, 9999], progress=False)
+    assert list(studies) == [9000] and "9999" in failed[9999]
+    tables = load_tables(grade_data)
+    cfg = _cfg().grade
+    data = GradeDataset(studies, tables.coordinates, tables.labels, crop_params(cfg), augment_params(cfg))
+    item = data[0]
+    assert item["crops"].shape == (25, cfg.slices, cfg.crop_px, cfg.crop_px)
+    assert item["valid"].dtype == torch.bool and item["labels"].dtype == torch.int64
+    assert bool(((item["labels"] >= 0) <= item["valid"]).all())  # no label without a crop
+    cached, _ = load_studies(grade_data, [9000], tmp_path / "cache", progress=False)
+    assert np.array_equal(cached[9000].series[0].stacks[0].pixels, studies[9000].series[0].stacks[0].pixels)
