@@ -28,16 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 from rich.console import Console
 from rich.table import Table
-
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 from spinegrade.dicom import make_uid, write_series
 from spinegrade.report.inspect import read_headers
 
-
-SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpegls": JPEGLSLossless, "jpeg2000": JPEG2000Lossless}
+SYNTAXES = {
+    "explicit": ExplicitVRLittleEndian,
+    "jpegls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
 
 
 def make_files(
@@ -55,10 +57,18 @@ def make_files(
         noise = rng.normal(0, 40, (n_slices, size, size))
         pixels = np.clip(base + noise, 0, 4095).astype(np.uint16)
         files += write_series(
-            images_dir / "1000" / str(2000 + s), pixels, origin=(-40.0, -120.0, 120.0),
-            row_dir=(0, 1, 0), col_dir=(0, 0, -1), pixel_spacing=(0.5, 0.5), slice_thickness=4.0,
-            series_description="Sagittal T2/STIR", study_uid=make_uid("bench-study"),
-            series_uid=make_uid("bench-series", s), series_number=s + 1, manufacturer="SIEMENS",
+            images_dir / "1000" / str(2000 + s),
+            pixels,
+            origin=(-40.0, -120.0, 120.0),
+            row_dir=(0, 1, 0),
+            col_dir=(0, 0, -1),
+            pixel_spacing=(0.5, 0.5),
+            slice_thickness=4.0,
+            series_description="Sagittal T2/STIR",
+            study_uid=make_uid("bench-study"),
+            series_uid=make_uid("bench-series", s),
+            series_number=s + 1,
+            manufacturer="SIEMENS",
             transfer_syntax=SYNTAXES[syntax],
         )
     return files
@@ -80,7 +90,9 @@ def read_full(path: Path) -> int:
     return int(pydicom.dcmread(path).pixel_array[0, 0])
 
 
-def best_time(fn: Callable[[], int], repeat: int, files: list[Path], cold: bool) -> tuple[float, int]:
+def best_time(
+    fn: Callable[[], int], repeat: int, files: list[Path], cold: bool
+) -> tuple[float, int]:
     """Best wall time of `repeat` calls of `fn`, and what it returned (files handled)."""
     best, n = float("inf"), 0
     for _ in range(repeat):
@@ -99,8 +111,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warm", action="store_true", help="keep the files in the page cache")
-    ap.add_argument("--syntax", choices=sorted(SYNTAXES), default="explicit",
-                    help="transfer syntax of the files (explicit = uncompressed)")
+    ap.add_argument(
+        "--syntax",
+        choices=sorted(SYNTAXES),
+        default="explicit",
+        help="transfer syntax of the files (explicit = uncompressed)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_headers_") as tmp:
@@ -133,11 +149,20 @@ def main() -> None:
         results = [(name, *best_time(fn, args.repeat, files, not args.warm)) for name, fn in rows]
 
     plain = results[-1][1]
-    table = Table("method", "files", "seconds", "files/s", "vs plain",
-                  title=f"{len(files)} files of 512x512 uint16, {args.syntax} ({mb:.0f} MB), "
-                  f"{'warm' if args.warm else 'cold'} page cache, best of {args.repeat}, {os.cpu_count()} CPUs")
+    table = Table(
+        "method",
+        "files",
+        "seconds",
+        "files/s",
+        "vs plain",
+        title=f"{len(files)} files of 512x512 uint16, {args.syntax} ({mb:.0f} MB), "
+        f"{'warm' if args.warm else 'cold'} page cache, best of {args.repeat}, "
+        f"{os.cpu_count()} CPUs",
+    )
     for name, seconds, n in results:
-        table.add_row(name, str(n), f"{seconds:.3f}", f"{n / seconds:,.0f}", f"{plain / seconds:.1f}x")
+        table.add_row(
+            name, str(n), f"{seconds:.3f}", f"{n / seconds:,.0f}", f"{plain / seconds:.1f}x"
+        )
     Console().print(table)
 
 

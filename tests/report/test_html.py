@@ -41,8 +41,10 @@ def test_table_escapes_cuts_long_frames_and_formats_floats() -> None:
 
 
 def test_page_has_toc_sections_and_no_external_resources(tmp_path: Path) -> None:
-    sections = [html.Section("Overview & facts", html.cards({"studies": 1975, "severe": "6.3%"})),
-                html.Section("Figure", html.figure(_png(), "a caption"))]
+    sections = [
+        html.Section("Overview & facts", html.cards({"studies": 1975, "severe": "6.3%"})),
+        html.Section("Figure", html.figure(_png(), "a caption")),
+    ]
     path = html.write_page(tmp_path / "r.html", "Title <x>", sections, subtitle="sub")
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<title>Title &lt;x&gt;</title>" in page

@@ -14,11 +14,21 @@ from typer.testing import CliRunner
 
 from spinegrade import cli
 from spinegrade.constants import (
-    AXIAL_T2, CONDITION_LABELS, LEVEL_LABELS, SAGITTAL_T1, SAGITTAL_T2, SEVERITY_LABELS, TARGETS,
+    AXIAL_T2,
+    CONDITION_LABELS,
+    LEVEL_LABELS,
+    SAGITTAL_T1,
+    SAGITTAL_T2,
+    SEVERITY_LABELS,
+    TARGETS,
 )
 from spinegrade.dicom import make_uid, write_series
 from spinegrade.report.inspect import (
-    inspect_dataset, plane_of_normal, read_headers, relative_slice_index, severity_counts,
+    inspect_dataset,
+    plane_of_normal,
+    read_headers,
+    relative_slice_index,
+    severity_counts,
     target_correlation,
 )
 
@@ -35,9 +45,13 @@ SERIES = {
     22: (202, SAGITTAL_T2, 6, 40, 32, *SAG),
     23: (202, AXIAL_T2, 7, 24, 28, *AX),
 }
-SERIES_OF = {"Spinal Canal Stenosis": SAGITTAL_T2, "Left Neural Foraminal Narrowing": SAGITTAL_T1,
-             "Right Neural Foraminal Narrowing": SAGITTAL_T1, "Left Subarticular Stenosis": AXIAL_T2,
-             "Right Subarticular Stenosis": AXIAL_T2}
+SERIES_OF = {
+    "Spinal Canal Stenosis": SAGITTAL_T2,
+    "Left Neural Foraminal Narrowing": SAGITTAL_T1,
+    "Right Neural Foraminal Narrowing": SAGITTAL_T1,
+    "Left Subarticular Stenosis": AXIAL_T2,
+    "Right Subarticular Stenosis": AXIAL_T2,
+}
 
 
 def make_dataset(root: Path, *, images: bool = True) -> Path:
@@ -51,32 +65,50 @@ def make_dataset(root: Path, *, images: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     sev = list(SEVERITY_LABELS.values())
-    labels = pd.DataFrame([{"study_id": s, **{f"{c}_{lv}": sev[(i + k) % 3] for k, (c, lv) in enumerate(TARGETS)}}
-                           for i, s in enumerate(STUDIES)])
+    labels = pd.DataFrame(
+        [
+            {"study_id": s, **{f"{c}_{lv}": sev[(i + k) % 3] for k, (c, lv) in enumerate(TARGETS)}}
+            for i, s in enumerate(STUDIES)
+        ]
+    )
     labels.to_csv(root / "train.csv", index=False)
-    desc = pd.DataFrame([(st, sid, d) for sid, (st, d, *_) in SERIES.items()],
-                        columns=["study_id", "series_id", "series_description"])
+    desc = pd.DataFrame(
+        [(st, sid, d) for sid, (st, d, *_) in SERIES.items()],
+        columns=["study_id", "series_id", "series_description"],
+    )
     desc.to_csv(root / "train_series_descriptions.csv", index=False)
     rows = []
     for study in STUDIES:
         for k, (c, lv) in enumerate(TARGETS):
             label = CONDITION_LABELS[c]
             sid = next(i for i, v in SERIES.items() if v[0] == study and v[1] == SERIES_OF[label])
-            rows.append((study, sid, 2 + k % 3, label, LEVEL_LABELS[lv], 10.0 + k % 5, 12.0 + k % 7))
-    coords = pd.DataFrame(rows, columns=["study_id", "series_id", "instance_number", "condition",
-                                         "level", "x", "y"])
+            rows.append(
+                (study, sid, 2 + k % 3, label, LEVEL_LABELS[lv], 10.0 + k % 5, 12.0 + k % 7)
+            )
+    coords = pd.DataFrame(
+        rows, columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
+    )
     coords.loc[0, ["x", "y"]] = [300.0, 20.0]  # outside 32 columns
     coords.loc[5, "instance_number"] = 99  # left foraminal L1/L2 of study 101: no such instance
     coords.loc[25 + 1, "series_id"] = 23  # study 202's spinal L2/L3 point on its axial series
     coords.to_csv(root / "train_label_coordinates.csv", index=False)
     if images:
         for sid, (study, d, n, r, c, rdir, cdir) in SERIES.items():
-            write_series(root / "train_images" / str(study) / str(sid),
-                         rng.integers(0, 1000, (n, r, c), dtype=np.uint16),
-                         origin=(0, 0, 0), row_dir=rdir, col_dir=cdir, pixel_spacing=(0.7, 0.6),
-                         slice_thickness=4.0, series_description=d, study_uid=make_uid("st", study),
-                         series_uid=make_uid("se", sid), series_number=sid, manufacturer="ACME",
-                         instance_numbers=list(range(n, 0, -1)))  # reversed: sort must be spatial
+            write_series(
+                root / "train_images" / str(study) / str(sid),
+                rng.integers(0, 1000, (n, r, c), dtype=np.uint16),
+                origin=(0, 0, 0),
+                row_dir=rdir,
+                col_dir=cdir,
+                pixel_spacing=(0.7, 0.6),
+                slice_thickness=4.0,
+                series_description=d,
+                study_uid=make_uid("st", study),
+                series_uid=make_uid("se", sid),
+                series_number=sid,
+                manufacturer="ACME",
+                instance_numbers=list(range(n, 0, -1)),
+            )  # reversed: sort must be spatial
         (root / "train_images" / "101" / "13" / "50.dcm").write_bytes(b"not a DICOM file" * 10)
     return root
 
@@ -125,8 +157,10 @@ def test_tiny_dataset_flags_planted_problems(tiny) -> None:
     assert problems.loc["instance number not in the series", "count"] == 1
     assert "instance 99" in problems.loc["instance number not in the series", "examples"][0]
     assert problems.loc["coordinates on a series whose slice plane does not fit", "count"] == 1
-    assert "study 202 series 23" in problems.loc[
-        "coordinates on a series whose slice plane does not fit", "examples"][0]
+    assert (
+        "study 202 series 23"
+        in problems.loc["coordinates on a series whose slice plane does not fit", "examples"][0]
+    )
     assert problems.loc["coordinates on an unexpected series type", "count"] == 1  # validate_tables
     assert "coordinates on a series without images" not in problems.index
 
@@ -160,15 +194,22 @@ def test_serial_reading_matches_parallel(tiny) -> None:
 
 
 def test_relative_index_follows_space_not_instance_numbers() -> None:
-    slices = pd.DataFrame({"study_id": 1, "series_id": 1, "instance_number": [3, 2, 1],
-                           "position": [10.0, 5.0, 0.0]})
+    slices = pd.DataFrame(
+        {"study_id": 1, "series_id": 1, "instance_number": [3, 2, 1], "position": [10.0, 5.0, 0.0]}
+    )
     assert relative_slice_index(slices).tolist() == [1.0, 0.5, 0.0]
 
 
-@pytest.mark.parametrize(("normal", "plane"), [
-    ((-1, 0, 0), "sagittal"), ((0, 0, 1), "axial"), ((0, 1, 0), "coronal"),
-    ((0, np.sin(0.2), np.cos(0.2)), "axial"), ((0.6, 0, 0.8), "oblique"),
-])
+@pytest.mark.parametrize(
+    ("normal", "plane"),
+    [
+        ((-1, 0, 0), "sagittal"),
+        ((0, 0, 1), "axial"),
+        ((0, 1, 0), "coronal"),
+        ((0, np.sin(0.2), np.cos(0.2)), "axial"),
+        ((0.6, 0, 0.8), "oblique"),
+    ],
+)
 def test_plane_of_normal(normal, plane) -> None:
     assert plane_of_normal(normal) == plane
 
@@ -183,7 +224,9 @@ def test_counts_and_correlation_on_known_labels() -> None:
     assert counts.loc[("spinal_canal_stenosis", "l1_l2")].tolist() == [3, 4, 4, 1]
     corr = target_correlation(labels)
     assert corr.shape == (25, 25)
-    assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l4_l5"] == pytest.approx(1.0)
+    assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l4_l5"] == pytest.approx(
+        1.0
+    )
     assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l3_l4"] < 0
 
 
@@ -192,8 +235,10 @@ def test_cli_on_synthetic_studies_finds_them_consistent(tmp_path: Path) -> None:
     from spinegrade.data.synthetic import generate
 
     generate(tmp_path / "synth", 2, seed=3, size="small")
-    res = CliRunner().invoke(cli.app, ["inspect", str(tmp_path / "synth"), "--out",
-                                       str(tmp_path / "out"), "--workers", "2"])
+    res = CliRunner().invoke(
+        cli.app,
+        ["inspect", str(tmp_path / "synth"), "--out", str(tmp_path / "out"), "--workers", "2"],
+    )
     assert res.exit_code == 0, res.output
     n_files = len(list((tmp_path / "synth" / "train_images").rglob("*.dcm")))
     assert "studies / series" in res.output and f"{n_files} files in" in res.output
@@ -202,15 +247,21 @@ def test_cli_on_synthetic_studies_finds_them_consistent(tmp_path: Path) -> None:
     assert facts["images"]["header_failures"] == 0 and facts["coordinates"]["normalised"] is True
     assert {"sagittal", "axial"} <= set(facts["images"]["planes"])
     assert not set(facts["problems"]) & {
-        "coordinates outside the image", "instance number not in the series",
-        "coordinates on a series without images", "coordinates on a series whose slice plane does not fit"}
+        "coordinates outside the image",
+        "instance number not in the series",
+        "coordinates on a series without images",
+        "coordinates on a series whose slice plane does not fit",
+    }
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == 8
 
 
 def test_cli_missing_folder_is_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["spinegrade", "inspect", str(tmp_path / "nope"), "--out",
-                                      str(tmp_path / "out")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["spinegrade", "inspect", str(tmp_path / "nope"), "--out", str(tmp_path / "out")],
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2

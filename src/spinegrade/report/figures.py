@@ -23,7 +23,9 @@ SEVERITY_COLORS: tuple[str, ...] = ("#4c9f70", "#f2b134", "#d1495b")
 DPI = 100
 
 
-def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw) -> tuple[Figure, np.ndarray]:
+def new_figure(
+    width: float, height: float, nrows: int = 1, ncols: int = 1, **kw
+) -> tuple[Figure, np.ndarray]:
     """A constrained-layout Figure of `width` x `height` inches and its axes as a 2D array."""
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
@@ -62,8 +64,15 @@ def heatmap(
         for (r, c), v in np.ndenumerate(values):
             if np.isfinite(v):
                 dark = abs(v - (vmin + vmax) / 2) > 0.35 * (vmax - vmin)
-                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    c,
+                    r,
+                    fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     if colorbar:
         ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return im
@@ -77,7 +86,7 @@ def share_bars(
     horizontal: bool = True,
     label_min: float = 0.06,
 ) -> None:
-    """Stacked 100% bars: one bar per row of `counts` (categories x classes), shares printed inside."""
+    """Stacked 100% bars, one per row of `counts` (categories x classes), shares written inside."""
     shares = counts.div(counts.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
     pos = np.arange(len(shares))
     left = np.zeros(len(shares))

@@ -69,7 +69,9 @@ class Section:
 
     def __post_init__(self) -> None:
         if not self.anchor:
-            self.anchor = "".join(ch if ch.isalnum() else "-" for ch in self.title.lower()).strip("-")
+            self.anchor = "".join(ch if ch.isalnum() else "-" for ch in self.title.lower()).strip(
+                "-"
+            )
 
 
 def esc(text: object) -> str:
@@ -98,7 +100,7 @@ def bullets(items: Iterable[object]) -> str:
 
 
 def cards(facts: dict[str, object]) -> str:
-    """Key figures as a row of small boxes: `{"studies": 1975, "severe": "6.3%"}` (ints get commas)."""
+    """Key figures as a row of boxes: `{"studies": 1975, "severe": "6.3%"}` (ints get commas)."""
     boxes = (
         f'<div class="card"><div class="v">{esc(_fmt(v))}</div><div class="k">{esc(k)}</div></div>'
         for k, v in facts.items()
@@ -119,7 +121,9 @@ def img_tag(png: bytes | str | os.PathLike[str], *, alt: str = "", width: int | 
     return f'<img src="{src}" alt="{esc(alt)}"{size}>'
 
 
-def figure(png: bytes | str | os.PathLike[str], caption: str = "", *, width: int | None = None) -> str:
+def figure(
+    png: bytes | str | os.PathLike[str], caption: str = "", *, width: int | None = None
+) -> str:
     """An embedded PNG with a caption under it."""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return f"<figure>{img_tag(png, alt=caption, width=width)}{cap}</figure>"

@@ -1,4 +1,4 @@
-"""Dataset inspection (EDA) of an RSNA-layout folder: `report.html`, its PNG figures and `facts.json`.
+"""Dataset inspection (EDA) of an RSNA folder: `report.html`, its PNG figures and `facts.json`.
 
 Sections: severity distribution, target correlations, missing labels, series inventory, DICOM
 headers (read without pixel data, in worker processes), annotation positions and consistency
@@ -22,9 +22,9 @@ from rich.table import Table
 from tqdm import tqdm
 
 from spinegrade.constants import (
+    AXIAL_T2,
     CONDITION_GROUPS,
     CONDITION_LABELS,
-    AXIAL_T2,
     CONDITIONS,
     LEVEL_LABELS,
     LEVELS,
@@ -42,7 +42,7 @@ from spinegrade.dicom.headers import list_dicom_files, read_header
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.io import write_json
 from spinegrade.report import html
-from spinegrade.report.figures import SEVERITY_COLORS, heatmap, new_figure, save_png, share_bars
+from spinegrade.report.figures import heatmap, new_figure, save_png, share_bars
 
 #: A series is "oblique" when its slice normal is further than this from every patient axis.
 OBLIQUE_DEG = 20.0
@@ -53,12 +53,26 @@ MAX_EXAMPLES = 5
 PLANE_OF_SERIES_TYPE = {SAGITTAL_T1: "sagittal", SAGITTAL_T2: "sagittal", AXIAL_T2: "axial"}
 
 SLICE_COLUMNS = (
-    "study_id", "series_id", "instance_number", "rows", "cols", "row_spacing", "col_spacing",
-    "slice_thickness", "manufacturer", "nx", "ny", "nz", "position", "path",
+    "study_id",
+    "series_id",
+    "instance_number",
+    "rows",
+    "cols",
+    "row_spacing",
+    "col_spacing",
+    "slice_thickness",
+    "manufacturer",
+    "nx",
+    "ny",
+    "nz",
+    "position",
+    "path",
 )
 _COND_SHORT = {
-    "spinal_canal_stenosis": "SCS", "left_neural_foraminal_narrowing": "LNFN",
-    "right_neural_foraminal_narrowing": "RNFN", "left_subarticular_stenosis": "LSS",
+    "spinal_canal_stenosis": "SCS",
+    "left_neural_foraminal_narrowing": "LNFN",
+    "right_neural_foraminal_narrowing": "RNFN",
+    "left_subarticular_stenosis": "LSS",
     "right_subarticular_stenosis": "RSS",
 }
 
@@ -97,25 +111,39 @@ def inspect_dataset(
     root, out = Path(root), Path(out_dir)
     tables = load_tables(root, split)
     if tables.labels is None or tables.coordinates is None:
-        raise SpinegradeError(f"{root}: inspect needs the train split's labels (got split {split!r})")
+        raise SpinegradeError(
+            f"{root}: inspect needs the train split's labels (got split {split!r})"
+        )
     images_dir = root / f"{split}_images"
     has_images = images_dir.is_dir()
-    slices, failures = (read_headers(images_dir, workers=workers, progress=progress)
-                        if has_images else (_empty_slices(), _empty_failures()))
+    slices, failures = (
+        read_headers(images_dir, workers=workers, progress=progress)
+        if has_images
+        else (_empty_slices(), _empty_failures())
+    )
     series_info = summarise_series(slices)
     coords = annotate_coordinates(tables.coordinates, slices, series_info)
-    problems = consistency_problems(tables, coords, slices, series_info, failures, has_images=has_images)
-    summary = _facts(tables, slices, series_info, failures, coords, problems, has_images, images_dir)
+    problems = consistency_problems(
+        tables, coords, slices, series_info, failures, has_images=has_images
+    )
+    summary = _facts(
+        tables, slices, series_info, failures, coords, problems, has_images, images_dir
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     figures = _write_figures(out, tables, slices, series_info, coords)
     sections = _sections(tables, summary, series_info, failures, coords, problems, figures)
     report = html.write_page(
-        out / "report.html", "spinegrade: dataset inspection", sections,
-        subtitle=f"{root} ({split})", footer="Written by `spinegrade inspect`; offline, self-contained.",
+        out / "report.html",
+        "spinegrade: dataset inspection",
+        sections,
+        subtitle=f"{root} ({split})",
+        footer="Written by `spinegrade inspect`; offline, self-contained.",
     )
     facts_path = write_json(out / "facts.json", summary)
-    return InspectResult(out, report, facts_path, list(figures.values()), summary, problems, failures)
+    return InspectResult(
+        out, report, facts_path, list(figures.values()), summary, problems, failures
+    )
 
 
 def summary_table(result: InspectResult) -> Table:
@@ -125,19 +153,28 @@ def summary_table(result: InspectResult) -> Table:
     table = Table("fact", "value", title=f"inspection of {f['root']}", title_justify="left")
     table.add_row("studies / series", f"{f['studies']:,} / {f['series']:,}")
     table.add_row("labelled / blank cells", f"{f['labelled_cells']:,} / {f['blank_cells']:,}")
-    table.add_row("class shares", ", ".join(
-        f"{SEVERITY_LABELS[s]} {100 * v:.1f}%" for s, v in f["class_shares"].items()))
-    table.add_row("coordinate rows (studies)",
-                  f"{f['coordinates']['rows']:,} ({f['coordinates']['studies']:,})")
-    table.add_row("DICOM headers", f"{img['files_read']:,} files in {img['series_read']:,} series, "
-                  f"{img['header_failures']:,} failed" if img["present"] else "no images folder")
+    table.add_row(
+        "class shares",
+        ", ".join(f"{SEVERITY_LABELS[s]} {100 * v:.1f}%" for s, v in f["class_shares"].items()),
+    )
+    table.add_row(
+        "coordinate rows (studies)",
+        f"{f['coordinates']['rows']:,} ({f['coordinates']['studies']:,})",
+    )
+    table.add_row(
+        "DICOM headers",
+        f"{img['files_read']:,} files in {img['series_read']:,} series, "
+        f"{img['header_failures']:,} failed"
+        if img["present"]
+        else "no images folder",
+    )
     for p in result.problems.itertuples():
         style = "red" if p.severity == "error" else "yellow"
         table.add_row(f"[{style}]{p.kind}[/]", f"{p.count:,}")
     return table
 
 
-# --- labels ----------------------------------------------------------------------------------------
+# --- labels ---------------------------------------------------------------------------------------
 
 
 def severity_counts(labels: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +185,8 @@ def severity_counts(labels: pd.DataFrame) -> pd.DataFrame:
         counts = values.value_counts()
         rows.append([int(counts.get(s, 0)) for s in SEVERITIES] + [int(values.isna().sum())])
     index = pd.MultiIndex.from_tuples(
-        [(c, lv) for c in CONDITIONS for lv in LEVELS], names=["condition", "level"])
+        [(c, lv) for c in CONDITIONS for lv in LEVELS], names=["condition", "level"]
+    )
     return pd.DataFrame(rows, index=index, columns=[*SEVERITIES, "blank"])
 
 
@@ -187,13 +225,17 @@ def missing_vs_series(tables: RsnaTables) -> pd.DataFrame:
         blank = labels.set_index("study_id")[cols].isna()
         with_blank = set(blank.index[blank.any(axis=1)])
         lacking = {s for s in labels["study_id"] if stype not in types.get(s, set())}
-        rows.append({
-            "condition": condition, "series type": stype, "blank cells": int(blank.to_numpy().sum()),
-            "studies with a blank": len(with_blank),
-            "of which lack the series": len(with_blank & lacking),
-            "studies lacking the series": len(lacking),
-            "of which have a blank": len(lacking & with_blank),
-        })
+        rows.append(
+            {
+                "condition": condition,
+                "series type": stype,
+                "blank cells": int(blank.to_numpy().sum()),
+                "studies with a blank": len(with_blank),
+                "of which lack the series": len(with_blank & lacking),
+                "studies lacking the series": len(lacking),
+                "of which have a blank": len(lacking & with_blank),
+            }
+        )
     return pd.DataFrame(rows).set_index("condition")
 
 
@@ -206,7 +248,7 @@ def series_inventory(series: pd.DataFrame) -> pd.DataFrame:
     return counts[[*SERIES_TYPES, *sorted(set(counts) - set(SERIES_TYPES))]]
 
 
-# --- DICOM headers -----------------------------------------------------------------------------------
+# --- DICOM headers --------------------------------------------------------------------------------
 
 
 def series_dirs(images_dir: Path) -> list[Path]:
@@ -245,7 +287,9 @@ def _series_headers(series_dir: Path) -> tuple[list[dict[str, Any]], list[dict[s
     try:
         study_id, series_id = int(series_dir.parent.name), int(series_dir.name)
     except ValueError:
-        return [], [{"path": str(series_dir), "reason": "folder names must be <study_id>/<series_id>"}]
+        return [], [
+            {"path": str(series_dir), "reason": "folder names must be <study_id>/<series_id>"}
+        ]
     try:
         files = list_dicom_files(series_dir)
     except DicomError as exc:
@@ -260,17 +304,28 @@ def _series_headers(series_dir: Path) -> tuple[list[dict[str, Any]], list[dict[s
         n = h.normal
         number = h.instance_number if h.instance_number is not None else _int_or_none(path.stem)
         if number is None:
-            bad.append({"path": str(path), "reason": "no InstanceNumber and the file name is not one"})
+            bad.append(
+                {"path": str(path), "reason": "no InstanceNumber and the file name is not one"}
+            )
             continue
-        rows.append({
-            "study_id": study_id, "series_id": series_id, "instance_number": number,
-            "rows": h.rows, "cols": h.cols,
-            "row_spacing": h.pixel_spacing[0], "col_spacing": h.pixel_spacing[1],
-            "slice_thickness": np.nan if h.slice_thickness is None else h.slice_thickness,
-            "manufacturer": h.manufacturer or "",
-            "nx": float(n[0]), "ny": float(n[1]), "nz": float(n[2]),
-            "position": float(np.dot(h.position, n)), "path": str(path),
-        })
+        rows.append(
+            {
+                "study_id": study_id,
+                "series_id": series_id,
+                "instance_number": number,
+                "rows": h.rows,
+                "cols": h.cols,
+                "row_spacing": h.pixel_spacing[0],
+                "col_spacing": h.pixel_spacing[1],
+                "slice_thickness": np.nan if h.slice_thickness is None else h.slice_thickness,
+                "manufacturer": h.manufacturer or "",
+                "nx": float(n[0]),
+                "ny": float(n[1]),
+                "nz": float(n[2]),
+                "position": float(np.dot(h.position, n)),
+                "path": str(path),
+            }
+        )
     return rows, bad
 
 
@@ -278,8 +333,12 @@ def _empty_slices() -> pd.DataFrame:
     """A slice table with no rows but the right columns and dtypes."""
     text = {"manufacturer", "path"}
     ints = {"study_id", "series_id", "instance_number", "rows", "cols"}
-    return pd.DataFrame({c: pd.Series(dtype=object if c in text else "int64" if c in ints else float)
-                         for c in SLICE_COLUMNS})
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype=object if c in text else "int64" if c in ints else float)
+            for c in SLICE_COLUMNS
+        }
+    )
 
 
 def _empty_failures() -> pd.DataFrame:
@@ -304,29 +363,45 @@ def plane_of_normal(normal: Iterable[float], oblique_deg: float = OBLIQUE_DEG) -
 
 
 def summarise_series(slices: pd.DataFrame) -> pd.DataFrame:
-    """One row per series read: slices, image size(s), spacing, thickness, plane, tilt, manufacturer.
+    """One row per series read: slices, image size(s), spacing, thickness, plane, tilt, maker.
 
     Index (study_id, series_id).
     """
     if slices.empty:
-        return pd.DataFrame(columns=["slices", "size", "sizes", "row_spacing", "col_spacing",
-                                     "slice_thickness", "plane", "nearest_plane", "tilt_deg", "manufacturer"])
+        return pd.DataFrame(
+            columns=[
+                "slices",
+                "size",
+                "sizes",
+                "row_spacing",
+                "col_spacing",
+                "slice_thickness",
+                "plane",
+                "nearest_plane",
+                "tilt_deg",
+                "manufacturer",
+            ]
+        )
     g = slices.groupby(["study_id", "series_id"], sort=True)
     size = slices["rows"].astype(str) + "x" + slices["cols"].astype(str)
     normal = g[["nx", "ny", "nz"]].median()
     unit = normal.div(np.linalg.norm(normal.to_numpy(), axis=1), axis=0)
-    out = pd.DataFrame({
-        "slices": g.size(),
-        "size": size.groupby([slices["study_id"], slices["series_id"]]).agg(lambda s: s.mode().iat[0]),
-        "sizes": size.groupby([slices["study_id"], slices["series_id"]]).nunique(),
-        "row_spacing": g["row_spacing"].median(),
-        "col_spacing": g["col_spacing"].median(),
-        "slice_thickness": g["slice_thickness"].median(),
-        "plane": [plane_of_normal(n) for n in unit.to_numpy()],
-        "nearest_plane": [plane_of_normal(n, oblique_deg=90.0) for n in unit.to_numpy()],
-        "tilt_deg": np.degrees(np.arccos(np.clip(unit.abs().max(axis=1), 0, 1))),
-        "manufacturer": g["manufacturer"].agg(lambda s: s.mode().iat[0] if len(s) else ""),
-    })
+    out = pd.DataFrame(
+        {
+            "slices": g.size(),
+            "size": size.groupby([slices["study_id"], slices["series_id"]]).agg(
+                lambda s: s.mode().iat[0]
+            ),
+            "sizes": size.groupby([slices["study_id"], slices["series_id"]]).nunique(),
+            "row_spacing": g["row_spacing"].median(),
+            "col_spacing": g["col_spacing"].median(),
+            "slice_thickness": g["slice_thickness"].median(),
+            "plane": [plane_of_normal(n) for n in unit.to_numpy()],
+            "nearest_plane": [plane_of_normal(n, oblique_deg=90.0) for n in unit.to_numpy()],
+            "tilt_deg": np.degrees(np.arccos(np.clip(unit.abs().max(axis=1), 0, 1))),
+            "manufacturer": g["manufacturer"].agg(lambda s: s.mode().iat[0] if len(s) else ""),
+        }
+    )
     return out
 
 
@@ -340,7 +415,7 @@ def relative_slice_index(slices: pd.DataFrame) -> pd.Series:
     return (rank / (n - 1).where(n > 1)).fillna(0.5)
 
 
-# --- annotations ---------------------------------------------------------------------------------------
+# --- annotations ----------------------------------------------------------------------------------
 
 
 def annotate_coordinates(
@@ -349,8 +424,8 @@ def annotate_coordinates(
     """The coordinate rows with image facts joined in (NaN without images).
 
     Adds: `rows, cols` of the named instance, `x_norm, y_norm` (x / cols, y / rows), `rel_index`
-    (0..1 after spatial sort), `series_read` (its folder was read), `nearest_plane` (the patient axis
-    nearest the series' slice normal: sagittal/coronal/axial), `instance_found`, `outside`,
+    (0..1 after spatial sort), `series_read` (its folder was read), `nearest_plane` (the patient
+    axis nearest the series' slice normal: sagittal/coronal/axial), `instance_found`, `outside`,
     and `outlier` (robust z of the position within its condition/level > OUTLIER_Z).
     """
     out = coords.copy()
@@ -366,7 +441,8 @@ def annotate_coordinates(
     out["x_norm"] = out["x"] / out["cols"]
     out["y_norm"] = out["y"] / out["rows"]
     out["outside"] = out["instance_found"] & ~(
-        (out["x"] >= 0) & (out["x"] < out["cols"]) & (out["y"] >= 0) & (out["y"] < out["rows"]))
+        (out["x"] >= 0) & (out["x"] < out["cols"]) & (out["y"] >= 0) & (out["y"] < out["rows"])
+    )
     px, py = ("x_norm", "y_norm") if out["instance_found"].any() else ("x", "y")
     z = out.groupby(["condition", "level"])[[px, py]].transform(_robust_z).abs().max(axis=1)
     out["outlier"] = z > OUTLIER_Z
@@ -394,45 +470,93 @@ def consistency_problems(
 
     One row per kind: kind, severity, count, examples (a list of up to MAX_EXAMPLES strings).
     """
-    rows = [{"kind": p.kind, "severity": p.severity, "count": p.count, "examples": p.examples}
-            for p in validate_tables(tables).problems]
+    rows = [
+        {"kind": p.kind, "severity": p.severity, "count": p.count, "examples": p.examples}
+        for p in validate_tables(tables).problems
+    ]
 
     def add(kind: str, frame: pd.DataFrame, severity: str, detail=lambda r: "") -> None:
         if len(frame):
-            examples = [f"study {r.study_id} series {r.series_id} instance {r.instance_number} "
-                        f"{r.condition} {r.level}{detail(r)}" for r in frame.head(MAX_EXAMPLES).itertuples()]
-            rows.append({"kind": kind, "severity": severity, "count": len(frame), "examples": examples})
+            examples = [
+                f"study {r.study_id} series {r.series_id} instance {r.instance_number} "
+                f"{r.condition} {r.level}{detail(r)}"
+                for r in frame.head(MAX_EXAMPLES).itertuples()
+            ]
+            rows.append(
+                {"kind": kind, "severity": severity, "count": len(frame), "examples": examples}
+            )
 
     add("labelled targets without coordinates", _labelled_without_coordinates(tables), "warning")
     if has_images:
         add("coordinates on a series without images", coords[~coords["series_read"]], "error")
-        add("instance number not in the series",
-            coords[coords["series_read"] & ~coords["instance_found"]], "error")
-        add("coordinates outside the image", coords[coords["outside"]], "error",
-            lambda r: f": x={r.x:.1f}, y={r.y:.1f} on {int(r.cols)}x{int(r.rows)} (cols x rows)")
+        add(
+            "instance number not in the series",
+            coords[coords["series_read"] & ~coords["instance_found"]],
+            "error",
+        )
+        add(
+            "coordinates outside the image",
+            coords[coords["outside"]],
+            "error",
+            lambda r: f": x={r.x:.1f}, y={r.y:.1f} on {int(r.cols)}x{int(r.rows)} (cols x rows)",
+        )
         expected = coords["condition"].map(SERIES_OF_CONDITION).map(PLANE_OF_SERIES_TYPE)
         wrong = coords["series_read"] & expected.notna() & (coords["nearest_plane"] != expected)
-        add("coordinates on a series whose slice plane does not fit", coords[wrong], "warning",
-            lambda r: f" (slices nearest {r.nearest_plane}, expected {PLANE_OF_SERIES_TYPE[SERIES_OF_CONDITION[r.condition]]})")
+        add(
+            "coordinates on a series whose slice plane does not fit",
+            coords[wrong],
+            "warning",
+            lambda r: (
+                f" (slices nearest {r.nearest_plane}, "
+                f"expected {PLANE_OF_SERIES_TYPE[SERIES_OF_CONDITION[r.condition]]})"
+            ),
+        )
         if len(series_info) and (series_info["sizes"] > 1).any():
             mixed = series_info[series_info["sizes"] > 1]
-            rows.append({"kind": "series with several image sizes", "severity": "warning",
-                         "count": len(mixed), "examples": [
-                             f"study {s} series {r}" for s, r in mixed.index[:MAX_EXAMPLES]]})
+            rows.append(
+                {
+                    "kind": "series with several image sizes",
+                    "severity": "warning",
+                    "count": len(mixed),
+                    "examples": [f"study {s} series {r}" for s, r in mixed.index[:MAX_EXAMPLES]],
+                }
+            )
         read = set(zip(slices["study_id"], slices["series_id"]))
-        listed = tables.series[[(s, r) not in read for s, r in zip(
-            tables.series["study_id"], tables.series["series_id"])]]
+        listed = tables.series[
+            [
+                (s, r) not in read
+                for s, r in zip(tables.series["study_id"], tables.series["series_id"])
+            ]
+        ]
         if len(listed):
-            rows.append({"kind": "described series without readable images", "severity": "warning",
-                         "count": len(listed), "examples": [
-                             f"study {r.study_id} series {r.series_id} ({r.series_description})"
-                             for r in listed.head(MAX_EXAMPLES).itertuples()]})
+            rows.append(
+                {
+                    "kind": "described series without readable images",
+                    "severity": "warning",
+                    "count": len(listed),
+                    "examples": [
+                        f"study {r.study_id} series {r.series_id} ({r.series_description})"
+                        for r in listed.head(MAX_EXAMPLES).itertuples()
+                    ],
+                }
+            )
         if len(failures):
-            rows.append({"kind": "unreadable DICOM files or folders", "severity": "error",
-                         "count": len(failures), "examples": [
-                             f"{r.path}: {r.reason}" for r in failures.head(MAX_EXAMPLES).itertuples()]})
-    add("annotation position outliers", coords[coords["outlier"]].sort_values(
-        "outlier_z", ascending=False), "warning", lambda r: f" (robust z {r.outlier_z:.1f})")
+            rows.append(
+                {
+                    "kind": "unreadable DICOM files or folders",
+                    "severity": "error",
+                    "count": len(failures),
+                    "examples": [
+                        f"{r.path}: {r.reason}" for r in failures.head(MAX_EXAMPLES).itertuples()
+                    ],
+                }
+            )
+    add(
+        "annotation position outliers",
+        coords[coords["outlier"]].sort_values("outlier_z", ascending=False),
+        "warning",
+        lambda r: f" (robust z {r.outlier_z:.1f})",
+    )
     return pd.DataFrame(rows, columns=["kind", "severity", "count", "examples"])
 
 
@@ -445,19 +569,29 @@ def _labelled_without_coordinates(tables: RsnaTables) -> pd.DataFrame:
     coords = tables.coordinates
     studies = set(coords["study_id"])
     labels = tables.labels[tables.labels["study_id"].isin(studies)]
-    long = labels.melt(id_vars="study_id", value_vars=list(TARGET_COLUMNS), var_name="target",
-                       value_name="severity").dropna(subset=["severity"])
-    have = set(zip(coords["study_id"], coords["condition"].astype(str) + "_" + coords["level"].astype(str)))
+    long = labels.melt(
+        id_vars="study_id",
+        value_vars=list(TARGET_COLUMNS),
+        var_name="target",
+        value_name="severity",
+    ).dropna(subset=["severity"])
+    have = set(
+        zip(coords["study_id"], coords["condition"].astype(str) + "_" + coords["level"].astype(str))
+    )
     missing = long[[(s, t) not in have for s, t in zip(long["study_id"], long["target"])]]
     cond_level = {target_column(c, lv): (c, lv) for c in CONDITIONS for lv in LEVELS}
-    return pd.DataFrame({
-        "study_id": missing["study_id"].to_numpy(), "series_id": "-", "instance_number": "-",
-        "condition": [cond_level[t][0] for t in missing["target"]],
-        "level": [cond_level[t][1] for t in missing["target"]],
-    }).sort_values(["study_id", "condition", "level"])
+    return pd.DataFrame(
+        {
+            "study_id": missing["study_id"].to_numpy(),
+            "series_id": "-",
+            "instance_number": "-",
+            "condition": [cond_level[t][0] for t in missing["target"]],
+            "level": [cond_level[t][1] for t in missing["target"]],
+        }
+    ).sort_values(["study_id", "condition", "level"])
 
 
-# --- facts ---------------------------------------------------------------------------------------------
+# --- facts ----------------------------------------------------------------------------------------
 
 
 def _facts(tables, slices, series_info, failures, coords, problems, has_images, images_dir) -> dict:
@@ -478,35 +612,50 @@ def _facts(tables, slices, series_info, failures, coords, problems, has_images, 
         "class_counts": {s: int(total[s]) for s in SEVERITIES},
         "class_shares": {s: round(float(total[s] / total.sum()), 4) for s in SEVERITIES},
         "series_types": {k: int(v) for k, v in series["series_description"].value_counts().items()},
-        "series_per_study": {int(k): int(v) for k, v in inv.sum(axis=1).value_counts().sort_index().items()},
+        "series_per_study": {
+            int(k): int(v) for k, v in inv.sum(axis=1).value_counts().sort_index().items()
+        },
         "studies_lacking_type": {t: int((inv[t] == 0).sum()) for t in SERIES_TYPES},
         "studies_with_several_of_type": {t: int((inv[t] > 1).sum()) for t in SERIES_TYPES},
         "coordinates": {
-            "rows": int(len(coords)), "studies": int(coords["study_id"].nunique()),
+            "rows": int(len(coords)),
+            "studies": int(coords["study_id"].nunique()),
             "normalised": bool(coords["instance_found"].any()),
-            "on_series_type": {c: {t: int(n) for t, n in on_type.loc[c].items() if n}
-                               for c in on_type.index},
+            "on_series_type": {
+                c: {t: int(n) for t, n in on_type.loc[c].items() if n} for c in on_type.index
+            },
         },
         "images": {
-            "present": has_images, "folder": str(images_dir),
-            "series_read": int(len(series_info)), "files_read": int(len(slices)),
+            "present": has_images,
+            "folder": str(images_dir),
+            "series_read": int(len(series_info)),
+            "files_read": int(len(slices)),
             "header_failures": int(len(failures)),
         },
         "problems": {r.kind: int(r.count) for r in problems.itertuples()},
     }
     if has_images and len(series_info):
-        facts["images"].update({
-            "slices_per_series": {k: int(v) for k, v in series_info["slices"].describe()[
-                ["min", "50%", "max"]].rename({"50%": "median"}).items()},
-            "image_sizes": {k: int(v) for k, v in series_info["size"].value_counts().items()},
-            "planes": {k: int(v) for k, v in series_info["plane"].value_counts().items()},
-            "manufacturers": {(k or "unknown"): int(v) for k, v in
-                              series_info["manufacturer"].value_counts().items()},
-        })
+        facts["images"].update(
+            {
+                "slices_per_series": {
+                    k: int(v)
+                    for k, v in series_info["slices"]
+                    .describe()[["min", "50%", "max"]]
+                    .rename({"50%": "median"})
+                    .items()
+                },
+                "image_sizes": {k: int(v) for k, v in series_info["size"].value_counts().items()},
+                "planes": {k: int(v) for k, v in series_info["plane"].value_counts().items()},
+                "manufacturers": {
+                    (k or "unknown"): int(v)
+                    for k, v in series_info["manufacturer"].value_counts().items()
+                },
+            }
+        )
     return facts
 
 
-# --- figures -------------------------------------------------------------------------------------------
+# --- figures --------------------------------------------------------------------------------------
 
 
 def _write_figures(out: Path, tables, slices, series_info, coords) -> dict[str, Path]:
@@ -545,7 +694,7 @@ def _fig_severity(counts: pd.DataFrame):
 def _short_target(column: str) -> str:
     for c in CONDITIONS:
         if column.startswith(c + "_"):
-            return f"{_COND_SHORT[c]} {LEVEL_LABELS[column[len(c) + 1:]]}"
+            return f"{_COND_SHORT[c]} {LEVEL_LABELS[column[len(c) + 1 :]]}"
     return column
 
 
@@ -576,8 +725,12 @@ def _fig_missing(counts: pd.DataFrame):
     ax = axes[0, 0]
     blank = counts["blank"]
     ax.bar(range(len(blank)), blank.to_numpy(), color="#6e7781")
-    ax.set_xticks(range(len(blank)), [f"{_COND_SHORT[c]} {LEVEL_LABELS[lv]}" for c, lv in blank.index],
-                  rotation=90, fontsize=7)
+    ax.set_xticks(
+        range(len(blank)),
+        [f"{_COND_SHORT[c]} {LEVEL_LABELS[lv]}" for c, lv in blank.index],
+        rotation=90,
+        fontsize=7,
+    )
     ax.set_ylabel("blank labels (studies)")
     ax.set_title("Blank (not scored) labels per target", fontsize=10)
     return fig
@@ -591,15 +744,24 @@ def _fig_series(inv: pd.DataFrame):
     axes[0, 0].set_ylabel("studies")
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_title("Series per study", fontsize=10)
-    kinds = {t: inv[t].clip(upper=3).value_counts().reindex(range(4), fill_value=0) for t in SERIES_TYPES}
+    kinds = {
+        t: inv[t].clip(upper=3).value_counts().reindex(range(4), fill_value=0) for t in SERIES_TYPES
+    }
     table = pd.DataFrame(kinds).T
     table.columns = ["0", "1", "2", "3+"]
     bottom = np.zeros(len(table))
     for k, col in enumerate(table.columns):
-        axes[0, 1].barh(table.index, table[col], left=bottom,
-                        color=["#d1495b", "#4c9f70", "#f2b134", "#8250df"][k], label=f"{col} series")
+        axes[0, 1].barh(
+            table.index,
+            table[col],
+            left=bottom,
+            color=["#d1495b", "#4c9f70", "#f2b134", "#8250df"][k],
+            label=f"{col} series",
+        )
         bottom += table[col].to_numpy()
-    axes[0, 1].legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    axes[0, 1].legend(
+        fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False
+    )
     axes[0, 1].set_xlabel("studies")
     axes[0, 1].set_title("Series of each type per study", fontsize=10)
     return fig
@@ -612,7 +774,9 @@ def _fig_headers(info: pd.DataFrame, slices: pd.DataFrame):
         axes[0, 1].scatter(grp["col_spacing"], grp["row_spacing"], s=12, alpha=0.7, label=plane)
         axes[0, 2].hist(grp["slice_thickness"].dropna(), bins=20, alpha=0.7, label=plane)
     axes[0, 0].set(xlabel="slices per series", ylabel="series", title="Slices per series")
-    axes[0, 1].set(xlabel="column spacing dx (mm)", ylabel="row spacing dy (mm)", title="Pixel spacing")
+    axes[0, 1].set(
+        xlabel="column spacing dx (mm)", ylabel="row spacing dy (mm)", title="Pixel spacing"
+    )
     axes[0, 2].set(xlabel="slice thickness (mm)", ylabel="series", title="Slice thickness")
     for ax in axes.flat:
         ax.title.set_fontsize(10)
@@ -645,7 +809,7 @@ def _fig_slice_positions(coords: pd.DataFrame):
     found = coords[coords["instance_found"]]
     fig, axes = new_figure(15, 3.0, 1, 5, sharey=False)
     for ax, condition in zip(axes.flat, CONDITIONS):
-        sub = (found if len(found) else coords)
+        sub = found if len(found) else coords
         sub = sub[sub["condition"] == condition]
         values = sub["rel_index"] if len(found) else sub["instance_number"]
         ax.hist(values.dropna(), bins=20, color="#0969da")
@@ -655,26 +819,36 @@ def _fig_slice_positions(coords: pd.DataFrame):
     return fig
 
 
-# --- HTML ----------------------------------------------------------------------------------------------
+# --- HTML -----------------------------------------------------------------------------------------
 
 
-def _sections(tables, facts, series_info, failures, coords, problems, figures) -> list[html.Section]:
+def _sections(
+    tables, facts, series_info, failures, coords, problems, figures
+) -> list[html.Section]:
     labels = tables.labels
     counts = severity_counts(labels)
     shares = facts["class_shares"]
     img = facts["images"]
-    n_problems = int(problems.loc[problems["severity"] == "error", "count"].sum()) if len(problems) else 0
-    overview = html.cards({
-        "studies": facts["studies"], "series": facts["series"],
-        "labelled cells": facts["labelled_cells"], "blank cells": facts["blank_cells"],
-        **{SEVERITY_LABELS[s]: f"{100 * shares[s]:.1f}%" for s in SEVERITIES},
-        "coordinate rows": facts["coordinates"]["rows"],
-        "DICOM files read": img["files_read"] if img["present"] else "no images",
-        "error-level problems": n_problems,
-    })
+    n_problems = (
+        int(problems.loc[problems["severity"] == "error", "count"].sum()) if len(problems) else 0
+    )
+    overview = html.cards(
+        {
+            "studies": facts["studies"],
+            "series": facts["series"],
+            "labelled cells": facts["labelled_cells"],
+            "blank cells": facts["blank_cells"],
+            **{SEVERITY_LABELS[s]: f"{100 * shares[s]:.1f}%" for s in SEVERITIES},
+            "coordinate rows": facts["coordinates"]["rows"],
+            "DICOM files read": img["files_read"] if img["present"] else "no images",
+            "error-level problems": n_problems,
+        }
+    )
     if not img["present"]:
-        overview += html.note(f"No images: {img['folder']} does not exist, so the DICOM header "
-                              "sections are empty and annotation positions are in raw pixels.")
+        overview += html.note(
+            f"No images: {img['folder']} does not exist, so the DICOM header "
+            "sections are empty and annotation positions are in raw pixels."
+        )
     return [
         html.Section("Overview", overview),
         html.Section("Severity distribution", _severity_section(counts, figures)),
@@ -689,8 +863,9 @@ def _sections(tables, facts, series_info, failures, coords, problems, figures) -
 
 def _severity_section(counts: pd.DataFrame, figures: dict[str, Path]) -> str:
     def named(frame: pd.DataFrame) -> pd.DataFrame:
-        return with_shares(frame).rename(columns=lambda c: " ".join(
-            SEVERITY_LABELS.get(w, w) for w in str(c).split(" ")))
+        return with_shares(frame).rename(
+            columns=lambda c: " ".join(SEVERITY_LABELS.get(w, w) for w in str(c).split(" "))
+        )
 
     by_condition = named(counts.groupby(level="condition").sum().loc[list(CONDITIONS)])
     by_condition.index = [CONDITION_LABELS[c] for c in by_condition.index]
@@ -701,10 +876,16 @@ def _severity_section(counts: pd.DataFrame, figures: dict[str, Path]) -> str:
     per_target.index = [f"{CONDITION_LABELS[c]} {LEVEL_LABELS[lv]}" for c, lv in counts.index]
     fmt = "{:,.1f}"
     return (
-        html.figure(figures["severity"], "Shares of Normal/Mild, Moderate and Severe over labelled "
-                    "cells, per condition and level.")
-        + html.table(pd.concat([overall, by_condition, by_level]), float_format=fmt,
-                     caption="Counts overall, per condition and per level; shares in % of labelled cells")
+        html.figure(
+            figures["severity"],
+            "Shares of Normal/Mild, Moderate and Severe over labelled "
+            "cells, per condition and level.",
+        )
+        + html.table(
+            pd.concat([overall, by_condition, by_level]),
+            float_format=fmt,
+            caption="Counts overall, per condition and per level; shares in % of labelled cells",
+        )
         + html.details("Per target (25 rows)", html.table(per_target, float_format=fmt))
     )
 
@@ -715,10 +896,17 @@ def _correlation_section(labels: pd.DataFrame, figures: dict[str, Path]) -> str:
     top = upper.sort_values(ascending=False).head(10).rename("r").reset_index()
     top.columns = ["target A", "target B", "r"]
     return (
-        html.figure(figures["correlation"], "Pearson correlation of ordinal severities (0/1/2), "
-                    "pairwise complete; lines separate the five conditions.")
-        + html.figure(figures["correlation_groups"], "The same correlations within each metric group.")
-        + html.table(top, caption="Most correlated target pairs", index=False, float_format="{:.3f}")
+        html.figure(
+            figures["correlation"],
+            "Pearson correlation of ordinal severities (0/1/2), "
+            "pairwise complete; lines separate the five conditions.",
+        )
+        + html.figure(
+            figures["correlation_groups"], "The same correlations within each metric group."
+        )
+        + html.table(
+            top, caption="Most correlated target pairs", index=False, float_format="{:.3f}"
+        )
     )
 
 
@@ -729,32 +917,50 @@ def _missing_section(tables: RsnaTables, counts: pd.DataFrame, figures: dict[str
     hist = per_study[per_study > 0].value_counts().sort_index().rename("studies").to_frame()
     hist.index.name = "blank targets in the study"
     worst = per_study[per_study > 0].sort_values(ascending=False).head(15)
-    worst_rows = pd.DataFrame({
-        "blank": worst,
-        "blank targets": [", ".join(_short_target(c) for c in blank.columns[blank.loc[s]]) for s in worst.index],
-    })
+    worst_rows = pd.DataFrame(
+        {
+            "blank": worst,
+            "blank targets": [
+                ", ".join(_short_target(c) for c in blank.columns[blank.loc[s]])
+                for s in worst.index
+            ],
+        }
+    )
     rel = missing_vs_series(tables).rename(index=CONDITION_LABELS)
     return (
         html.figure(figures["missing"], "Blank labels per target.")
-        + html.p(f"{int(per_study.gt(0).sum()):,} of {len(per_study):,} studies have at least one "
-                 f"blank target ({int(blank.to_numpy().sum()):,} blank cells).")
-        + html.table(rel, caption="Blank labels and missing series (series type each condition is "
-                     "graded on)")
-        + '<div class="grid2">' + html.table(hist, caption="Studies by number of blank targets")
-        + html.table(worst_rows, caption="Studies with the most blank targets") + "</div>"
+        + html.p(
+            f"{int(per_study.gt(0).sum()):,} of {len(per_study):,} studies have at least one "
+            f"blank target ({int(blank.to_numpy().sum()):,} blank cells)."
+        )
+        + html.table(
+            rel, caption="Blank labels and missing series (series type each condition is graded on)"
+        )
+        + '<div class="grid2">'
+        + html.table(hist, caption="Studies by number of blank targets")
+        + html.table(worst_rows, caption="Studies with the most blank targets")
+        + "</div>"
     )
 
 
 def _series_section(tables: RsnaTables, facts: dict, figures: dict[str, Path]) -> str:
     inv = series_inventory(tables.series)
-    kinds = pd.DataFrame({
-        "series": pd.Series(facts["series_types"]),
-        "studies lacking it": pd.Series(facts["studies_lacking_type"]),
-        "studies with several": pd.Series(facts["studies_with_several_of_type"]),
-    }).fillna(0).astype(int)
+    kinds = (
+        pd.DataFrame(
+            {
+                "series": pd.Series(facts["series_types"]),
+                "studies lacking it": pd.Series(facts["studies_lacking_type"]),
+                "studies with several": pd.Series(facts["studies_with_several_of_type"]),
+            }
+        )
+        .fillna(0)
+        .astype(int)
+    )
     odd = inv[(inv[list(SERIES_TYPES)] == 0).any(axis=1)].rename_axis(columns=None)
     return (
-        html.figure(figures["series"], "Series per study, and how many series of each type a study has.")
+        html.figure(
+            figures["series"], "Series per study, and how many series of each type a study has."
+        )
         + html.table(kinds, caption="Series types")
         + html.table(odd.reset_index(), caption="Studies lacking a series type", index=False)
     )
@@ -763,23 +969,48 @@ def _series_section(tables: RsnaTables, facts: dict, figures: dict[str, Path]) -
 def _header_section(facts: dict, info: pd.DataFrame, failures: pd.DataFrame, figures) -> str:
     img = facts["images"]
     if not img["present"]:
-        return html.note(f"No images: {img['folder']} does not exist. Slices per series, image sizes, "
-                         "pixel spacing, slice thickness, orientation and manufacturer need the DICOM files.")
-    body = html.p(f"{img['files_read']:,} files in {img['series_read']:,} series read without pixel "
-                  f"data; {img['header_failures']:,} file(s) or folder(s) could not be read.")
+        return html.note(
+            f"No images: {img['folder']} does not exist. Slices per series, image sizes, "
+            "pixel spacing, slice thickness, orientation and manufacturer need the DICOM files."
+        )
+    body = html.p(
+        f"{img['files_read']:,} files in {img['series_read']:,} series read without pixel "
+        f"data; {img['header_failures']:,} file(s) or folder(s) could not be read."
+    )
     if "headers" in figures:
-        body += html.figure(figures["headers"], "Slices per series, pixel spacing and slice thickness by plane.")
+        body += html.figure(
+            figures["headers"], "Slices per series, pixel spacing and slice thickness by plane."
+        )
     if len(info):
-        planes = info.groupby("plane").agg(series=("slices", "size"), slices_median=("slices", "median"),
-                                           tilt_deg_max=("tilt_deg", "max"))
+        planes = info.groupby("plane").agg(
+            series=("slices", "size"),
+            slices_median=("slices", "median"),
+            tilt_deg_max=("tilt_deg", "max"),
+        )
         sizes = info["size"].value_counts().rename("series").to_frame()
         sizes.index.name = "rows x cols"
-        makers = info["manufacturer"].replace("", "(not given)").value_counts().rename("series").to_frame()
-        body += ('<div class="grid2">' + html.table(planes, caption="Orientation (plane by slice normal, "
-                 f"oblique beyond {OBLIQUE_DEG:.0f} degrees)") + html.table(sizes, caption="Image sizes")
-                 + "</div>" + html.table(makers, caption="Manufacturer"))
-        body += html.details("Per series", html.table(info.reset_index(), index=False, max_rows=500,
-                                                      float_format="{:.2f}"))
+        makers = (
+            info["manufacturer"]
+            .replace("", "(not given)")
+            .value_counts()
+            .rename("series")
+            .to_frame()
+        )
+        body += (
+            '<div class="grid2">'
+            + html.table(
+                planes,
+                caption="Orientation (plane by slice normal, "
+                f"oblique beyond {OBLIQUE_DEG:.0f} degrees)",
+            )
+            + html.table(sizes, caption="Image sizes")
+            + "</div>"
+            + html.table(makers, caption="Manufacturer")
+        )
+        body += html.details(
+            "Per series",
+            html.table(info.reset_index(), index=False, max_rows=500, float_format="{:.2f}"),
+        )
     if len(failures):
         body += html.h3("Header failures") + html.table(failures, index=False, max_rows=200)
     return body
@@ -787,23 +1018,40 @@ def _header_section(facts: dict, info: pd.DataFrame, failures: pd.DataFrame, fig
 
 def _position_section(coords: pd.DataFrame, figures: dict[str, Path]) -> str:
     normalised = bool(coords["instance_found"].any())
-    note = "" if normalised else html.note(
-        "No images: positions are raw pixels (image sizes unknown) and the slice plot shows raw "
-        "instance numbers, not positions after a spatial sort.")
-    stats = coords.groupby(["condition", "level"])[
-        ["x_norm", "y_norm"] if normalised else ["x", "y"]].agg(["median", "std"]).round(3)
+    note = (
+        ""
+        if normalised
+        else html.note(
+            "No images: positions are raw pixels (image sizes unknown) and the slice plot shows "
+            "raw "
+            "instance numbers, not positions after a spatial sort."
+        )
+    )
+    stats = (
+        coords.groupby(["condition", "level"])[["x_norm", "y_norm"] if normalised else ["x", "y"]]
+        .agg(["median", "std"])
+        .round(3)
+    )
     stats.index = [f"{CONDITION_LABELS[c]} {LEVEL_LABELS[lv]}" for c, lv in stats.index]
     stats.columns = [" ".join(c) for c in stats.columns]
     out = coords[coords["outlier"]].sort_values("outlier_z", ascending=False)
     cols = ["study_id", "series_id", "instance_number", "condition", "level", "x", "y", "outlier_z"]
     return (
         note
-        + html.figure(figures["positions"], "Annotated points per condition, coloured by level "
-                      f"(circled: robust z > {OUTLIER_Z:g} within their condition and level).")
+        + html.figure(
+            figures["positions"],
+            "Annotated points per condition, coloured by level "
+            f"(circled: robust z > {OUTLIER_Z:g} within their condition and level).",
+        )
         + html.figure(figures["slice_positions"], "Where in the series the annotated slice lies.")
         + html.details("Median and spread per condition and level", html.table(stats))
-        + html.table(out[cols], caption=f"Outliers ({len(out):,})", index=False, max_rows=30,
-                     float_format="{:.1f}")
+        + html.table(
+            out[cols],
+            caption=f"Outliers ({len(out):,})",
+            index=False,
+            max_rows=30,
+            float_format="{:.1f}",
+        )
     )
 
 
