@@ -38,7 +38,7 @@ from spinegrade.data.synthetic.labels import (
     oracle_independent,
     oracle_joint,
 )
-from spinegrade.data.synthetic.phantom import make_phantom
+from spinegrade.data.synthetic.phantom import Phantom, make_phantom
 from spinegrade.data.synthetic.render import render_series
 from spinegrade.data.synthetic.scanner import SIZES, SeriesPlan, plan_series
 from spinegrade.dicom.write import make_uid, write_series
@@ -95,7 +95,9 @@ class StudyResult:
 
 
 @dataclass(frozen=True)
-class _Job:
+class StudyJob:
+    """What a worker needs to make study `index` (picklable; `counts` forces the series layout)."""
+
     out_dir: Path
     seed: int
     index: int
@@ -152,7 +154,7 @@ def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small"
     rows = LabelRows.load(root)
     layouts = real_layouts(root)
     ids = study_ids(seed, n_studies)
-    jobs = [_Job(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise) for i in range(n_studies)]
+    jobs = [StudyJob(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise) for i in range(n_studies)]
     results = run_jobs(jobs, workers, progress)
     write_tables(out, results)
     model = ReaderModel.from_priors(rows.priors(), reader_noise)
@@ -179,7 +181,7 @@ def study_ids(seed: int, n: int) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[StudyResult]:
+def run_jobs(jobs: list[StudyJob], workers: int, progress: bool) -> list[StudyResult]:
     """Run :func:`make_study` for every job (in a process pool if `workers > 0`), in order."""
     bar = tqdm(total=len(jobs), desc="synth studies", unit="study", disable=not progress)
     results = []
@@ -196,8 +198,21 @@ def run_jobs(jobs: list[_Job], workers: int, progress: bool) -> list[StudyResult
     return results
 
 
-def make_study(job: _Job) -> StudyResult:
-    """Draw, render and write one study; returns its table rows and latent severities."""
+@dataclass
+class StudyDraw:
+    """Everything random about one study before rendering (recreated exactly from its job)."""
+
+    rng: np.random.Generator  #: the study's stream, positioned after the draws below
+    row_index: int  #: the real train.csv row the labels come from
+    codes: np.ndarray  #: (25,) labels, -1 blank
+    z: np.ndarray  #: (25,) latent severities
+    phantom: Phantom
+    plans: list[SeriesPlan]
+    series_ids: list[int]
+
+
+def draw_study(job: StudyJob) -> StudyDraw:
+    """The labels, anatomy and series geometry of study `job.index` (random stream `(seed, index)`)."""
     rng = np.random.default_rng([job.seed, job.index + 1])
     row_index = int(rng.integers(len(job.codes)))
     codes = job.codes[row_index]
@@ -206,7 +221,14 @@ def make_study(job: _Job) -> StudyResult:
     counts = job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
     phantom = make_phantom(rng, z)
     plans = plan_series(phantom, rng, job.size, counts)  # type: ignore[arg-type]
-    series_ids = _series_ids(rng, len(plans))
+    return StudyDraw(rng, row_index, codes, z, phantom, plans, _series_ids(rng, len(plans)))
+
+
+def make_study(job: StudyJob) -> StudyResult:
+    """Draw, render and write one study; returns its table rows and latent severities."""
+    draw = draw_study(job)
+    rng, row_index, codes, z, phantom, plans, series_ids = (
+        draw.rng, draw.row_index, draw.codes, draw.z, draw.phantom, draw.plans, draw.series_ids)
     study_uid = make_uid("synth-study", job.seed, job.study_id)
     study_dir = job.out_dir / "train_images" / str(job.study_id)
     n_images = 0
@@ -234,7 +256,7 @@ def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
     return ids
 
 
-def label_coordinates(phantom, plans: list[SeriesPlan], series_ids: list[int], codes: np.ndarray,  # type: ignore[no-untyped-def]
+def label_coordinates(phantom: Phantom, plans: list[SeriesPlan], series_ids: list[int], codes: np.ndarray,
                       rng: np.random.Generator) -> list[tuple[int, int, str, str, float, float]]:
     """Coordinate rows (series_id, instance, condition, level, x, y) for every labelled target
     whose series type exists: the phantom's 3D point projected onto the nearest slice of the

@@ -315,18 +315,18 @@ def make_phantom(rng: np.random.Generator, severity: np.ndarray) -> Phantom:
         for side, cond_sub, cond_for in ((1, "left_subarticular_stenosis", "left_neural_foraminal_narrowing"),
                                          (-1, "right_subarticular_stenosis", "right_neural_foraminal_narrowing")):
             g_sub = sev[(cond_sub, level)]
-            blobs.append(Blob((side * (canal_w / 2 + 1.0), s_l + 1.0, rbl + epi + canal_d * 0.55),
-                              (2.5 + 6.0 * g_sub, d_h / 2 + 3.0, 2.5 + 5.5 * g_sub), Tissue.LIGAMENT))
+            blobs.append(Blob((side * (canal_w / 2 + 1.0), s_l + 1.0, rbl + epi + canal_d * 0.5),
+                              (2.5 + 8.5 * g_sub, d_h / 2 + 3.0, 2.5 + 7.0 * g_sub), Tissue.LIGAMENT))
             blobs.append(Blob((side * rec_a, s_l, rbl + 3.5), (1.6, d_h / 2 + 8, 1.6), Tissue.NERVE))
             # foramen: dark envelope, fat shrinking with narrowing, exiting root on top
             g_for = sev[(cond_for, level)]
             f_s = s_l + 3.0
-            blobs.append(Blob((side * fx, f_s, rbl + 4.5), (5.0, 7.8, 4.7), Tissue.LIGAMENT))
-            blobs.append(Blob((side * fx, f_s + 3.0 * g_for, rbl + 4.5), (4.8, 7.5 * (1 - 0.6 * g_for), 4.4 * (1 - 0.6 * g_for)),
+            blobs.append(Blob((side * fx, f_s, rbl + 5.0), (6.0, 9.0, 5.5), Tissue.LIGAMENT))
+            blobs.append(Blob((side * fx, f_s + 3.5 * g_for, rbl + 5.0), (5.8, 8.7 * (1 - 0.6 * g_for), 5.2 * (1 - 0.65 * g_for)),
                               Tissue.FORAMEN_FAT))
-            blobs.append(Blob((side * fx, f_s + 2.5, rbl + 4.5), (6.0, 2.2, 2.0), Tissue.NERVE))
+            blobs.append(Blob((side * fx, f_s + 3.0, rbl + 5.0), (6.0, 2.0, 1.8), Tissue.NERVE))
             phantom.keypoints[(cond_sub, level)] = phantom.spine_to_world(side * rec_a, s_l, rbl + 3.5)
-            phantom.keypoints[(cond_for, level)] = phantom.spine_to_world(side * fx, f_s + 2.5, rbl + 4.5)
+            phantom.keypoints[(cond_for, level)] = phantom.spine_to_world(side * fx, f_s + 3.0, rbl + 5.0)
         # the canal point: the middle of what is left of the canal at the disc
         front = rbl + epi + 1.0 + 0.42 * g * canal_d
         back = b_back - 1.5 - 0.40 * g * canal_d

@@ -141,13 +141,15 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
     if rng.random() < 0.5:
         rot = _rotation(rng, 4.0)
         r, c = rot @ np.array([1.0, 0.0, 0.0]), rot @ np.array([0.0, 1.0, 0.0])
-        top = ph.disc_centres["l1_l2"] + 12.0 * ph.disc_normals["l1_l2"]
-        bottom = ph.disc_centres["l5_s1"] - 12.0 * ph.disc_normals["l5_s1"]
-        centre = (top + bottom) / 2 + shift
         normal = np.cross(r, c)
-        extent = abs(float((top - bottom) @ normal))
+        # cover every disc and label point of the study, with a margin of about one disc
+        marks = np.array([*ph.keypoints.values(), *ph.disc_centres.values()])
+        heights = marks @ normal
+        lo, hi = heights.min() - 10.0, heights.max() + 10.0
+        centre = ph.disc_centres["l3_l4"] + (shift - (shift @ normal) * normal)
+        centre = centre + ((lo + hi) / 2 - centre @ normal) * normal
         step = thickness + rng.uniform(0.0, 0.6)
-        n = int(np.ceil(extent / step)) + 1
+        n = int(np.ceil((hi - lo) / step)) + 1
         offsets = (np.arange(n) - (n - 1) / 2) * step
         stacks.append(Stack(r, c, (dy, dx), rows, cols, _centred_positions(centre, r, c, rows, cols, dy, dx, offsets), thickness))
     else:
@@ -160,7 +162,7 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
             c = np.cross(n_vec, r)
             n = int(rng.integers(3, 6))
             offsets = (np.arange(n) - (n - 1) / 2) * step + rng.normal(0, 1.0)
-            centre = ph.disc_centres[level] + shift
+            centre = ph.disc_centres[level] + (shift - (shift @ n_vec) * n_vec)  # shift within the plane
             stacks.append(Stack(r, c, (dy, dx), rows, cols, _centred_positions(centre, r, c, rows, cols, dy, dx, offsets), thickness))
     total = sum(len(s.positions) for s in stacks)
     numbers = _instance_numbers(rng, total)
