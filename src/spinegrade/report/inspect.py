@@ -957,12 +957,17 @@ def _series_section(tables: RsnaTables, facts: dict, figures: dict[str, Path]) -
         .astype(int)
     )
     odd = inv[(inv[list(SERIES_TYPES)] == 0).any(axis=1)].rename_axis(columns=None)
+    several = inv[(inv[list(SERIES_TYPES)] > 1).any(axis=1)].rename_axis(columns=None)
     return (
         html.figure(
             figures["series"], "Series per study, and how many series of each type a study has."
         )
         + html.table(kinds, caption="Series types")
         + html.table(odd.reset_index(), caption="Studies lacking a series type", index=False)
+        + html.details(
+            f"Studies with several series of one type ({len(several):,})",
+            html.table(several.reset_index(), index=False, max_rows=200),
+        )
     )
 
 
