@@ -14,8 +14,10 @@ from spinegrade.constants import SEVERITIES, TARGETS, row_id
 from spinegrade.data.tables import load_tables
 from spinegrade.dicom import load_study
 from spinegrade.grade import Grader, train_grader
-from spinegrade.grade.dataset import GradeDataset
-from spinegrade.grade.train import augment_params, crop_params, load_studies
+from spinegrade.grade.augment import random_jitter
+from spinegrade.grade.crops import crop_2p5d
+from spinegrade.grade.dataset import GradeDataset, locate_targets, patch
+from spinegrade.grade.train import augment_params, crop_params, iter_studies
 from spinegrade.metrics import constant_prior_submission, score
 
 from .conftest import NO_AXIAL
@@ -77,16 +79,29 @@ def test_predict_shapes_nan_rows_and_tta(trained: Path, grade_data: Path) -> Non
     assert np.allclose(batch[0], probs, equal_nan=True) and np.allclose(batch[1], probs, equal_nan=True)
 
 
-def test_dataset_items_and_unreadable_study(grade_data: Path, tmp_path: Path) -> None:
+def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: Path) -> None:
     (grade_data / "train_images" / "9999").mkdir(exist_ok=True)  # an empty study folder
-    studies, failed = load_studies(grade_data, [9000, 9999], progress=False)
+    failed: dict[int, str] = {}
+    studies = dict(iter_studies(grade_data, [9000, 9999], failed=failed, progress=False))
     assert list(studies) == [9000] and "9999" in failed[9999]
     tables = load_tables(grade_data)
     cfg = _cfg().grade
-    data = GradeDataset(studies, tables.coordinates, tables.labels, crop_params(cfg), augment_params(cfg))
+    crop, augment = crop_params(cfg), augment_params(cfg)
+    data = GradeDataset.from_studies(studies.items(), tables.coordinates, tables.labels, crop, augment)
     item = data[0]
     assert item["crops"].shape == (25, cfg.slices, cfg.crop_px, cfg.crop_px)
     assert item["valid"].dtype == torch.bool and item["labels"].dtype == torch.int64
     assert bool(((item["labels"] >= 0) <= item["valid"]).all())  # no label without a crop
-    cached, _ = load_studies(grade_data, [9000], tmp_path / "cache", progress=False)
+    # a patch gives the same crops as the full volume, for any jitter within the augmentation
+    rng = np.random.default_rng(0)
+    full = locate_targets(studies[9000], tables.coordinates[tables.coordinates.study_id == 9000])
+    for loc in (f for f in full if f is not None):
+        small = patch(loc, crop, augment)
+        assert small.volume.pixels.size < loc.volume.pixels.size
+        for _ in range(3):
+            jitter = random_jitter(rng, augment)
+            args = dict(view=loc.view, slices=crop.slices, crop_mm=crop.crop_mm, crop_px=crop.crop_px, jitter=jitter)
+            assert np.allclose(crop_2p5d(small.volume, small.slice_index, small.x, small.y, **args),
+                               crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, **args), atol=1e-3)
+    cached = dict(iter_studies(grade_data, [9000], tmp_path / "cache", failed=failed, progress=False))
     assert np.array_equal(cached[9000].series[0].stacks[0].pixels, studies[9000].series[0].stacks[0].pixels)

@@ -12,7 +12,7 @@ from spinegrade.grade.dataset import CropParams, GradeDataset, locate_targets, s
 from spinegrade.grade.loss import grade_loss
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.grade.predict import Grader
-from spinegrade.grade.train import load_studies, train_grader
+from spinegrade.grade.train import iter_studies, train_grader
 
 __all__ = [
     "CropParams",
@@ -22,7 +22,7 @@ __all__ = [
     "GraderSpec",
     "crop_2p5d",
     "grade_loss",
-    "load_studies",
+    "iter_studies",
     "locate_targets",
     "mirror_crop",
     "normalize_crop",

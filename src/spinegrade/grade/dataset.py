@@ -12,7 +12,7 @@ training and inference time and was left out to keep one crop per target.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,30 +123,89 @@ def label_vector(labels: pd.DataFrame | None, study_id: int) -> np.ndarray:
     return out
 
 
+def patch(loc: Located, crop: CropParams, augment: AugmentParams | None = None) -> Located:
+    """The same point on a sub-volume just large enough for every crop `augment` can ask for.
+
+    The sub-volume keeps the slices within `slices//2 + slice_shift` of the point's slice and the
+    pixels within the crop's half-diagonal (zoomed out by `1 + scale`) plus 4 sigma of centre jitter,
+    with its affine shifted so that world positions are unchanged; crops cut from it equal crops cut
+    from the full volume. This keeps a training set of thousands of studies in memory (a few hundred
+    KB per target instead of whole series) and cheap to hand to loader worker processes.
+    """
+    aug = augment or AugmentParams()
+    vol = loc.volume
+    dx, dy, _ = vol.spacing
+    radius_mm = crop.crop_mm / 2 * np.sqrt(2) * (1 + aug.scale) + 4 * aug.coord_jitter_mm
+    reach = crop.slices // 2 + aug.slice_shift
+    n, rows, cols = vol.shape
+    s0, s1 = max(loc.slice_index - reach, 0), min(loc.slice_index + reach + 1, n)
+    c0, c1 = _span(loc.x, radius_mm / dx, cols)
+    r0, r1 = _span(loc.y, radius_mm / dy, rows)
+    shift = np.eye(4)
+    shift[:3, 3] = (c0, r0, s0)
+    sub = Volume(pixels=np.ascontiguousarray(vol.pixels[s0:s1, r0:r1, c0:c1]), affine=vol.affine @ shift,
+                 instance_numbers=vol.instance_numbers[s0:s1].copy(), meta=vol.meta)
+    return Located(sub, loc.slice_index - s0, loc.x - c0, loc.y - r0, loc.view)
+
+
+def _span(centre: float, half_px: float, size: int) -> tuple[int, int]:
+    """Integer pixel range [lo, hi) covering centre +- half_px (+1 px for interpolation), clipped."""
+    lo = int(np.floor(centre - half_px)) - 1
+    hi = int(np.ceil(centre + half_px)) + 2
+    return max(lo, 0), max(min(hi, size), max(lo, 0) + 1)
+
+
 class GradeDataset(Dataset):
     """One item per study: `{"crops": (25, slices, P, P) float32, "valid": (25,) bool,
-    "labels": (25,) int64}` as tensors. Points are located once; crops are cut on the fly from the
-    in-memory volumes (with random augmentation when `augment` is given)."""
+    "labels": (25,) int64}` as tensors. Crops are cut on the fly from each target's located volume
+    (with random augmentation when `augment` is given); build it with :meth:`from_studies`."""
 
     def __init__(
         self,
-        studies: Mapping[int, Study],
+        located: Sequence[list[Located | None]],
+        labels: Sequence[np.ndarray],
+        crop: CropParams,
+        augment: AugmentParams | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> None:
+        self.located = list(located)
+        self.ids = list(ids) if ids is not None else list(range(len(self.located)))
+        self.labels = list(labels)
+        self.crop = crop
+        self.augment = augment
+        self.intensity = intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
+        self._calls = 0
+
+    @classmethod
+    def from_studies(
+        cls,
+        studies: Iterable[tuple[int, Study]],
         points: pd.DataFrame,
         labels: pd.DataFrame | None,
         crop: CropParams,
         augment: AugmentParams | None = None,
-    ) -> None:
-        self.ids = list(studies)
-        self.crop = crop
-        self.augment = augment
+        *,
+        patches: bool = True,
+    ) -> GradeDataset:
+        """Locate each study's points (`points`: the coordinates table) and keep, with `patches`, only
+        the sub-volumes the crops need (see :func:`patch`); `studies` may be a lazy iterator."""
         by_study = dict(tuple(points.groupby("study_id"))) if len(points) else {}
-        self.located = [locate_targets(studies[s], by_study.get(s, points.iloc[:0])) for s in self.ids]
-        self.labels = [label_vector(labels, s) for s in self.ids]
-        self.intensity = intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
-        self._calls = 0
+        located, vectors, ids = [], [], []
+        for sid, study in studies:
+            found = locate_targets(study, by_study.get(sid, points.iloc[:0]))
+            located.append([patch(loc, crop, augment) if (loc is not None and patches) else loc for loc in found])
+            vectors.append(label_vector(labels, sid))
+            ids.append(sid)
+        return cls(located, vectors, crop, augment, ids)
+
+    def split(self, ids: set[int], augment: AugmentParams | None) -> GradeDataset:
+        """The studies of this set whose id is in `ids` (sharing the volumes), augmented with `augment`."""
+        keep = [i for i, s in enumerate(self.ids) if s in ids]
+        return GradeDataset([self.located[i] for i in keep], [self.labels[i] for i in keep], self.crop,
+                            augment, [self.ids[i] for i in keep])
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.located)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         labels = self.labels[index].copy()

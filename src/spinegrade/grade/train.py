@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -56,37 +57,34 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(batch["crops"], batch["valid"])
 
 
-def load_studies(
+def iter_studies(
     data_root: str | Path, study_ids: list[int], cache: StudySource = None, *,
-    workers: int = 0, progress: bool = True,
-) -> tuple[dict[int, Study], dict[int, str]]:
-    """Studies by id, and a one-line reason for each study that could not be read.
+    failed: dict[int, str], workers: int = 0, progress: bool = True,
+) -> Iterator[tuple[int, Study]]:
+    """Yield `(study_id, Study)` one at a time; studies that cannot be read go to `failed` (one line).
 
-    `cache` is a mapping of studies already loaded (used as is), a cache folder (filled with
+    `cache` is a mapping of studies already loaded (used as is), a cache folder (filled first with
     `spinegrade.data.cache.cache_studies`, keyed like the localiser's so both stages share it),
     or None to read the DICOM directly.
     """
     ids = [int(s) for s in study_ids]
     if isinstance(cache, Mapping):
-        missing = {s: "not among the studies given" for s in ids if s not in cache}
-        return {s: cache[s] for s in ids if s in cache}, missing
+        failed.update({s: "not among the studies given" for s in ids if s not in cache})
+        yield from ((s, cache[s]) for s in ids if s in cache)
+        return
     root = Path(data_root)
     images = root / "train_images"
-    studies: dict[int, Study] = {}
-    failed: dict[int, str] = {}
     if cache is not None:
-        series = load_tables(root).series
-        result = cache_studies(images, ids, cache, series, workers=workers, progress=progress)
+        result = cache_studies(images, ids, cache, load_tables(root).series, workers=workers, progress=progress)
         failed.update(result.failed)
-        for sid in tqdm(sorted(result.paths), desc="load studies", disable=not progress):
-            studies[sid] = load_cached(result.paths[sid])
-        return studies, failed
-    for sid in tqdm(ids, desc="read studies", disable=not progress):
+        for sid in tqdm([s for s in ids if s in result.paths], desc="grade: studies", disable=not progress):
+            yield sid, load_cached(result.paths[sid])
+        return
+    for sid in tqdm(ids, desc="grade: read studies", disable=not progress):
         try:
-            studies[sid] = load_study(images / str(sid))
+            yield sid, load_study(images / str(sid))
         except SpinegradeError as exc:
             failed[sid] = str(exc)
-    return studies, failed
 
 
 def train_grader(
@@ -110,28 +108,27 @@ def train_grader(
     gcfg = cfg.grade
     ids = [int(s) for s in study_ids]
     val = [int(s) for s in (val_ids or [])]
-    studies, failed = load_studies(data_root, ids + val, cache, workers=cfg.data.num_workers,
-                                   progress=progress)
+    crop, augment = crop_params(gcfg), augment_params(gcfg)
+    failed: dict[int, str] = {}
+    source = iter_studies(data_root, ids + val, cache, failed=failed, workers=cfg.data.num_workers,
+                          progress=progress)
+    everything = GradeDataset.from_studies(source, coordinates, labels, crop, augment)
     for sid, why in failed.items():
         tqdm.write(f"grade: skipped study {sid}: {why}")
-    train_studies = {s: studies[s] for s in ids if s in studies}
-    if not train_studies:
+    train_set, val_set = everything.split(set(ids), augment), everything.split(set(val), None)
+    if len(train_set) == 0:
         raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
-    crop = crop_params(gcfg)
-    train_set = GradeDataset(train_studies, coordinates, labels, crop, augment_params(gcfg))
-    val_studies = {s: studies[s] for s in val if s in studies}
-    val_set = GradeDataset(val_studies, coordinates, labels, crop) if val_studies else None
     model = build_model(gcfg)
-    meta: dict[str, Any] = {"spec": model.spec.to_dict(), "crop": crop.__dict__, "grade": to_dict(gcfg),
-                            "train_studies": len(train_studies), "skipped": failed}
+    meta: dict[str, Any] = {"spec": model.spec.to_dict(), "crop": asdict(crop), "grade": to_dict(gcfg),
+                            "train_studies": len(train_set), "skipped": failed}
     device = resolve_device(cfg.device)
-    result = fit(model, train_set, val_set, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
+    result = fit(model, train_set, val_set if len(val_set) else None, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
                  gcfg.optim, out_dir, device=device, num_workers=cfg.data.num_workers,
                  forward=forward, desc="grade", seed=cfg.data.seed, meta=meta)
     if distributed.current().is_main:
         state = load_checkpoint(result.checkpoint)
         if not state["meta"].get("bn_recalibrated"):
-            plain = GradeDataset(train_studies, coordinates, labels, crop)
+            plain = train_set.split(set(train_set.ids), None)
             recalibrate_batchnorm(model, plain, device, gcfg.optim.batch_size, progress=progress)
             state["model"] = model.state_dict()
             state["meta"]["bn_recalibrated"] = True
