@@ -37,7 +37,8 @@ table.df { border-collapse: collapse; font-size: 12.5px; margin: 6px 0 12px;
            font-variant-numeric: tabular-nums; }
 table.df th, table.df td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; }
 table.df th { background: var(--soft); font-weight: 600; }
-table.df td:first-child, table.df th:first-child { text-align: left; }
+table.df td:first-child, table.df th:first-child, table.df .text { text-align: left; }
+table.df ul { margin: 0; padding-left: 16px; }
 table.df caption { caption-side: top; text-align: left; color: var(--muted); padding: 2px 0; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 8px 14px; min-width: 120px;

@@ -478,8 +478,13 @@ def consistency_problems(
     def add(kind: str, frame: pd.DataFrame, severity: str, detail=lambda r: "") -> None:
         if len(frame):
             examples = [
-                f"study {r.study_id} series {r.series_id} instance {r.instance_number} "
-                f"{r.condition} {r.level}{detail(r)}"
+                f"study {r.study_id} "
+                + (
+                    f"series {r.series_id} instance {r.instance_number} "
+                    if r.series_id != "-"
+                    else ""
+                )
+                + f"{r.condition} {r.level}{detail(r)}"
                 for r in frame.head(MAX_EXAMPLES).itertuples()
             ]
             rows.append(
@@ -1063,5 +1068,15 @@ def _position_section(coords: pd.DataFrame, figures: dict[str, Path]) -> str:
 def _problem_section(problems: pd.DataFrame) -> str:
     if problems.empty:
         return html.p("No problems found.")
-    shown = problems.assign(examples=problems["examples"].map(lambda e: " | ".join(e)))
-    return html.table(shown, index=False, max_rows=None)
+    rows = "".join(
+        f'<tr><td class="text">{html.esc(p.kind)}</td>'
+        f'<td class="text {"bad" if p.severity == "error" else ""}">{html.esc(p.severity)}</td>'
+        f"<td>{p.count:,}</td>"
+        f'<td class="text">{html.bullets(p.examples)}</td></tr>'
+        for p in problems.itertuples()
+    )
+    head = (
+        '<tr><th>kind</th><th class="text">severity</th><th>count</th>'
+        '<th class="text">examples (first few)</th></tr>'
+    )
+    return f'<table class="df">{head}{rows}</table>'
