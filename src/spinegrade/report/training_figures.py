@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve
 
 from spinegrade.constants import CONDITION_GROUPS, CONDITIONS, LEVELS, SEVERITIES
 from spinegrade.data.tables import labels_long
@@ -53,9 +53,10 @@ def learning_curves(run_dir: str | Path, folds: list[int], path: str | Path) -> 
                 continue
             hist = pd.DataFrame(json.loads(hist_path.read_text(encoding="utf-8")))
             color = f"C{k % 10}"
-            ax.plot(hist["epoch"], hist["train_loss"], color=color, label=f"fold {k} train")
+            ax.plot(hist["epoch"], hist["train_loss"], color=color, marker=".", label=f"fold {k} train")
             if "val_loss" in hist:
-                ax.plot(hist["epoch"], hist["val_loss"], color=color, ls="--", label=f"fold {k} held-out")
+                ax.plot(hist["epoch"], hist["val_loss"], color=color, marker=".", ls="--",
+                        label=f"fold {k} held-out")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
@@ -103,8 +104,16 @@ def roc_curves(labels: pd.DataFrame, oof: pd.DataFrame, out_dir: Path) -> list[P
             y = truth["label"].to_numpy()[rows] == k
             if y.all() or not y.any():
                 continue
-            RocCurveDisplay.from_predictions(y, probs[rows, k], name=severity, ax=ax,
-                                             color=SEVERITY_COLORS[k], plot_chance_level=k == 0)
+            fpr, tpr, _ = roc_curve(y, probs[rows, k])
+            ax.plot(fpr, tpr, color=SEVERITY_COLORS[k],
+                    label=f"{severity} (AUC {roc_auc_score(y, probs[rows, k]):.3f})")
+        if ax.lines:
+            ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=8, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no severity has both positive and negative rows", ha="center", fontsize=8)
         ax.set_title(f"{group}: one-vs-rest ROC ({int(rows.sum())} rows)", fontsize=9)
         paths.append(save_png(fig, out_dir / f"roc_{group}.png"))
     return paths

@@ -43,7 +43,6 @@ def evaluate(
     labels: pd.DataFrame | None = None,
     *,
     data_root: str | Path | None = None,
-    progress: bool = True,
 ) -> dict[str, Any]:
     """Recompute `metrics.json`, `localization.json` and `figures/` of `run_dir`; return the metrics.
 
@@ -52,16 +51,16 @@ def evaluate(
     when present. Raises DataError when the run has no complete fold or the labels cannot be found.
     """
     run_dir = Path(run_dir)
+    done = completed_folds(run_dir)
+    oof_path = run_dir / OOF_PREDICTIONS
+    if not done or not oof_path.is_file():
+        raise DataError(f"{run_dir}: no complete fold yet (no fold_*/fold.json and {OOF_PREDICTIONS})")
     root = Path(data_root) if data_root is not None else _recorded_root(run_dir)
     if labels is None:
         if root is None:
             raise DataError(f"{run_dir}: no data root recorded in run.json; pass --data DATA_ROOT")
         labels = load_tables(root).labels
     assert labels is not None
-    done = completed_folds(run_dir)
-    oof_path = run_dir / OOF_PREDICTIONS
-    if not done or not oof_path.is_file():
-        raise DataError(f"{run_dir}: no complete fold yet (no fold_*/fold.json and {OOF_PREDICTIONS})")
     oof = read_submission(oof_path)
     folds = read_folds(run_dir)
     studies = sorted({parse_row_id(r)[0] for r in oof["row_id"]})

@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,8 @@ LOCALIZER_DIR, GRADER_DIR, GRADER_MODEL = "localizer", "grader", "model.pt"
 RESUMABLE_KEYS = ("name", "device", "data.num_workers", "data.cache_dir")
 #: Held-out studies graded per batch (bounds the memory of prediction).
 PREDICT_CHUNK = 16
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -163,32 +166,47 @@ def train(
     data_root, run_dir = Path(data_root), Path(run_dir)
     show = progress and info.is_main
     try:
+        wanted = _wanted_folds(folds, cfg.data.folds)
+        _check_config(run_dir / CONFIG_YAML, cfg)
         tables, labels = _load(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
-        wanted = _wanted_folds(folds, cfg.data.folds)
-        if info.is_main:
-            _prepare_run_dir(run_dir, cfg, fold_table, labels, data_root, wanted)
-        distributed.barrier()
-        cached = _build_cache(data_root, tables, fold_table, cache_dir_of(run_dir, cfg), cfg, show)
+        _check_folds(run_dir / FOLDS_CSV, fold_table)
+        _on_main(lambda: _write_run_files(run_dir, cfg, fold_table, labels, data_root, wanted))
+        cached = _on_main(lambda: _build_cache(data_root, tables, fold_table, cache_dir_of(run_dir, cfg),
+                                               cfg, show))
         summary = RunSummary(run_dir, failed_studies=dict(cached.failed))
         done = set(completed_folds(run_dir))
-        bar = tqdm(wanted, desc="folds", unit="fold", disable=not show, dynamic_ncols=True)
-        for k in bar:
+        for k in tqdm(wanted, desc="folds", unit="fold", disable=not show, dynamic_ncols=True):
             if k in done:
                 summary.folds_reused.append(k)
                 continue
             _train_fold(k, data_root, run_dir, cfg, tables, labels, fold_table, cached, show)
             summary.folds_trained.append(k)
-        if info.is_main:
-            from spinegrade.training.evaluate import evaluate
+        from spinegrade.training.evaluate import evaluate
 
-            summary.metrics = evaluate(run_dir, labels, data_root=data_root, progress=show)
-        summary.metrics = distributed.broadcast_object(summary.metrics)
+        summary.metrics = _on_main(lambda: evaluate(run_dir, labels, data_root=data_root))
         summary.seconds = time.perf_counter() - start
         return summary
     finally:
         if owns_group:
             distributed.shutdown()
+
+
+def _on_main(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only and hand its result, or its SpinegradeError, to every process.
+
+    Under torchrun a failure on rank 0 is thus raised on all ranks instead of leaving them waiting.
+    """
+    outcome: Any = None
+    if distributed.current().is_main:
+        try:
+            outcome = fn()
+        except SpinegradeError as exc:
+            outcome = exc
+    outcome = distributed.broadcast_object(outcome)
+    if isinstance(outcome, SpinegradeError):
+        raise outcome
+    return outcome
 
 
 def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.DataFrame]:
@@ -217,29 +235,10 @@ def _wanted_folds(folds: list[int] | None, k: int) -> list[int]:
     return sorted(set(folds))
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, fold_table: pd.DataFrame, labels: pd.DataFrame,
-                     data_root: Path, wanted: list[int]) -> None:
-    """Write config.yaml, folds.csv, prior.csv, run.json; refuse a run folder made differently."""
-    config_path = run_dir / CONFIG_YAML
-    if config_path.is_file():
-        _check_same_config(config_path, cfg)
-    folds_path = run_dir / FOLDS_CSV
-    if folds_path.is_file():
-        old = pd.read_csv(folds_path)
-        if not old.equals(fold_table.reset_index(drop=True).astype(old.dtypes.to_dict())):
-            raise DataError(f"{folds_path}: the studies or their folds differ from this data "
-                            f"({len(old)} vs {len(fold_table)} studies); use a new --out")
-    save_config(cfg, config_path)
-    write_with(folds_path, lambda tmp: fold_table.to_csv(tmp, index=False))
-    write_with(run_dir / PRIOR_CSV, lambda tmp: prior_table(labels).to_csv(tmp, index=False))
-    write_json(run_dir / RUN_JSON, {
-        "data_root": str(data_root.resolve()), "studies": int(len(fold_table)), "folds_asked": wanted,
-        "world_size": distributed.current().world_size, "torch": torch.__version__,
-        "python": platform.python_version(),
-    })
-
-
-def _check_same_config(path: Path, cfg: Config) -> None:
+def _check_config(path: Path, cfg: Config) -> None:
+    """Refuse to resume a run folder whose `config.yaml` differs in a key that changes results."""
+    if not path.is_file():
+        return
     try:
         old = to_dict(from_dict(Config, yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
     except (yaml.YAMLError, SpinegradeError) as exc:
@@ -248,6 +247,29 @@ def _check_same_config(path: Path, cfg: Config) -> None:
     if diff:
         raise ConfigError(f"{path}: this run folder was trained with another config "
                           f"(differs in {', '.join(diff[:5])}); use the same config or a new --out")
+
+
+def _check_folds(path: Path, fold_table: pd.DataFrame) -> None:
+    """Refuse to resume a run folder whose `folds.csv` holds other studies or folds."""
+    if not path.is_file():
+        return
+    old = pd.read_csv(path)
+    if list(old.columns) != ["study_id", "fold"] or not np.array_equal(old.to_numpy(), fold_table.to_numpy()):
+        raise DataError(f"{path}: the studies or their folds differ from this data "
+                        f"({len(old)} vs {len(fold_table)} studies); use a new --out")
+
+
+def _write_run_files(run_dir: Path, cfg: Config, fold_table: pd.DataFrame, labels: pd.DataFrame,
+                     data_root: Path, wanted: list[int]) -> None:
+    """config.yaml, folds.csv, prior.csv and run.json (rank 0)."""
+    save_config(cfg, run_dir / CONFIG_YAML)
+    write_with(run_dir / FOLDS_CSV, lambda tmp: fold_table.to_csv(tmp, index=False))
+    write_with(run_dir / PRIOR_CSV, lambda tmp: prior_table(labels).to_csv(tmp, index=False))
+    write_json(run_dir / RUN_JSON, {
+        "data_root": str(data_root.resolve()), "studies": int(len(fold_table)), "folds_asked": wanted,
+        "world_size": distributed.current().world_size, "torch": torch.__version__,
+        "python": platform.python_version(),
+    })
 
 
 def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -263,20 +285,15 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
 
 def _build_cache(data_root: Path, tables: RsnaTables, fold_table: pd.DataFrame, cache_dir: Path,
                  cfg: Config, show: bool) -> CacheResult:
-    """Rank 0 caches every study once (parallel, atomic, reused); the others then read the result."""
+    """Cache every study once (parallel, atomic, reused by later runs); unreadable ones are listed."""
     ids = fold_table["study_id"].astype(int).tolist()
-    result = None
-    if distributed.current().is_main:
-        result = cache_studies(data_root / "train_images", ids, cache_dir, tables.series,
-                               workers=cfg.data.num_workers, progress=show)
-        for sid, why in sorted(result.failed.items()):
-            _say(f"skipped study {sid}: {why}", show)
-        if len(result.failed) == len(ids):
-            result = DataError(f"{data_root}: none of the {len(ids)} studies could be read "
-                               f"(e.g. {next(iter(result.failed.values()))})")
-    result = distributed.broadcast_object(result)
-    if isinstance(result, DataError):
-        raise result
+    result = cache_studies(data_root / "train_images", ids, cache_dir, tables.series,
+                           workers=cfg.data.num_workers, progress=show)
+    for sid, why in sorted(result.failed.items()):
+        _say(f"skipped study {sid}: {why}", show)
+    if len(result.failed) == len(ids):
+        raise DataError(f"{data_root}: none of the {len(ids)} studies could be read "
+                        f"(e.g. {next(iter(result.failed.values()))})")
     return result
 
 
@@ -310,15 +327,12 @@ def _train_fold(k: int, data_root: Path, run_dir: Path, cfg: Config, tables: Rsn
 
     tick = time.perf_counter()
     prior = prior_table(labels[labels["study_id"].isin(train_ids)])[list(SEVERITIES)].to_numpy()
-    baseline = distributed.broadcast_object(
-        _fit_baseline(readable, cached, tables.coordinates) if info.is_main else None)
+    baseline = _on_main(lambda: _fit_baseline(readable, cached, tables.coordinates))
     part = predict_fold(fdir, held[info.rank::info.world_size], cached, prior, tables.coordinates,
                         baseline, cfg, fold=k, rank=info.rank, progress=show)
     parts = distributed.all_gather_object(part)
     timings["predict_s"] = time.perf_counter() - tick
-    if info.is_main:
-        _write_fold(run_dir, k, parts, timings, len(readable))
-    distributed.barrier()
+    _on_main(lambda: _write_fold(run_dir, k, parts, timings, len(readable)))
 
 
 def _ids(fold_table: pd.DataFrame, mask: pd.Series) -> list[int]:
@@ -452,8 +466,9 @@ def merge_oof(run_dir: str | Path) -> list[int]:
     """Rebuild the run's `oof_points.csv` and `oof_predictions.csv` from the complete folds."""
     run_dir = Path(run_dir)
     done = completed_folds(run_dir)
-    for name in (OOF_POINTS, OOF_PREDICTIONS):
-        table = pd.concat([pd.read_csv(fold_dir(run_dir, k) / name) for k in done], ignore_index=True)
+    for name in (OOF_POINTS, OOF_PREDICTIONS):  # read as text: every value is copied as written
+        table = pd.concat([pd.read_csv(fold_dir(run_dir, k) / name, dtype=str, keep_default_na=False)
+                           for k in done], ignore_index=True)
         write_with(run_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return done
 

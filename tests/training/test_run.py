@@ -1,0 +1,164 @@
+"""`spinegrade train` / `evaluate`: the run folder, metrics from saved OOF files, resuming, end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinegrade.cli import main
+from spinegrade.config import load_config, save_config
+from spinegrade.constants import CONDITIONS, LEVELS, SEVERITIES, TARGET_COLUMNS, TARGETS
+from spinegrade.errors import ConfigError
+from spinegrade.metrics import constant_prior_submission, score
+from spinegrade.training.evaluate import evaluate
+from spinegrade.training.run import (
+    FOLD_JSON,
+    LOCALIZATION_ERRORS,
+    OOF_POINTS,
+    OOF_PREDICTIONS,
+    completed_folds,
+    load_prior,
+    merge_oof,
+    prior_table,
+    train,
+)
+
+FIGURES = ("learning_curves.png", "condition_level_logloss.png", "localization.png",
+           *(f"confusion_{c}.png" for c in CONDITIONS), *(f"roc_{g}.png" for g in
+                                                           ("spinal", "foraminal", "subarticular")))
+
+
+# --- a hand-made run folder (no training) ------------------------------------------------------------
+
+
+def _labels(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(3, size=(n, len(TARGET_COLUMNS)), p=[0.7, 0.2, 0.1])
+    labels = pd.DataFrame(np.asarray(SEVERITIES, dtype=object)[codes], columns=list(TARGET_COLUMNS))
+    labels.iloc[0, 3] = np.nan  # a blank label is not scored
+    labels.insert(0, "study_id", 1000 + np.arange(n))
+    return labels
+
+
+def _submission(ids: list[int], rng: np.random.Generator) -> pd.DataFrame:
+    from spinegrade.constants import row_id
+
+    probs = rng.dirichlet([3, 1, 1], size=len(ids) * len(TARGETS))
+    rows = [row_id(s, c, lv) for s in ids for c, lv in TARGETS]
+    return pd.DataFrame({"row_id": rows, **{s: probs[:, i] for i, s in enumerate(SEVERITIES)}})
+
+
+def _loc_errors(ids: list[int], rng: np.random.Generator) -> pd.DataFrame:
+    rows = [(s, c, lv, True, rng.uniform(0, 4), int(rng.integers(0, 2)), True, False, who)
+            for s in ids for c, lv in TARGETS for who in ("model", "baseline")]
+    return pd.DataFrame(rows, columns=["study_id", "condition", "level", "located", "inplane_mm",
+                                       "slice_error", "level_ok", "swap", "who"])
+
+
+@pytest.fixture
+def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """Two complete folds of 4 studies each written by hand, and a data root with oracle.csv."""
+    rng = np.random.default_rng(0)
+    labels = _labels(8, seed=1)
+    ids = labels["study_id"].tolist()
+    folds = pd.DataFrame({"study_id": ids, "fold": [0, 1] * 4})
+    run, root = tmp_path / "run", tmp_path / "data"
+    root.mkdir()
+    _submission(ids, rng).to_csv(root / "oracle.csv", index=False)
+    run.mkdir()
+    folds.to_csv(run / "folds.csv", index=False)
+    for k in (0, 1):
+        held = folds.loc[folds.fold == k, "study_id"].tolist()
+        fdir = run / f"fold_{k}"
+        (fdir / "grader").mkdir(parents=True)
+        _submission(held, rng).to_csv(fdir / OOF_PREDICTIONS, index=False)
+        pd.DataFrame({"study_id": np.repeat(held, 25), "graded": True, "reason": ""}).to_csv(
+            fdir / OOF_POINTS, index=False)
+        _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
+        (fdir / "grader" / "history.json").write_text(json.dumps(
+            [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]))
+        (fdir / FOLD_JSON).write_text("{}")
+    merge_oof(run)
+    return run, root, labels
+
+
+def test_evaluate_recomputes_metrics_from_saved_files(hand_run: tuple[Path, Path, pd.DataFrame]) -> None:
+    run, root, labels = hand_run
+    metrics = evaluate(run, labels, data_root=root)
+    oof = pd.read_csv(run / OOF_PREDICTIONS)
+    assert metrics["model"]["score"]["score"] == pytest.approx(score(labels, oof).score)
+    oracle = pd.read_csv(root / "oracle.csv")
+    assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
+    folds = pd.read_csv(run / "folds.csv")
+    prior = pd.concat([constant_prior_submission(labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
+                                                 study_ids=folds.study_id[folds.fold == k])
+                       for k in (0, 1)])
+    assert metrics["prior"]["score"] == pytest.approx(score(labels, prior).score)
+    assert metrics["prior_in_sample"]["score"] == pytest.approx(
+        score(labels, constant_prior_submission(labels)).score)
+    assert metrics["prior"]["score"] > metrics["prior_in_sample"]["score"]  # fitted out of sample
+    assert metrics["ratio_to_oracle"] == pytest.approx(metrics["model"]["score"]["score"]
+                                                      / metrics["oracle"]["score"])
+    assert set(metrics["per_fold"]) == {"0", "1"} and metrics["studies"] == 8
+    assert json.loads((run / "metrics.json").read_text())["model"]["score"] == metrics["model"]["score"]
+    loc = json.loads((run / "localization.json").read_text())
+    errors = pd.concat([pd.read_csv(run / f"fold_{k}" / LOCALIZATION_ERRORS) for k in (0, 1)])
+    model = errors[errors.who == "model"]
+    assert loc["model"]["overall"]["inplane_mm_median"] == pytest.approx(model.inplane_mm.median())
+    assert loc["model"]["overall"]["slice_exact"] == pytest.approx((model.slice_error == 0).mean())
+    for name in FIGURES:
+        assert (run / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
+        hand_run: tuple[Path, Path, pd.DataFrame]) -> None:
+    run, root, labels = hand_run
+    (run / "fold_1" / FOLD_JSON).unlink()
+    assert merge_oof(run) == [0] == completed_folds(run)
+    metrics = evaluate(run, labels, data_root=root)
+    assert metrics["studies"] == 4 and metrics["folds"] == [0]
+    assert "only folds [0] of 2" in metrics["coverage"]
+    held = labels[labels.study_id.isin(pd.read_csv(run / "folds.csv").query("fold == 0").study_id)]
+    assert metrics["model"]["score"]["score"] == pytest.approx(
+        score(held, pd.read_csv(run / OOF_PREDICTIONS)).score)
+
+
+def test_prior_table_is_the_weighted_constant_prior(tmp_path: Path) -> None:
+    labels = _labels(20, seed=2)
+    table = prior_table(labels)
+    assert list(zip(table.condition, table.level)) == list(TARGETS)
+    expected = constant_prior_submission(labels).iloc[:25][list(SEVERITIES)].to_numpy()
+    np.testing.assert_allclose(table[list(SEVERITIES)].to_numpy(), expected)
+    (tmp_path / "run").mkdir()
+    table.to_csv(tmp_path / "run" / "prior.csv", index=False)
+    np.testing.assert_allclose(load_prior(tmp_path / "run"), expected)
+    np.testing.assert_allclose(load_prior(tmp_path / "run").sum(axis=1), 1.0)
+
+
+def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:
+    save_config(load_config("tiny"), tmp_path / "run" / "config.yaml")
+    other = load_config("tiny", ["grade.optim.epochs=99"])
+    with pytest.raises(ConfigError, match="grade.optim.epochs"):
+        train(tmp_path / "no-data", tmp_path / "run", other)
+    with pytest.raises(ConfigError, match="folds"):
+        train(tmp_path / "no-data", tmp_path / "run", load_config("tiny"), folds=[2])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}/missing", "--out", "{tmp}/run", "--config", "tiny"], "RSNA data folder not found"),
+    (["train", "{tmp}", "--out", "{tmp}/run", "--folds", "a,b"], "--folds"),
+    (["evaluate", "{tmp}"], "no complete fold"),
+])
+def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str,
+                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["spinegrade", *(a.format(tmp=tmp_path) for a in args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
