@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/bench_synth.py [--studies 200] [--size full] [--workers 2]
         [--seed 0] [--plain 2] [--keep DIR]
+    .venv/bin/python benchmarks/bench_synth.py --calibrate [--studies 200]   # scores per reader noise s
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spinegrade.data.synthetic import generate
-from spinegrade.data.synthetic.labels import LabelRows, ReaderModel
+from spinegrade.data.synthetic.labels import READER_NOISE, LabelRows, ReaderModel, simulate_scores
 from spinegrade.data.synthetic.phantom import make_phantom
 from spinegrade.data.synthetic.render import ACQ_MM, render_series
 from spinegrade.data.synthetic.scanner import plan_series
@@ -51,6 +52,19 @@ def time_rendering(n: int, size: str, seed: int) -> tuple[float, float, int]:
     return fast / n, plain / n, images // max(n, 1)
 
 
+def calibration_table(n_studies: int, seed: int, repeats: int = 5) -> Table:
+    """Mean (sd) scores of the reference predictions per reader noise s, label level (no images)."""
+    rows = LabelRows.load(find_labels_root())
+    table = Table("reader noise s", "oracle joint", "oracle per target", "joint, own row out", "constant prior",
+                  title=f"label-level scores, {repeats} sets of {n_studies} studies (current s = {READER_NOISE})")
+    for noise in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.94, 1.0, 1.1):
+        runs = [simulate_scores(rows, noise, n_studies, seed + r) for r in range(repeats)]
+        cells = [f"{np.mean([r[k] for r in runs]):.3f} ({np.std([r[k] for r in runs]):.3f})"
+                 for k in ("joint", "per_target", "joint_loo", "prior")]
+        table.add_row(f"{noise:.2f}", *cells)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=200)
@@ -59,8 +73,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plain", type=int, default=2, help="studies for the rendering comparison (0: skip)")
     parser.add_argument("--keep", type=Path, default=None, help="write the studies here and keep them")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only print the label-level scores per reader noise s (5 sets of --studies)")
     args = parser.parse_args()
     console = Console()
+    if args.calibrate:
+        console.print(calibration_table(args.studies, args.seed))
+        return
 
     tmp = None
     if args.keep is None:

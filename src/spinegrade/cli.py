@@ -245,13 +245,15 @@ def synth(
     size: Annotated[str, typer.Option("--size", help="'small' (fast, ~128 px) or 'full' (256-640 px)")] = "small",
     workers: Annotated[int, typer.Option("--workers", help="worker processes (0: in this process)")] = 0,
     labels_root: Annotated[Optional[Path], typer.Option("--labels-root", help="folder with the real train.csv")] = None,
+    reader_noise: Annotated[Optional[float], typer.Option("--reader-noise", help="label noise s of the latent model (default: calibrated)")] = None,
 ) -> None:
     """Generate synthetic studies in the RSNA layout with oracle.csv; print the oracle's score."""
     from rich.table import Table
 
-    from spinegrade.data.synthetic import generate
+    from spinegrade.data.synthetic import READER_NOISE, generate
 
-    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels_root=labels_root)
+    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels_root=labels_root,
+                       reader_noise=READER_NOISE if reader_noise is None else reader_noise)
     table = Table("what", "value", title=f"synthetic studies in {out_dir}")
     for name, value in summary.table():
         table.add_row(name, value)

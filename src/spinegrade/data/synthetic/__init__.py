@@ -3,6 +3,7 @@ known best possible score (the Bayes oracle). Entry point: :func:`generate`."""
 
 from spinegrade.data.synthetic.generate import SynthSummary, find_labels_root, generate
 from spinegrade.data.synthetic.labels import READER_NOISE, LabelRows, ReaderModel, oracle_independent, oracle_joint
+from spinegrade.data.synthetic.montage import montage
 from spinegrade.data.synthetic.phantom import Phantom, Tissue, make_phantom
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "find_labels_root",
     "generate",
     "make_phantom",
+    "montage",
     "oracle_independent",
     "oracle_joint",
 ]

@@ -37,6 +37,8 @@ from spinegrade.data.synthetic.labels import (
     ReaderModel,
     oracle_independent,
     oracle_joint,
+    real_labels_frame,
+    submission_frame,
 )
 from spinegrade.data.synthetic.phantom import Phantom, make_phantom
 from spinegrade.data.synthetic.render import render_series
@@ -146,6 +148,8 @@ def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small"
         raise DataError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
     if n_studies < 1:
         raise DataError(f"need at least 1 study, got {n_studies}")
+    if not reader_noise > 0:
+        raise DataError(f"reader noise must be > 0, got {reader_noise}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: output folder exists and is not empty; choose a new one")
@@ -304,13 +308,6 @@ def write_submission(path: Path, study_ids_: list[int], probs: np.ndarray) -> Pa
     return write_with(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
-def submission_frame(study_ids_: list[int], probs: np.ndarray) -> pd.DataFrame:
-    """Submission rows in study order, TARGETS order within a study."""
-    flat = probs.reshape(-1, 3)
-    ids = [row_id(s, c, lv) for s in study_ids_ for c, lv in TARGETS]
-    return pd.DataFrame({"row_id": ids, **{s: flat[:, i] for i, s in enumerate(SEVERITIES)}})
-
-
 def _scores(out: Path, results: list[StudyResult], rows: LabelRows, model: ReaderModel,
             joint: np.ndarray) -> dict:  # type: ignore[type-arg]
     """Scores of the joint, per-target and leave-own-row-out oracles and the constant prior."""
@@ -323,15 +320,7 @@ def _scores(out: Path, results: list[StudyResult], rows: LabelRows, model: Reade
     z = np.stack([r.z for r in results])
     result = score(labels, submission_frame(ids, joint))
     loo = oracle_joint(model, rows, z, exclude=np.array([r.row_index for r in results]))
-    prior = score(labels, constant_prior_submission(_real_labels_frame(rows), ids))
+    prior = score(labels, constant_prior_submission(real_labels_frame(rows), ids))
     return dict(oracle_score=result.score, terms=result.terms,
                 oracle_independent_score=score(labels, submission_frame(ids, oracle_independent(model, z))).score,
                 oracle_loo_score=score(labels, submission_frame(ids, loo)).score, prior_score=prior.score)
-
-
-def _real_labels_frame(rows: LabelRows) -> pd.DataFrame:
-    """The real label rows as a wide labels frame (snake_case severities, NaN blank)."""
-    values = np.where(rows.codes == BLANK, None, np.array(SEVERITIES, dtype=object)[np.clip(rows.codes, 0, 2)])
-    frame = pd.DataFrame(values, columns=list(TARGET_COLUMNS))
-    frame.insert(0, "study_id", rows.study_ids)
-    return frame

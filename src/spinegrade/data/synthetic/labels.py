@@ -29,11 +29,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax, ndtr, ndtri
 
-from spinegrade.constants import SEVERITIES, TARGET_COLUMNS
+from spinegrade.constants import SEVERITIES, TARGET_COLUMNS, TARGETS, row_id
 from spinegrade.errors import DataError
 
 #: Reader-noise standard deviation s, chosen so that the joint oracle scores about 0.37 on a
-#: 200-study set (constant prior about 0.79, as on the real data); see :func:`calibrate_figures`.
+#: 200-study set (constant prior about 0.79, as on the real data). Figures per s (mean of 5 sets of
+#: 200 studies): :func:`simulate_scores`, printed by `benchmarks/bench_synth.py --calibrate`.
 READER_NOISE = 0.94
 #: Grid for sampling z | k by inverse CDF.
 _Z_GRID = np.linspace(-7.0, 7.0, 4001)
@@ -144,9 +145,44 @@ def oracle_joint(model: ReaderModel, rows: LabelRows, z: np.ndarray, exclude: np
     return out
 
 
+def simulate_scores(rows: LabelRows, noise: float, n_studies: int = 200, seed: int = 0) -> dict[str, float]:
+    """Challenge scores of the reference predictions on `n_studies` label draws (no images):
+    joint oracle, per-target oracle, joint oracle with the study's own row left out, and the
+    constant weighted prior. Same draws as :func:`spinegrade.data.synthetic.generate` would make
+    only in distribution (not the same random stream)."""
+    from spinegrade.metrics import constant_prior_submission, score
+
+    model = ReaderModel.from_priors(rows.priors(), noise)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(rows.codes), size=n_studies)
+    z = np.stack([model.sample_z(rows.codes[i], rng) for i in picks])
+    labels = real_labels_frame(LabelRows(rows.codes[picks], np.arange(n_studies) + 1))
+    ids = labels["study_id"].tolist()
+    preds = {"joint": oracle_joint(model, rows, z), "per_target": oracle_independent(model, z),
+             "joint_loo": oracle_joint(model, rows, z, exclude=picks)}
+    out = {name: score(labels, submission_frame(ids, p)).score for name, p in preds.items()}
+    out["prior"] = score(labels, constant_prior_submission(real_labels_frame(rows), ids)).score
+    return out
+
+
 def constant_prior(rows: LabelRows, n: int) -> np.ndarray:
     """The real per-target class frequencies repeated for `n` studies, shape (n, 25, 3)."""
     return np.broadcast_to(rows.priors(), (n, *rows.priors().shape)).copy()
+
+
+def submission_frame(study_ids_: list[int], probs: np.ndarray) -> pd.DataFrame:
+    """Submission rows in study order, TARGETS order within a study."""
+    flat = probs.reshape(-1, 3)
+    ids = [row_id(s, c, lv) for s in study_ids_ for c, lv in TARGETS]
+    return pd.DataFrame({"row_id": ids, **{s: flat[:, i] for i, s in enumerate(SEVERITIES)}})
+
+
+def real_labels_frame(rows: LabelRows) -> pd.DataFrame:
+    """The real label rows as a wide labels frame (snake_case severities, NaN blank)."""
+    values = np.where(rows.codes == BLANK, None, np.array(SEVERITIES, dtype=object)[np.clip(rows.codes, 0, 2)])
+    frame = pd.DataFrame(values, columns=list(TARGET_COLUMNS))
+    frame.insert(0, "study_id", rows.study_ids)
+    return frame
 
 
 __all__ = [
@@ -155,6 +191,9 @@ __all__ = [
     "LabelRows",
     "ReaderModel",
     "constant_prior",
+    "real_labels_frame",
+    "submission_frame",
+    "simulate_scores",
     "oracle_independent",
     "oracle_joint",
 ]
