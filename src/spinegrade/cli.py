@@ -325,3 +325,111 @@ def predict(
                   soft_wrap=True, highlight=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")]
+    = Path("spinegrade-demo"),
+    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 120,
+    test_studies: Annotated[int, typer.Option("--test-studies", help="held-out synthetic studies to predict")] = 20,
+    config: Annotated[str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")]
+    = "demo",
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="config overrides key=value, e.g. data.folds=3", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="seed of the training set (held-out set: seed + 1)")] = 0,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+) -> None:
+    """The whole pipeline on synthetic studies: generate, train (cross-validated), evaluate out of fold,
+    predict a held-out set, and score it next to the oracle and the constant prior."""
+    from rich.table import Table
+
+    from spinegrade.constants import SCORE_TERMS
+    from spinegrade.demo import demo as run_demo
+    from spinegrade.training.evaluate import metrics_table
+
+    result = run_demo(out, studies=studies, test_studies=test_studies, config=config,
+                      overrides=overrides or [], seed=seed, workers=workers)
+    console.print(metrics_table(result.cv_metrics))
+    table = Table("term", "model", "prior", "oracle",
+                  title=f"held-out score, {test_studies} new studies (lower is better)")
+    s = result.test_scores
+    for term in (*SCORE_TERMS, "score"):
+        cells = [s[k].score if term == "score" else s[k].terms[term] for k in ("model", "prior", "oracle")]
+        table.add_row(term, *(f"{v:.4f}" for v in cells))
+    console.print(table)
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    console.print(
+        f"submission:  {result.predictions / 'submission.csv'}\n"
+        f"reports:     {result.predictions / 'index.html'}\n"
+        f"metrics:     {result.run_dir / 'metrics.json'}\n"
+        f"figures:     {result.run_dir / 'figures'}\n"
+        f"summary:     {result.out_dir / 'demo.json'}\n"
+        f"time:        {steps}", soft_wrap=True, highlight=False)
+
+
+grade_app = typer.Typer(help="Stage 2: grade the 25 targets from 2.5D crops around their points.",
+                        no_args_is_help=True)
+app.add_typer(grade_app, name="grade")
+
+
+@grade_app.command("train")
+def grade_train(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    out: Annotated[Path, typer.Argument(help="output folder of the grader (resumable)")],
+    config: ConfigOpt = "demo",
+    fold: FoldOpt = 0,
+    cache: Annotated[Optional[Path], typer.Option(help="study cache folder (default: <out>/../cache)")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Train the grader on the TRUE points of every fold but `--fold` (validation loss on `--fold`)."""
+    from spinegrade.config import load_config, save_config
+    from spinegrade.data.tables import load_tables
+    from spinegrade.grade import train_grader
+    from spinegrade.localize.train import fold_split
+
+    cfg = load_config(config, overrides or [])
+    train_ids, held = fold_split(data_root, cfg, fold)
+    tables = load_tables(data_root)
+    save_config(cfg, out / "config.yaml")
+    console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
+    path = train_grader(data_root, train_ids, tables.coordinates, tables.labels, out, cfg, val_ids=held,
+                        cache=cache or out.parent / "cache")
+    console.print(f"grader: {path}")
+
+
+@grade_app.command("evaluate")
+def grade_evaluate(
+    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    model: Annotated[Path, typer.Argument(help="model.pt written by `grade train`")],
+    config: ConfigOpt = "demo",
+    fold: FoldOpt = 0,
+    tta: Annotated[bool, typer.Option(help="average with the left/right-mirrored prediction")] = False,
+    cache: Annotated[Optional[Path], typer.Option(help="study cache folder (default: none)")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Score the grader on the held-out fold from TRUE points, next to the prior (and oracle.csv)."""
+    from rich.table import Table
+
+    from spinegrade.config import load_config
+    from spinegrade.constants import SCORE_TERMS
+    from spinegrade.grade.evaluate import evaluate_grader
+    from spinegrade.localize.train import fold_split
+    from spinegrade.training.device import resolve_device
+
+    cfg = load_config(config, overrides or [])
+    train_ids, held = fold_split(data_root, cfg, fold)
+    report = evaluate_grader(data_root, model, held, train_ids, out=model.parent,
+                             device=str(resolve_device(cfg.device)), cache=cache, tta=tta)
+    table = Table("predictions", "score", *SCORE_TERMS,
+                  title=f"grader on {report['studies']} held-out studies (fold {fold}), true points")
+    for who in ("model", "prior", "oracle"):
+        if who in report:
+            s = report[who]
+            table.add_row(who, f"{s['score']:.4f}", *(f"{s['terms'][t]:.4f}" if s["terms"][t] is not None
+                                                       else "-" for t in SCORE_TERMS))
+    console.print(table)
+    if "oracle" in report:
+        console.print(f"model / oracle: {report['model_over_oracle']:.3f}")
+    console.print(f"rows filled with the prior: {report['filled_with_prior']}; report: "
+                  f"{model.parent / 'grade_eval.json'}")

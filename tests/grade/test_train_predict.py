@@ -49,6 +49,7 @@ def _submission(grader: Grader, root: Path, ids: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow  # trains the tiny grader once per module (~20 s of CPU)
 def test_tiny_training_beats_the_constant_prior_on_its_training_studies(trained: Path, grade_data: Path) -> None:
     labels = load_tables(grade_data).labels
     train_labels = labels[labels.study_id.isin(TRAIN)]
@@ -59,6 +60,7 @@ def test_tiny_training_beats_the_constant_prior_on_its_training_studies(trained:
     assert history[-1]["train_loss"] < history[0]["train_loss"] and "val_loss" in history[-1]
 
 
+@pytest.mark.slow  # trains the tiny grader once per module (~20 s of CPU)
 def test_predict_shapes_nan_rows_and_tta(trained: Path, grade_data: Path) -> None:
     grader = Grader.load(trained, "cpu")
     coords = load_tables(grade_data).coordinates
@@ -105,3 +107,23 @@ def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: 
                                crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, **args), atol=1e-3)
     cached = dict(iter_studies(grade_data, [9000], tmp_path / "cache", failed=failed, progress=False))
     assert np.array_equal(cached[9000].series[0].stacks[0].pixels, studies[9000].series[0].stacks[0].pixels)
+
+
+@pytest.mark.slow  # trains the tiny grader once per module (~20 s of CPU)
+def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(trained: Path, grade_data: Path) -> None:
+    from typer.testing import CliRunner
+
+    from spinegrade.cli import app
+    from spinegrade.localize.train import fold_split
+
+    result = CliRunner().invoke(app, ["grade", "evaluate", str(grade_data), str(trained), "--config", "tiny",
+                                      "--fold", "1"])
+    assert result.exit_code == 0, result.output
+    assert "model" in result.output and "prior" in result.output
+    report = __import__("json").loads((trained.parent / "grade_eval.json").read_text())
+    _, held = fold_split(grade_data, _cfg(), 1)
+    coords = load_tables(grade_data).coordinates
+    pointed = coords[coords.study_id.isin(held)].groupby("study_id").size()
+    assert report["studies"] == len(held)
+    assert report["filled_with_prior"] == 25 * len(held) - int(pointed.sum())  # targets without a point
+    assert 0 < report["model"]["score"] < 10 and 0 < report["prior"]["score"] < 10
