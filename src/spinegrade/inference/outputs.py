@@ -80,8 +80,7 @@ def render_study(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping
     pngs = {}
     for name, ps in panels.items():
         if ps:
-            pngs[name] = save_overlay(ps, folder / f"{name}.png",
-                                      f"Study {record['study_id']} · {OVERLAY_TITLES[name]}")
+            pngs[name] = save_overlay(ps, folder / f"{name}.png", OVERLAY_TITLES[name])
     return write_study_report(folder / "report.html", record, pngs)
 
 

@@ -109,11 +109,16 @@ def predict(
             records.append(record)
             writes.append(_submit(pool, render_job, out_dir, record, panels))
             bar.update()
-        for w in writes:
-            seconds["write"] += w.result()
         bar.close()
+        t1 = time.perf_counter()
+        submission = write_submission(out_dir / "submission.csv", preds)
+        seconds["write"] += time.perf_counter() - t1
+        for w, record in zip(writes, records):
+            try:
+                seconds["write"] += w.result()
+            except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn must not lose the batch
+                errors.append((record["study_id"], record["path"], f"report not written: {_one_line(exc)}"))
     t1 = time.perf_counter()
-    submission = write_submission(out_dir / "submission.csv", preds)
     errors_path = write_errors(out_dir / "errors.csv", errors)
     failed = errors_frame(errors)
     wall = time.perf_counter() - start
@@ -133,29 +138,40 @@ def _predict_one(
     if not isinstance(loaded, str):
         try:
             pred = ensemble.predict(loaded, tta=tta)
-            return pred, prediction_record(pred, source.path, loaded, model), study_panels(loaded, pred.targets), ""
         except SpinegradeError as exc:
             loaded = str(exc)
         except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the batch
             loaded = f"unexpected error while predicting: {_one_line(exc)}"
             traceback.print_exc()
+        else:
+            record = prediction_record(pred, source.path, loaded, model)
+            try:
+                return pred, record, study_panels(loaded, pred.targets), ""
+            except Exception as exc:  # noqa: BLE001 - the prediction stands without its pictures
+                return pred, record, {}, f"overlays not drawn: {_one_line(exc)}"
     pred = prior_prediction(source.study_id, ensemble.prior, loaded)
     return pred, prediction_record(pred, source.path, None, model, error=loaded), {}, loaded
 
 
 def _read_ahead(pool: Executor | None, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, float]]:
     """`(source, study or error, seconds)` in discovery order, reading up to `ahead` studies early."""
+    table = found.series_descriptions
+
+    def read(source: StudySource) -> Future:
+        own = None if table is None else table[table["study_id"] == source.study_id]
+        return _submit(pool, read_study, source, own)
+
     pending: deque[tuple[StudySource, Future]] = deque()
     sources = iter(found.studies)
     for source in sources:
-        pending.append((source, _submit(pool, read_study, source, found.series_descriptions)))
+        pending.append((source, read(source)))
         if len(pending) >= ahead:
             break
     while pending:
         source, fut = pending.popleft()
         nxt = next(sources, None)
         if nxt is not None:
-            pending.append((nxt, _submit(pool, read_study, nxt, found.series_descriptions)))
+            pending.append((nxt, read(nxt)))
         yield (source, *fut.result())
 
 

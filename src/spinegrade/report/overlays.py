@@ -72,8 +72,9 @@ class Panel:
     edges: tuple[str, str, str, str] = ("", "", "", "")  #: patient direction at left, right, top, bottom
 
 
-def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float = 4.2) -> Figure:
-    """Panels side by side, each `width` inches wide, with a severity legend."""
+def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | None = None) -> Figure:
+    """Panels side by side, each `width` inches wide (default: 5 for one panel, else 4.2), with a legend."""
+    width = width or (5.0 if len(panels) == 1 else 4.2)
     heights = [p.image.shape[0] * p.spacing[0] / (p.image.shape[1] * p.spacing[1]) for p in panels]
     fig, axes = new_figure(width * len(panels), width * max(heights) + 0.9, 1, len(panels))
     for ax, panel in zip(axes[0], panels):

@@ -28,7 +28,7 @@ table.grid td { padding: 5px 8px; border-radius: 6px; min-width: 128px; vertical
 table.grid td .sev { font-weight: 700; }
 table.grid td .p { font-size: 11.5px; }
 table.grid td .f { font-size: 11px; font-style: italic; }
-.legend span { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 4px;
+.legend span.sw { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 4px;
                color: #fff; font-size: 12px; }
 """
 _SHORT = {"normal_mild": "N", "moderate": "M", "severe": "S"}
@@ -49,7 +49,7 @@ def severity_grid(targets: Sequence[Mapping[str, Any]]) -> str:
             cells.append(_cell(t) if t is not None else "<td></td>")
         body.append(f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>{''.join(cells)}</tr>")
     legend = '<p class="legend">' + "".join(
-        f'<span style="background:{c}">{esc(SEVERITY_LABELS[s])}</span>' for s, c in zip(SEVERITIES, SEVERITY_COLORS)
+        f'<span class="sw" style="background:{c}">{esc(SEVERITY_LABELS[s])}</span>' for s, c in zip(SEVERITIES, SEVERITY_COLORS)
     ) + ' <span class="muted">N / M / S = probability of normal-mild / moderate / severe</span></p>'
     return f'<style>{GRID_CSS}</style><table class="grid">{head}{"".join(body)}</table>{legend}'
 
