@@ -40,8 +40,10 @@ FORAMEN = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing"
 SUBARTICULAR = ("left_subarticular_stenosis", "right_subarticular_stenosis")
 SAGITTAL_CHANNELS = 2 * len(LEVELS)  #: canal x 5 levels, then foramen x 5 levels
 AXIAL_CHANNELS = 2  #: left, right
-#: Slices whose every target amplitude is below this are not used for the axial model.
-MIN_AXIAL_AMPLITUDE = 0.05
+#: Axial slices whose every target amplitude is below this are not used (keeps the labelled slices).
+MIN_AXIAL_AMPLITUDE = 0.3
+#: Sagittal slices with no target above this are negatives; only every `NEGATIVE_EVERY`-th is kept.
+NEGATIVE_AMPLITUDE, NEGATIVE_EVERY = 0.01, 3
 
 
 def prepare_stack(volume: Volume, size: int) -> np.ndarray:
@@ -131,7 +133,8 @@ def _project(vol: Volume, points: np.ndarray, size: int, slice_sigma: float) -> 
 
 
 def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
-    """Prepared stacks and samples (every slice) of the study's sagittal series."""
+    """Prepared stacks and samples of the study's sagittal series: every slice near a labelled point
+    and every `NEGATIVE_EVERY`-th of the others (negatives teach the model where points are not)."""
     stacks: list[np.ndarray] = []
     samples: list[SliceSample] = []
     k = len(LEVELS)
@@ -164,6 +167,8 @@ def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: fl
         xy, amps = xy.reshape(SAGITTAL_CHANNELS, 2, 2), amps.reshape(vol.shape[0], SAGITTAL_CHANNELS, 2)
         stacks.append(prepare_stack(vol, size))
         for s in range(vol.shape[0]):
+            if amps[s].max() < NEGATIVE_AMPLITUDE and s % NEGATIVE_EVERY:
+                continue  # a thinned-out negative slice (far from every labelled point)
             best = amps[s].argmax(axis=1)  # the nearer of the two candidates (foramina: left/right)
             ch = np.arange(SAGITTAL_CHANNELS)
             samples.append(SliceSample(len(stacks) - 1, s, xy[ch, best], amps[s, ch, best] * mask, mask))
@@ -171,7 +176,7 @@ def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: fl
 
 
 def axial_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
-    """Prepared axial stacks and samples (slices near a labelled subarticular point)."""
+    """Prepared axial stacks and samples (the slices of the labelled subarticular points)."""
     stacks: list[np.ndarray] = []
     samples: list[SliceSample] = []
     sub = pts[pts.condition.isin(SUBARTICULAR)]
