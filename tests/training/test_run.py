@@ -24,6 +24,7 @@ from spinegrade.training.run import (
     completed_folds,
     load_prior,
     merge_oof,
+    prior_submission,
     prior_table,
     train,
 )
@@ -95,9 +96,8 @@ def test_evaluate_recomputes_metrics_from_saved_files(hand_run: tuple[Path, Path
     oracle = pd.read_csv(root / "oracle.csv")
     assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
     folds = pd.read_csv(run / "folds.csv")
-    prior = pd.concat([constant_prior_submission(labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
-                                                 study_ids=folds.study_id[folds.fold == k])
-                       for k in (0, 1)])
+    prior = pd.concat([prior_submission(labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
+                                        folds.study_id[folds.fold == k].tolist()) for k in (0, 1)])
     assert metrics["prior"]["score"] == pytest.approx(score(labels, prior).score)
     assert metrics["prior_in_sample"]["score"] == pytest.approx(
         score(labels, constant_prior_submission(labels)).score)
@@ -128,16 +128,20 @@ def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
         score(held, pd.read_csv(run / OOF_PREDICTIONS)).score)
 
 
-def test_prior_table_is_the_weighted_constant_prior(tmp_path: Path) -> None:
-    labels = _labels(20, seed=2)
-    table = prior_table(labels)
-    assert list(zip(table.condition, table.level)) == list(TARGETS)
-    expected = constant_prior_submission(labels).iloc[:25][list(SEVERITIES)].to_numpy()
-    np.testing.assert_allclose(table[list(SEVERITIES)].to_numpy(), expected)
+def test_prior_table_is_the_smoothed_weighted_class_frequency(tmp_path: Path) -> None:
+    labels = pd.DataFrame({"study_id": [1, 2, 3], **{c: "normal_mild" for c in TARGET_COLUMNS}})
+    labels["spinal_canal_stenosis_l1_l2"] = ["normal_mild", "normal_mild", "severe"]  # weights 1+1, 4
+    labels["left_subarticular_stenosis_l5_s1"] = np.nan  # never labelled
+    table = prior_table(labels).set_index(["condition", "level"])
+    np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l1_l2")], [3 / 9, 1 / 9, 5 / 9])
+    np.testing.assert_allclose(table.loc[("left_subarticular_stenosis", "l5_s1")], [1 / 3] * 3)
+    np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l2_l3")], [4 / 6, 1 / 6, 1 / 6])
+    unsmoothed = prior_table(labels, pseudo_count=0.0)[list(SEVERITIES)].to_numpy()
+    np.testing.assert_allclose(unsmoothed, constant_prior_submission(labels).iloc[:25][list(SEVERITIES)])
+    assert list(table.index) == list(TARGETS)
     (tmp_path / "run").mkdir()
-    table.to_csv(tmp_path / "run" / "prior.csv", index=False)
-    np.testing.assert_allclose(load_prior(tmp_path / "run"), expected)
-    np.testing.assert_allclose(load_prior(tmp_path / "run").sum(axis=1), 1.0)
+    table.reset_index().to_csv(tmp_path / "run" / "prior.csv", index=False)
+    np.testing.assert_allclose(load_prior(tmp_path / "run"), table.to_numpy())
 
 
 def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:

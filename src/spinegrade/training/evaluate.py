@@ -6,9 +6,10 @@
 re-trained or re-predicted, so it is cheap and deterministic.
 
 Comparators, all on exactly the studies of the OOF file:
-- `prior`: the constant class prior fitted on each fold's *training* labels, predicted for its
-  held-out studies (the honest baseline, fitted like the model);
-- `prior_in_sample`: the prior fitted on the scored studies themselves (slightly optimistic);
+- `prior`: the constant class prior fitted on each fold's *training* labels (`prior_table`, lightly
+  smoothed), predicted for its held-out studies: the honest baseline, fitted like the model;
+- `prior_in_sample`: the unsmoothed weighted class frequencies of the scored studies themselves:
+  the best constant in hindsight, a bar no constant can pass;
 - `oracle`: the data root's `oracle.csv` (synthetic sets: the Bayes-optimal predictions).
 """
 
@@ -30,6 +31,7 @@ from spinegrade.training.run import (
     OOF_PREDICTIONS,
     completed_folds,
     fold_dir,
+    prior_submission,
     read_folds,
     run_info,
 )
@@ -95,11 +97,12 @@ def evaluate(
 
 
 def oof_prior(labels: pd.DataFrame, folds: pd.DataFrame, done: list[int]) -> pd.DataFrame:
-    """The constant prior of each fold's training labels, for its held-out studies (submission rows)."""
+    """Each fold's training prior (`prior_table`, the one that fills ungraded targets) for its
+    held-out studies (submission rows)."""
     parts = []
     for k in done:
         train = labels[labels["study_id"].isin(folds.loc[folds["fold"] != k, "study_id"])]
-        parts.append(constant_prior_submission(train, study_ids=_fold_ids(folds, k)))
+        parts.append(prior_submission(train, _fold_ids(folds, k)))
     return pd.concat(parts, ignore_index=True)
 
 

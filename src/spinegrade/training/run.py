@@ -40,10 +40,18 @@ import yaml
 from tqdm.auto import tqdm
 
 from spinegrade.config import Config, from_dict, save_config, to_dict
-from spinegrade.constants import CONDITION_LABELS, LEVEL_LABELS, SEVERITIES, SUBMISSION_COLUMNS, TARGETS, row_id
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    LEVEL_LABELS,
+    SEVERITIES,
+    SEVERITY_WEIGHTS,
+    SUBMISSION_COLUMNS,
+    TARGETS,
+    row_id,
+)
 from spinegrade.data.cache import CacheResult, cache_studies, load_cached
 from spinegrade.data.folds import make_folds
-from spinegrade.data.tables import RsnaTables, load_tables, validate_tables
+from spinegrade.data.tables import RsnaTables, labels_long, load_tables, validate_tables
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.io import write_json, write_with
 from spinegrade.metrics import constant_prior_submission
@@ -57,6 +65,8 @@ LOCALIZER_DIR, GRADER_DIR, GRADER_MODEL = "localizer", "grader", "model.pt"
 RESUMABLE_KEYS = ("name", "device", "data.num_workers", "data.cache_dir")
 #: Held-out studies graded per batch (bounds the memory of prediction).
 PREDICT_CHUNK = 16
+#: Label weight added to each class of the prior (see `prior_table`).
+PRIOR_PSEUDO_COUNT = 1.0
 
 T = TypeVar("T")
 
@@ -103,17 +113,32 @@ def cache_dir_of(run_dir: str | Path, cfg: Config) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(run_dir) / "cache"
 
 
-def prior_table(labels: pd.DataFrame) -> pd.DataFrame:
+def prior_table(labels: pd.DataFrame, pseudo_count: float = PRIOR_PSEUDO_COUNT) -> pd.DataFrame:
     """Class prior per target from wide `labels`: 25 rows `condition, level, normal_mild, moderate, severe`.
 
-    The metric-weighted class frequencies (`constant_prior_submission`), the constant that minimises
-    the weighted log loss.
+    The metric-weighted class frequencies (`constant_prior_submission`: the constant that minimises
+    the weighted log loss), smoothed as `(W p + a) / (W + 3 a)` with `W` the target's total label
+    weight and `a = pseudo_count`, so that a class absent from a small training set does not get
+    probability 0 (its log loss would be ~35). With thousands of studies the smoothing is negligible.
     """
-    sub = constant_prior_submission(labels, study_ids=[0])
+    p = constant_prior_submission(labels, study_ids=[0])[list(SEVERITIES)].to_numpy()  # (25, 3)
+    long = labels_long(labels)
+    long = long[long["label"] >= 0]
+    weight = (pd.Series(np.asarray(SEVERITY_WEIGHTS)[long["label"].to_numpy()], index=long.index)
+              .groupby([long["condition"], long["level"]]).sum()
+              .reindex(pd.MultiIndex.from_tuples(TARGETS)).fillna(0.0).to_numpy()[:, None])
+    total = np.broadcast_to(weight + len(SEVERITIES) * pseudo_count, p.shape)
+    smoothed = np.divide(weight * p + pseudo_count, total, out=p.copy(), where=total > 0)
     table = pd.DataFrame(TARGETS, columns=["condition", "level"])
-    for s in SEVERITIES:
-        table[s] = sub[s].to_numpy()
+    for i, s in enumerate(SEVERITIES):
+        table[s] = smoothed[:, i]
     return table
+
+
+def prior_submission(labels: pd.DataFrame, study_ids: list[int]) -> pd.DataFrame:
+    """Submission rows giving every study of `study_ids` the `prior_table` of `labels`."""
+    prior = prior_table(labels)[list(SEVERITIES)].to_numpy()
+    return _concat([_submission_rows(s, prior) for s in study_ids])
 
 
 def load_prior(run_dir: str | Path) -> np.ndarray:
@@ -360,7 +385,7 @@ def predict_fold(
     cached: CacheResult,
     prior: np.ndarray,
     coords: pd.DataFrame,
-    baseline: Any,
+    baseline: Any | None,
     cfg: Config,
     *,
     fold: int,
@@ -369,7 +394,8 @@ def predict_fold(
 ) -> FoldPart:
     """Locate and grade `study_ids` with fold `fdir`'s models; prior `(25, 3)` where not graded.
 
-    Also measures the localisation of the model and of `baseline` against the true points.
+    Also measures the localisation of the model and of `baseline` (when given) against the true
+    points of `coords`.
     """
     from spinegrade.grade import Grader
     from spinegrade.localize.dataset import world_points
@@ -397,8 +423,9 @@ def predict_fold(
                 bar.update()
                 continue
             truth = world_points(study, by_study.get(sid, coords.iloc[:0])).assign(study_id=sid)
-            errors += [point_errors(table, truth).assign(who="model"),
-                       point_errors(baseline.locate(study), truth).assign(who="baseline")]
+            errors.append(point_errors(table, truth).assign(who="model"))
+            if baseline is not None:
+                errors.append(point_errors(baseline.locate(study), truth).assign(who="baseline"))
             items.append((sid, study, table))
         graded_probs = grader.predict_many([(study, table) for _, study, table in items])
         for (sid, _, table), probs in zip(items, graded_probs):
