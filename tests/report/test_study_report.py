@@ -60,4 +60,5 @@ def test_index_links_every_study_and_lists_errors(tmp_path) -> None:  # type: ig
     other = dict(_record("failed"), study_id=456)
     html = write_index(tmp_path / "index.html", [_record(), other], errors, {"studies": 2}).read_text()
     assert 'href="studies/123/report.html"' in html and 'href="studies/456/report.html"' in html
-    assert "empty folder" in html and "L4/L5 SCS: Severe" in html
+    assert "empty folder" in html and "L4/L5 spinal: severe (10 targets from the prior)" in html
+    assert "not read: prior everywhere" in html

@@ -106,7 +106,8 @@ def write_index(path: str | Path, records: Sequence[Mapping[str, Any]], errors: 
     rows = [_index_row(r) for r in records]
     links = "".join(
         f'<tr><td><a href="studies/{r["study_id"]}/report.html">{r["study_id"]}</a></td>'
-        f'<td>{esc(r["status"])}</td><td>{esc(row["findings"])}</td><td>{row["any_severe"]:.2f}</td>'
+        f'<td>{esc(r["status"])}</td><td style="text-align:left">{esc(row["findings"])}</td>'
+        f'<td>{_fmt_p(row["any_severe"])}</td>'
         f'<td>{row["flags"]}</td></tr>' for r, row in zip(records, rows))
     studies = ('<table class="df"><tr><th>study</th><th>status</th><th>moderate / severe findings</th>'
                f'<th>P(any severe spinal)</th><th>flagged targets</th></tr>{links}</table>')
@@ -119,17 +120,24 @@ def write_index(path: str | Path, records: Sequence[Mapping[str, Any]], errors: 
 
 def _index_row(record: Mapping[str, Any]) -> dict[str, Any]:
     targets = record.get("targets", [])
-    found = [f"{LEVEL_LABELS[t['level']]} {_abbrev(t['condition'])}: {SEVERITY_LABELS[t['most_likely']]}"
-             for t in targets if t["most_likely"] != SEVERITIES[0]]
-    spinal = [float(t["probabilities"]["severe"]) for t in targets if t["condition"] == CONDITIONS[0]]
-    return {"findings": "; ".join(found) or "none",
-            "any_severe": max(spinal) if spinal else float("nan"),
+    graded = [t for t in targets if "prior" not in (t.get("flags") or [])]
+    found = [f"{LEVEL_LABELS[t['level']]} {_short(t['condition'])}: {SEVERITY_LABELS[t['most_likely']].lower()}"
+             for t in graded if t["most_likely"] != SEVERITIES[0]]
+    spinal = [float(t["probabilities"]["severe"]) for t in graded if t["condition"] == CONDITIONS[0]]
+    if record.get("status") != "ok":
+        text = "not read: prior everywhere"
+    else:
+        text = "; ".join(found) or "none"
+        if len(graded) < len(targets):
+            text += f" ({len(targets) - len(graded)} targets from the prior)"
+    return {"findings": text, "any_severe": max(spinal) if spinal else float("nan"),
             "flags": sum(1 for t in targets if t.get("flags"))}
 
 
-def _abbrev(condition: str) -> str:
-    words = CONDITION_LABELS[condition].split()
-    return "".join(w[0] for w in words)
+def _short(condition: str) -> str:
+    """'Left Neural Foraminal Narrowing' -> 'left foraminal' (for compact lists)."""
+    drop = {"canal", "stenosis", "neural", "narrowing"}
+    return " ".join(w for w in CONDITION_LABELS[condition].lower().split() if w not in drop)
 
 
 def _summary_cards(record: Mapping[str, Any]) -> str:
@@ -163,6 +171,10 @@ def _series_html(record: Mapping[str, Any]) -> str:
     if record.get("skipped"):
         out += note("Series that could not be read:") + bullets(record["skipped"])
     return out
+
+
+def _fmt_p(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: nothing graded
 
 
 def _num(value: Any) -> float | None:
