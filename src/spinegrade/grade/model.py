@@ -44,7 +44,9 @@ class GraderNet(nn.Module):
         self.spec = spec
         self.backbone = timm.create_model(spec.backbone, pretrained=spec.pretrained,
                                           in_chans=spec.in_chans, num_classes=0)
-        self.project = nn.Sequential(nn.Linear(self.backbone.num_features, spec.dim), nn.GELU(),
+        # with num_classes=0 the pooled output is `head_hidden_size` wide (e.g. MobileNetV3's 1024)
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.project = nn.Sequential(nn.Linear(width, spec.dim), nn.GELU(),
                                      nn.Dropout(spec.dropout))
         self.target_embed = nn.Parameter(torch.zeros(len(TARGETS), spec.dim))
         nn.init.normal_(self.target_embed, std=0.02)
