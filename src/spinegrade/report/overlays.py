@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patheffects import withStroke
 
 from spinegrade.constants import (
     AXIAL_T2,
@@ -36,7 +37,7 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
 )
 from spinegrade.dicom import Study, Volume
-from spinegrade.report.figures import SEVERITY_COLORS, new_figure, png_bytes, save_png
+from spinegrade.report.figures import SEVERITY_COLORS, png_bytes, save_png
 
 OVERLAYS = ("sagittal_t2", "sagittal_t1", "axial_t2")
 OVERLAY_TITLES = {
@@ -48,6 +49,7 @@ _SPINAL = "spinal_canal_stenosis"
 _FORAMINA = {"left": "left_neural_foraminal_narrowing", "right": "right_neural_foraminal_narrowing"}
 _SUBARTICULAR = {"left": "left_subarticular_stenosis", "right": "right_subarticular_stenosis"}
 _AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (-, +) of LPS x, y, z
+LABEL_GAP_PT = 11.0  #: minimum vertical distance between two point labels (points)
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,24 @@ class Panel:
 
 
 def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | None = None) -> Figure:
-    """Panels side by side, each `width` inches wide (default: 5 for one panel, else 4.2), with a legend."""
-    width = width or (5.0 if len(panels) == 1 else 4.2)
-    heights = [p.image.shape[0] * p.spacing[0] / (p.image.shape[1] * p.spacing[1]) for p in panels]
-    fig, axes = new_figure(width * len(panels), width * max(heights) + 0.9, 1, len(panels))
-    for ax, panel in zip(axes[0], panels):
+    """Panels side by side, each `width` inches wide (default: 5 for one panel, else 3.6), with a legend.
+
+    Margins are fixed in inches (no constrained layout: it doubles the drawing time).
+    """
+    width = width or (5.0 if len(panels) == 1 else 3.6)
+    aspect = max(p.image.shape[0] * p.spacing[0] / (p.image.shape[1] * p.spacing[1]) for p in panels)
+    title_lines = max(p.title.count("\n") + 1 for p in panels)
+    top, bottom = (0.4 if title else 0.1) + 0.17 * title_lines, 0.75  # inches
+    fig = Figure(figsize=(width * len(panels), width * aspect + top + bottom))
+    h = fig.get_figheight()
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - top / h, bottom=bottom / h, wspace=0.04)
+    for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         draw_panel(ax, panel)
     if title:
-        fig.suptitle(title, fontsize=11, fontweight="bold")
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=4 if len(panels) > 1 else 2,
+        fig.suptitle(title, fontsize=11, fontweight="bold", y=1 - 0.08 / h, va="top")
+    fig.legend(handles=_legend_handles(), loc="lower center", ncol=4 if len(panels) > 1 else 2,
                fontsize=8, frameon=False, title="most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)",
-               title_fontsize=7.5)
+               title_fontsize=7.5, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
@@ -94,13 +103,16 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
     lo, hi = np.percentile(panel.image, [1.0, 99.5]) if panel.image.size else (0.0, 1.0)
     ax.imshow(panel.image, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="bilinear",
               extent=(-0.5 * dx, (cols - 0.5) * dx, (rows - 0.5) * dy, -0.5 * dy))
-    for m in panel.marks:
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72
+    mm_per_pt = rows * dy / max(height_pt, 1.0)
+    shifts = _label_shifts([m.y * dy for m in panel.marks], LABEL_GAP_PT * mm_per_pt)
+    for m, shift in zip(panel.marks, shifts):
         color = SEVERITY_COLORS[int(np.argmax(m.probs))]
         ax.plot(m.x * dx, m.y * dy, "o", ms=8, mew=2, mec=color if not m.on_slice else "white",
                 mfc=color if m.on_slice else "none")
         if m.label:
             right_half = m.x > 0.55 * cols
-            ax.annotate(m.label, (m.x * dx, m.y * dy), xytext=(-9 if right_half else 9, 0),
+            ax.annotate(m.label, (m.x * dx, m.y * dy), xytext=(-9 if right_half else 9, -shift / mm_per_pt),
                         textcoords="offset points", va="center", ha="right" if right_half else "left",
                         fontsize=7.5, color="white", annotation_clip=False,
                         bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="none", alpha=0.85))
@@ -111,7 +123,18 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
                                        (0.5, 0.99, "center", "top"), (0.5, 0.01, "center", "bottom")),
                                       panel.edges):
         ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="#ffd54f", fontsize=9,
-                fontweight="bold")
+                fontweight="bold", path_effects=[withStroke(linewidth=2.5, foreground="black")])
+
+
+def _label_shifts(ys: Sequence[float], gap: float) -> list[float]:
+    """Downward shifts (same units as `ys`) that keep labels at least `gap` apart, in input order."""
+    order = np.argsort(ys, kind="stable")
+    shifts = [0.0] * len(ys)
+    last = -np.inf
+    for i in order:
+        placed = max(ys[i], last + gap)
+        shifts[i], last = placed - ys[i], placed
+    return shifts
 
 
 def save_overlay(panels: Sequence[Panel], path: str | Path, title: str = "") -> Path:
