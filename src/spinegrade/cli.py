@@ -206,7 +206,6 @@ def train(
     then evaluate. Works under `torchrun --nproc-per-node N -m spinegrade train ...` (DDP)."""
     from spinegrade.config import load_config
     from spinegrade.errors import ConfigError
-    from spinegrade.training.distributed import current
     from spinegrade.training.evaluate import metrics_table
     from spinegrade.training.run import train as train_run
 
@@ -216,7 +215,7 @@ def train(
     except ValueError:
         raise ConfigError(f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1") from None
     summary = train_run(data_root, out, cfg, folds=wanted)
-    if current().is_main:
+    if summary.rank == 0:
         console.print(metrics_table(summary.metrics))
         console.print(f"{out}: trained folds {summary.folds_trained}, reused {summary.folds_reused}, "
                       f"{len(summary.failed_studies)} unreadable studies, {summary.seconds:.0f} s",

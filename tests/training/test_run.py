@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from spinegrade.cli import main
 from spinegrade.config import load_config, save_config
@@ -166,3 +168,60 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str,
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- end to end on a synthetic set (slow) -------------------------------------------------------------
+
+#: The e2e set: enough studies for 2 folds to learn something, few enough to stay fast.
+E2E_STUDIES, E2E_SEED = 16, 11
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from spinegrade.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, E2E_STUDIES, seed=E2E_SEED, size="small", progress=False)
+    return root
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Two test workers share 2 cores: one torch thread each avoids oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_tiny_run_resumes_after_an_interruption_and_beats_the_prior(
+        synthetic_root: Path, tmp_path: Path, one_thread: None) -> None:
+    cfg, run = load_config("tiny"), tmp_path / "run"
+    first = train(synthetic_root, run, cfg, folds=[0], progress=False)  # as if stopped after fold 0
+    assert first.folds_trained == [0] and completed_folds(run) == [0]
+    assert not (run / "fold_1").exists()
+    assert first.metrics["folds"] == [0] and "only folds [0] of 2" in first.metrics["coverage"]
+    fold0_model = (run / "fold_0" / "grader" / "model.pt").stat().st_mtime_ns
+
+    second = train(synthetic_root, run, cfg, progress=False)  # resumes at fold 1
+    assert (second.folds_reused, second.folds_trained) == ([0], [1])
+    assert (run / "fold_0" / "grader" / "model.pt").stat().st_mtime_ns == fold0_model
+    metrics = second.metrics
+    assert metrics["studies"] == E2E_STUDIES and metrics["folds"] == [0, 1]
+    oof = pd.read_csv(run / OOF_PREDICTIONS)
+    assert len(oof) == 25 * E2E_STUDIES and oof["row_id"].is_unique
+    np.testing.assert_allclose(oof[list(SEVERITIES)].sum(axis=1), 1.0, atol=1e-6)
+    points = pd.read_csv(run / OOF_POINTS)
+    assert len(points) == 25 * E2E_STUDIES and set(points["fold"]) == {0, 1}
+    model = metrics["model"]["score"]["score"]
+    assert model < metrics["prior"]["score"], metrics  # the held-out studies, prior fitted out of fold
+    assert metrics["oracle"]["score"] < model
+    for name in FIGURES:
+        assert (run / "figures" / name).is_file(), name
+    for name in ("config.yaml", "folds.csv", "prior.csv", "localization.json", "metrics.json"):
+        assert (run / name).is_file(), name
+
+    third = train(synthetic_root, run, cfg, progress=False)  # finished: nothing to train
+    assert (third.folds_reused, third.folds_trained) == ([0, 1], [])
+    assert json.dumps(third.metrics, sort_keys=True) == json.dumps(metrics, sort_keys=True)

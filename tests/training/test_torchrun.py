@@ -34,7 +34,7 @@ def test_two_process_ddp_run_agrees_with_a_single_process(tmp_path: Path) -> Non
     generate(data, 8, seed=3, size="small", progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", "0", "-m", "spinegrade", "train",
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "spinegrade", "train",
          str(data), "--out", str(run), "--config", "tiny", "--folds", "0", "grade.optim.epochs=2"],
         capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -81,6 +81,7 @@ class RunSummary:
     failed_studies: dict[int, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    rank: int = 0  #: this process's rank under torchrun (only rank 0 should print)
 
 
 @dataclass
@@ -199,7 +200,7 @@ def train(
         _on_main(lambda: _write_run_files(run_dir, cfg, fold_table, labels, data_root, wanted))
         cached = _on_main(lambda: _build_cache(data_root, tables, fold_table, cache_dir_of(run_dir, cfg),
                                                cfg, show))
-        summary = RunSummary(run_dir, failed_studies=dict(cached.failed))
+        summary = RunSummary(run_dir, failed_studies=dict(cached.failed), rank=info.rank)
         done = set(completed_folds(run_dir))
         for k in tqdm(wanted, desc="folds", unit="fold", disable=not show, dynamic_ncols=True):
             if k in done:
