@@ -2,9 +2,11 @@
 
 Output (`out_dir`): `train.csv`, `train_series_descriptions.csv`, `train_label_coordinates.csv`,
 `train_images/<study_id>/<series_id>/<instance_number>.dcm`, `oracle.csv` (submission format: the
-best possible prediction, see `labels.py`) and `synth_latent.csv` (the latent severity z of every
-target, for diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not
-depend on `workers`; all files are written atomically.
+best possible prediction, see `labels.py`), `oracle_per_target.csv` (the best prediction from each
+target's own image evidence, P(k | z_t): the reference a per-target grader can approach) and
+`synth_latent.csv` (the latent severity z of every target and the real row drawn, for diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not
+depend on `workers`; all files are written atomically and `oracle.csv` last (its presence marks a
+complete set).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from spinegrade.io import write_with
 
 #: Annotator jitter of label coordinates (mm, in-plane; clipped at 2 sigma).
 ANNOTATOR_JITTER_MM = 0.6
+#: Share of spinal canal points marked on the Sagittal T1 instead of the T2/STIR series (real: 5 of 1,947).
+SPINAL_ON_T1 = 0.0026
 #: Where the real label files are looked for when no `labels_root` is given (first that exists).
 LABELS_ENV = "SPINEGRADE_RSNA_DIR"
 
@@ -164,7 +168,9 @@ def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small"
     model = ReaderModel.from_priors(rows.priors(), reader_noise)
     z = np.stack([r.z for r in results])
     joint = oracle_joint(model, rows, z)
-    write_submission(out / "oracle.csv", [r.study_id for r in results], joint)
+    ids = [r.study_id for r in results]
+    write_submission(out / "oracle_per_target.csv", ids, oracle_independent(model, z))
+    write_submission(out / "oracle.csv", ids, joint)  # last: marks a complete set
     scores = _scores(out, results, rows, model, joint)
     n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return SynthSummary(out_dir=out, n_studies=n_studies, n_series=sum(len(r.series) for r in results),
@@ -264,13 +270,16 @@ def label_coordinates(phantom: Phantom, plans: list[SeriesPlan], series_ids: lis
                       rng: np.random.Generator) -> list[tuple[int, int, str, str, float, float]]:
     """Coordinate rows (series_id, instance, condition, level, x, y) for every labelled target
     whose series type exists: the phantom's 3D point projected onto the nearest slice of the
-    first series of that type (axial: of the series with the nearest slice), plus annotator jitter."""
+    first series of that type (axial: of the series with the nearest slice), plus annotator jitter.
+    Like the real labels, a few spinal points (:data:`SPINAL_ON_T1`) sit on the Sagittal T1."""
     out = []
     jitter = np.clip(rng.normal(0.0, ANNOTATOR_JITTER_MM, (len(TARGETS), 2)), -2 * ANNOTATOR_JITTER_MM, 2 * ANNOTATOR_JITTER_MM)
     for t, (condition, level) in enumerate(TARGETS):
         if codes[t] == BLANK:
             continue
         kind = SERIES_OF_CONDITION[condition]
+        if condition == "spinal_canal_stenosis" and rng.random() < SPINAL_ON_T1:
+            kind = SERIES_OF_CONDITION["left_neural_foraminal_narrowing"]  # a real annotation slip
         cands = [(p, s) for p, s in zip(plans, series_ids) if p.description == kind]
         if not cands:
             continue

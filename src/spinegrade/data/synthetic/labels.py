@@ -33,7 +33,7 @@ from spinegrade.constants import SEVERITIES, TARGET_COLUMNS, TARGETS, row_id
 from spinegrade.errors import DataError
 
 #: Reader-noise standard deviation s, chosen so that the joint oracle scores about 0.37 on a
-#: 200-study set (constant prior about 0.79, as on the real data). Figures per s (mean of 5 sets of
+#: 200-study set (constant prior about 0.79, as on the real data). Figures per s (mean of 3 sets of
 #: 200 studies): :func:`simulate_scores`, printed by `benchmarks/bench_synth.py --calibrate`.
 READER_NOISE = 0.94
 #: Grid for sampling z | k by inverse CDF.

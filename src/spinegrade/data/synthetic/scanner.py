@@ -20,7 +20,7 @@ from spinegrade.data.synthetic.phantom import Phantom
 #: Image sizes, pixel spacing and slice counts by generation size.
 SIZES = {
     "small": dict(sag_px=(96, 160), sag_fov=(220.0, 260.0), sag_dx=(1.2, 2.7), sag_slices=(9, 15),
-                  ax_px=(64, 128), ax_fov=(150.0, 190.0), ax_dx=(1.1, 3.0)),
+                  ax_px=(64, 128), ax_fov=(120.0, 160.0), ax_dx=(0.9, 2.5)),
     "full": dict(sag_px=(256, 640), sag_fov=(230.0, 360.0), sag_dx=(0.5, 0.9), sag_slices=(15, 21),
                  ax_px=(256, 512), ax_fov=(150.0, 220.0), ax_dx=(0.4, 0.8)),
 }
@@ -171,8 +171,10 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
 
 
 def _instance_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Instance numbers of n slices in spatial order: 1..n, reversed for about a third of series."""
-    numbers = np.arange(1, n + 1)
+    """Instance numbers of n slices in spatial order: 1..n, with gaps in about a tenth of series
+    (as after deleted localiser images), reversed in about a third."""
+    steps = 1 + (rng.random(n) < 0.15) * rng.integers(1, 4, n) if rng.random() < 0.1 else np.ones(n, dtype=np.int64)
+    numbers = np.cumsum(steps)
     return numbers[::-1].copy() if rng.random() < 0.35 else numbers
 
 
