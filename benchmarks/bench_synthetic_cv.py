@@ -3,9 +3,9 @@
 Generates (or reuses) a synthetic RSNA-format set (`spinegrade synth`, small size), runs
 `spinegrade train` with k-fold cross-validation (both stages per fold, held-out studies graded from
 PREDICTED points), and prints, on exactly the same studies: the model's OOF challenge score and its
-four terms, the joint oracle (`oracle.csv`, the best possible), the constant prior fitted out of fold
-and in sample, the model/oracle ratio (project target: within 1.3x of the oracle and below 0.5),
-the localisation figures, and the wall time with the number of CPU threads.
+four terms, the joint oracle (`oracle.csv`, the best possible), the constant prior fitted out of
+fold and in sample, the model/oracle ratio (project target: within 1.3x of the oracle and below
+0.5), the localisation figures, and the wall time with the number of CPU threads.
 
     .venv/bin/python benchmarks/bench_synthetic_cv.py --studies 300 --config demo --out /tmp/cv300
 
@@ -40,11 +40,20 @@ def main() -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--out", type=Path, default=Path("/tmp/spinegrade_bench_cv"))
     parser.add_argument("--workers", type=int, default=2, help="synthetic generation workers")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="use this existing synthetic set instead of generating <out>/data",
+    )
+    parser.add_argument(
+        "--folds", default=None, help="train only these folds, e.g. 0 (default: all)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args()
     console = Console()
 
-    data = args.out / "data"
+    data = args.data or args.out / "data"
     tick = time.perf_counter()
     if not (data / "oracle.csv").is_file():
         generate(data, args.studies, args.seed, size="small", workers=args.workers)
@@ -52,15 +61,27 @@ def main() -> None:
 
     cfg = load_config(args.config, args.overrides)
     tick = time.perf_counter()
-    summary = train(data, args.out / "run", cfg)
+    folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
+    summary = train(data, args.out / "run", cfg, folds=folds)
     wall = time.perf_counter() - tick
     metrics = summary.metrics
-    fold_s = {k: sum(json.loads((fold_dir(args.out / "run", k) / "fold.json").read_text())["timings"].values())
-              for k in completed_folds(args.out / "run")}
+    fold_s = {
+        k: sum(
+            json.loads((fold_dir(args.out / "run", k) / "fold.json").read_text())[
+                "timings"
+            ].values()
+        )
+        for k in completed_folds(args.out / "run")
+    }
 
     console.print(metrics_table(metrics))
-    table = Table("what", "value", title=f"{args.studies} synthetic studies, config {cfg.name}, "
-                                          f"{cfg.data.folds}-fold OOF")
+    table = Table(
+        "what",
+        "value",
+        title=f"{metrics['studies']} OOF studies of {data}, config {cfg.name} "
+        f"{' '.join(args.overrides)}, folds {metrics['folds']} of "
+        f"{cfg.data.folds}",
+    )
     model = metrics["model"]["score"]["score"]
     oracle = metrics["oracle"]["score"] if metrics["oracle"] else float("nan")
     rows = [
@@ -71,8 +92,10 @@ def main() -> None:
         ("model / oracle (target <= 1.3)", f"{model / oracle:.3f}"),
         ("target met (<= 1.3x oracle and < 0.5)", str(model <= 1.3 * oracle and model < 0.5)),
         *((f"model {t}", f"{metrics['model']['score']['terms'][t]:.4f}") for t in SCORE_TERMS),
-        ("targets given the prior (not graded)", f"{metrics['targets_not_graded'].get('count', 0)} of "
-                                                  f"{metrics['targets_not_graded'].get('of', 0)}"),
+        (
+            "targets given the prior (not graded)",
+            "{count} of {of}".format(**{"count": 0, "of": 0, **metrics["targets_not_graded"]}),
+        ),
         ("synthetic generation (s)", f"{synth_s:.0f}" + (" (reused)" if synth_s < 5 else "")),
         ("train + evaluate wall time, this call (s)", f"{wall:.0f}"),
         ("sum of recorded fold timings (s)", f"{sum(fold_s.values()):.0f}"),
@@ -83,8 +106,15 @@ def main() -> None:
     for who in ("model", "baseline"):
         if loc.get(who):
             o = loc[who]["overall"]
-            rows.append((f"localisation {who}: p90 mm / level right / slice<=1",
-                         f"{o['inplane_mm_p90']:.2f} / {o['level_right']:.1%} / {o['slice_within_1']:.1%}"))
+            rows.append(
+                (
+                    f"localisation {who}: p90 mm / level right / slice<=1",
+                    (
+                        f"{o['inplane_mm_p90']:.2f} / {o['level_right']:.1%} / "
+                        f"{o['slice_within_1']:.1%}"
+                    ),
+                )
+            )
     for row in rows:
         table.add_row(*row)
     console.print(table)

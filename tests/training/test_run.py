@@ -1,4 +1,4 @@
-"""`spinegrade train` / `evaluate`: the run folder, metrics from saved OOF files, resuming, end to end."""
+"""`spinegrade train` / `evaluate`: run folder, metrics from saved OOF files, resuming, e2e."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from spinegrade.cli import main
 from spinegrade.config import load_config, save_config
-from spinegrade.constants import CONDITIONS, LEVELS, SEVERITIES, TARGET_COLUMNS, TARGETS
+from spinegrade.constants import CONDITIONS, SEVERITIES, TARGET_COLUMNS, TARGETS
 from spinegrade.errors import ConfigError
 from spinegrade.metrics import constant_prior_submission, score
 from spinegrade.training.evaluate import evaluate
@@ -31,12 +31,16 @@ from spinegrade.training.run import (
     train,
 )
 
-FIGURES = ("learning_curves.png", "condition_level_logloss.png", "localization.png",
-           *(f"confusion_{c}.png" for c in CONDITIONS), *(f"roc_{g}.png" for g in
-                                                           ("spinal", "foraminal", "subarticular")))
+FIGURES = (
+    "learning_curves.png",
+    "condition_level_logloss.png",
+    "localization.png",
+    *(f"confusion_{c}.png" for c in CONDITIONS),
+    *(f"roc_{g}.png" for g in ("spinal", "foraminal", "subarticular")),
+)
 
 
-# --- a hand-made run folder (no training) ------------------------------------------------------------
+# --- a hand-made run folder (no training) ---------------------------------------------------------
 
 
 def _labels(n: int, seed: int) -> pd.DataFrame:
@@ -57,10 +61,26 @@ def _submission(ids: list[int], rng: np.random.Generator) -> pd.DataFrame:
 
 
 def _loc_errors(ids: list[int], rng: np.random.Generator) -> pd.DataFrame:
-    rows = [(s, c, lv, True, rng.uniform(0, 4), int(rng.integers(0, 2)), True, False, who)
-            for s in ids for c, lv in TARGETS for who in ("model", "baseline")]
-    return pd.DataFrame(rows, columns=["study_id", "condition", "level", "located", "inplane_mm",
-                                       "slice_error", "level_ok", "swap", "who"])
+    rows = [
+        (s, c, lv, True, rng.uniform(0, 4), int(rng.integers(0, 2)), True, False, who)
+        for s in ids
+        for c, lv in TARGETS
+        for who in ("model", "baseline")
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "study_id",
+            "condition",
+            "level",
+            "located",
+            "inplane_mm",
+            "slice_error",
+            "level_ok",
+            "swap",
+            "who",
+        ],
+    )
 
 
 @pytest.fixture
@@ -81,16 +101,22 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
         (fdir / "grader").mkdir(parents=True)
         _submission(held, rng).to_csv(fdir / OOF_PREDICTIONS, index=False)
         pd.DataFrame({"study_id": np.repeat(held, 25), "graded": True, "reason": ""}).to_csv(
-            fdir / OOF_POINTS, index=False)
+            fdir / OOF_POINTS, index=False
+        )
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
-        (fdir / "grader" / "history.json").write_text(json.dumps(
-            [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]))
+        (fdir / "grader" / "history.json").write_text(
+            json.dumps(
+                [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]
+            )
+        )
         (fdir / FOLD_JSON).write_text("{}")
     merge_oof(run)
     return run, root, labels
 
 
-def test_evaluate_recomputes_metrics_from_saved_files(hand_run: tuple[Path, Path, pd.DataFrame]) -> None:
+def test_evaluate_recomputes_metrics_from_saved_files(
+    hand_run: tuple[Path, Path, pd.DataFrame],
+) -> None:
     run, root, labels = hand_run
     metrics = evaluate(run, labels, data_root=root)
     oof = pd.read_csv(run / OOF_PREDICTIONS)
@@ -98,16 +124,28 @@ def test_evaluate_recomputes_metrics_from_saved_files(hand_run: tuple[Path, Path
     oracle = pd.read_csv(root / "oracle.csv")
     assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
     folds = pd.read_csv(run / "folds.csv")
-    prior = pd.concat([prior_submission(labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
-                                        folds.study_id[folds.fold == k].tolist()) for k in (0, 1)])
+    prior = pd.concat(
+        [
+            prior_submission(
+                labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
+                folds.study_id[folds.fold == k].tolist(),
+            )
+            for k in (0, 1)
+        ]
+    )
     assert metrics["prior"]["score"] == pytest.approx(score(labels, prior).score)
     assert metrics["prior_in_sample"]["score"] == pytest.approx(
-        score(labels, constant_prior_submission(labels)).score)
+        score(labels, constant_prior_submission(labels)).score
+    )
     assert metrics["prior"]["score"] > metrics["prior_in_sample"]["score"]  # fitted out of sample
-    assert metrics["ratio_to_oracle"] == pytest.approx(metrics["model"]["score"]["score"]
-                                                      / metrics["oracle"]["score"])
+    assert metrics["ratio_to_oracle"] == pytest.approx(
+        metrics["model"]["score"]["score"] / metrics["oracle"]["score"]
+    )
     assert set(metrics["per_fold"]) == {"0", "1"} and metrics["studies"] == 8
-    assert json.loads((run / "metrics.json").read_text())["model"]["score"] == metrics["model"]["score"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["model"]["score"]
+        == metrics["model"]["score"]
+    )
     loc = json.loads((run / "localization.json").read_text())
     errors = pd.concat([pd.read_csv(run / f"fold_{k}" / LOCALIZATION_ERRORS) for k in (0, 1)])
     model = errors[errors.who == "model"]
@@ -118,7 +156,8 @@ def test_evaluate_recomputes_metrics_from_saved_files(hand_run: tuple[Path, Path
 
 
 def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
-        hand_run: tuple[Path, Path, pd.DataFrame]) -> None:
+    hand_run: tuple[Path, Path, pd.DataFrame],
+) -> None:
     run, root, labels = hand_run
     (run / "fold_1" / FOLD_JSON).unlink()
     assert merge_oof(run) == [0] == completed_folds(run)
@@ -127,19 +166,26 @@ def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
     assert "only folds [0] of 2" in metrics["coverage"]
     held = labels[labels.study_id.isin(pd.read_csv(run / "folds.csv").query("fold == 0").study_id)]
     assert metrics["model"]["score"]["score"] == pytest.approx(
-        score(held, pd.read_csv(run / OOF_PREDICTIONS)).score)
+        score(held, pd.read_csv(run / OOF_PREDICTIONS)).score
+    )
 
 
 def test_prior_table_is_the_smoothed_weighted_class_frequency(tmp_path: Path) -> None:
     labels = pd.DataFrame({"study_id": [1, 2, 3], **{c: "normal_mild" for c in TARGET_COLUMNS}})
-    labels["spinal_canal_stenosis_l1_l2"] = ["normal_mild", "normal_mild", "severe"]  # weights 1+1, 4
+    labels["spinal_canal_stenosis_l1_l2"] = [
+        "normal_mild",
+        "normal_mild",
+        "severe",
+    ]  # weights 1+1, 4
     labels["left_subarticular_stenosis_l5_s1"] = np.nan  # never labelled
     table = prior_table(labels).set_index(["condition", "level"])
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l1_l2")], [3 / 9, 1 / 9, 5 / 9])
     np.testing.assert_allclose(table.loc[("left_subarticular_stenosis", "l5_s1")], [1 / 3] * 3)
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l2_l3")], [4 / 6, 1 / 6, 1 / 6])
     unsmoothed = prior_table(labels, pseudo_count=0.0)[list(SEVERITIES)].to_numpy()
-    np.testing.assert_allclose(unsmoothed, constant_prior_submission(labels).iloc[:25][list(SEVERITIES)])
+    np.testing.assert_allclose(
+        unsmoothed, constant_prior_submission(labels).iloc[:25][list(SEVERITIES)]
+    )
     assert list(table.index) == list(TARGETS)
     (tmp_path / "run").mkdir()
     table.reset_index().to_csv(tmp_path / "run" / "prior.csv", index=False)
@@ -155,13 +201,24 @@ def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:
         train(tmp_path / "no-data", tmp_path / "run", load_config("tiny"), folds=[2])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "{tmp}/missing", "--out", "{tmp}/run", "--config", "tiny"], "RSNA data folder not found"),
-    (["train", "{tmp}", "--out", "{tmp}/run", "--folds", "a,b"], "--folds"),
-    (["evaluate", "{tmp}"], "no complete fold"),
-])
-def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str,
-                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "{tmp}/missing", "--out", "{tmp}/run", "--config", "tiny"],
+            "RSNA data folder not found",
+        ),
+        (["train", "{tmp}", "--out", "{tmp}/run", "--folds", "a,b"], "--folds"),
+        (["evaluate", "{tmp}"], "no complete fold"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(sys, "argv", ["spinegrade", *(a.format(tmp=tmp_path) for a in args)])
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -170,7 +227,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str,
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-# --- end to end on a synthetic set (slow) -------------------------------------------------------------
+# --- end to end on a synthetic set (slow) ---------------------------------------------------------
 
 #: The e2e set: enough studies for 2 folds to learn something, few enough to stay fast.
 E2E_STUDIES, E2E_SEED = 16, 11
@@ -196,7 +253,8 @@ def one_thread() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_tiny_run_resumes_after_an_interruption_and_beats_the_prior(
-        synthetic_root: Path, tmp_path: Path, one_thread: None) -> None:
+    synthetic_root: Path, tmp_path: Path, one_thread: None
+) -> None:
     cfg, run = load_config("tiny"), tmp_path / "run"
     first = train(synthetic_root, run, cfg, folds=[0], progress=False)  # as if stopped after fold 0
     assert first.folds_trained == [0] and completed_folds(run) == [0]
@@ -215,7 +273,9 @@ def test_tiny_run_resumes_after_an_interruption_and_beats_the_prior(
     points = pd.read_csv(run / OOF_POINTS)
     assert len(points) == 25 * E2E_STUDIES and set(points["fold"]) == {0, 1}
     model = metrics["model"]["score"]["score"]
-    assert model < metrics["prior"]["score"], metrics  # the held-out studies, prior fitted out of fold
+    assert model < metrics["prior"]["score"], (
+        metrics
+    )  # the held-out studies, prior fitted out of fold
     assert metrics["oracle"]["score"] < model
     for name in FIGURES:
         assert (run / "figures" / name).is_file(), name

@@ -28,14 +28,22 @@ HISTORIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def write_figures(out_dir: str | Path, run_dir: str | Path, metrics: dict[str, Any],
-                  localization: dict[str, Any], labels: pd.DataFrame, oof: pd.DataFrame) -> list[Path]:
+def write_figures(
+    out_dir: str | Path,
+    run_dir: str | Path,
+    metrics: dict[str, Any],
+    localization: dict[str, Any],
+    labels: pd.DataFrame,
+    oof: pd.DataFrame,
+) -> list[Path]:
     """Every figure of the run into `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
-    paths = [learning_curves(run_dir, metrics["folds"], out_dir / "learning_curves.png"),
-             *confusion_matrices(metrics, out_dir),
-             condition_level_logloss(metrics, out_dir / "condition_level_logloss.png"),
-             *roc_curves(labels, oof, out_dir)]
+    paths = [
+        learning_curves(run_dir, metrics["folds"], out_dir / "learning_curves.png"),
+        *confusion_matrices(metrics, out_dir),
+        condition_level_logloss(metrics, out_dir / "condition_level_logloss.png"),
+        *roc_curves(labels, oof, out_dir),
+    ]
     if localization.get("model"):
         from spinegrade.localize.evaluate import plot_report
 
@@ -53,10 +61,18 @@ def learning_curves(run_dir: str | Path, folds: list[int], path: str | Path) -> 
                 continue
             hist = pd.DataFrame(json.loads(hist_path.read_text(encoding="utf-8")))
             color = f"C{k % 10}"
-            ax.plot(hist["epoch"], hist["train_loss"], color=color, marker=".", label=f"fold {k} train")
+            ax.plot(
+                hist["epoch"], hist["train_loss"], color=color, marker=".", label=f"fold {k} train"
+            )
             if "val_loss" in hist:
-                ax.plot(hist["epoch"], hist["val_loss"], color=color, marker=".", ls="--",
-                        label=f"fold {k} held-out")
+                ax.plot(
+                    hist["epoch"],
+                    hist["val_loss"],
+                    color=color,
+                    marker=".",
+                    ls="--",
+                    label=f"fold {k} held-out",
+                )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
@@ -71,8 +87,9 @@ def confusion_matrices(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     for condition in CONDITIONS:
         cm = np.asarray(metrics["model"]["conditions"][condition]["confusion"])
         fig, axes = new_figure(4.2, 3.6)
-        ConfusionMatrixDisplay(cm, display_labels=list(SEVERITIES)).plot(ax=axes[0, 0], colorbar=False,
-                                                                        cmap="Blues")
+        ConfusionMatrixDisplay(cm, display_labels=list(SEVERITIES)).plot(
+            ax=axes[0, 0], colorbar=False, cmap="Blues"
+        )
         axes[0, 0].set_title(condition.replace("_", " "), fontsize=9)
         paths.append(save_png(fig, out_dir / f"confusion_{condition}.png"))
     return paths
@@ -81,8 +98,12 @@ def confusion_matrices(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
 def condition_level_logloss(metrics: dict[str, Any], path: str | Path) -> Path:
     """Heatmap of the weighted log loss per condition (rows) and level (columns)."""
     conditions = metrics["model"]["conditions"]
-    matrix = pd.DataFrame([[conditions[c]["levels"][lv] for lv in LEVELS] for c in CONDITIONS],
-                          index=list(CONDITIONS), columns=list(LEVELS), dtype=float)
+    matrix = pd.DataFrame(
+        [[conditions[c]["levels"][lv] for lv in LEVELS] for c in CONDITIONS],
+        index=list(CONDITIONS),
+        columns=list(LEVELS),
+        dtype=float,
+    )
     fig, axes = new_figure(6.5, 3.6)
     top = float(np.nanmax(matrix.to_numpy())) if np.isfinite(matrix.to_numpy()).any() else 1.0
     heatmap(axes[0, 0], matrix, vmin=0.0, vmax=max(top, 1e-6), cmap="Reds", annotate=True)
@@ -105,15 +126,21 @@ def roc_curves(labels: pd.DataFrame, oof: pd.DataFrame, out_dir: Path) -> list[P
             if y.all() or not y.any():
                 continue
             fpr, tpr, _ = roc_curve(y, probs[rows, k])
-            ax.plot(fpr, tpr, color=SEVERITY_COLORS[k],
-                    label=f"{severity} (AUC {roc_auc_score(y, probs[rows, k]):.3f})")
+            ax.plot(
+                fpr,
+                tpr,
+                color=SEVERITY_COLORS[k],
+                label=f"{severity} (AUC {roc_auc_score(y, probs[rows, k]):.3f})",
+            )
         if ax.lines:
             ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("true positive rate")
             ax.legend(fontsize=8, loc="lower right")
         else:
-            ax.text(0.5, 0.5, "no severity has both positive and negative rows", ha="center", fontsize=8)
+            ax.text(
+                0.5, 0.5, "no severity has both positive and negative rows", ha="center", fontsize=8
+            )
         ax.set_title(f"{group}: one-vs-rest ROC ({int(rows.sum())} rows)", fontsize=9)
         paths.append(save_png(fig, out_dir / f"roc_{group}.png"))
     return paths

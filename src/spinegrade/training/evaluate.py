@@ -37,7 +37,11 @@ from spinegrade.training.run import (
 )
 
 METRICS_JSON, LOCALIZATION_JSON, FIGURES_DIR, ORACLE_CSV = (
-    "metrics.json", "localization.json", "figures", "oracle.csv")
+    "metrics.json",
+    "localization.json",
+    "figures",
+    "oracle.csv",
+)
 
 
 def evaluate(
@@ -46,7 +50,7 @@ def evaluate(
     *,
     data_root: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Recompute `metrics.json`, `localization.json` and `figures/` of `run_dir`; return the metrics.
+    """Recompute `metrics.json`, `localization.json` and `figures/` of `run_dir`; return metrics.
 
     `labels` (wide, like `RsnaTables.labels`) default to the train.csv of `data_root`, itself
     defaulting to the data root recorded in `run.json`; `oracle.csv` is read from that data root
@@ -56,7 +60,9 @@ def evaluate(
     done = completed_folds(run_dir)
     oof_path = run_dir / OOF_PREDICTIONS
     if not done or not oof_path.is_file():
-        raise DataError(f"{run_dir}: no complete fold yet (no fold_*/fold.json and {OOF_PREDICTIONS})")
+        raise DataError(
+            f"{run_dir}: no complete fold yet (no fold_*/fold.json and {OOF_PREDICTIONS})"
+        )
     root = Path(data_root) if data_root is not None else _recorded_root(run_dir)
     if labels is None:
         if root is None:
@@ -68,8 +74,10 @@ def evaluate(
     studies = sorted({parse_row_id(r)[0] for r in oof["row_id"]})
     scored = labels[labels["study_id"].isin(studies)]
     if len(scored) != len(studies):
-        raise DataError(f"{run_dir}: {len(studies) - len(scored)} OOF studies are not in the labels "
-                        f"(wrong --data?)")
+        raise DataError(
+            f"{run_dir}: {len(studies) - len(scored)} OOF studies are not in the labels "
+            f"(wrong --data?)"
+        )
     metrics: dict[str, Any] = {
         "studies": len(studies),
         "folds": done,
@@ -79,14 +87,22 @@ def evaluate(
         "prior": score(scored, oof_prior(labels, folds, done)).to_dict(),
         "prior_in_sample": score(scored, constant_prior_submission(scored)).to_dict(),
         "oracle": _oracle_score(root, scored, studies),
-        "per_fold": {str(k): score(labels[labels["study_id"].isin(_fold_ids(folds, k))],
-                                   _rows_of(oof, _fold_ids(folds, k))).to_dict() for k in done},
+        "per_fold": {
+            str(k): score(
+                labels[labels["study_id"].isin(_fold_ids(folds, k))],
+                _rows_of(oof, _fold_ids(folds, k)),
+            ).to_dict()
+            for k in done
+        },
         "targets_not_graded": _not_graded(run_dir),
     }
     model_score = metrics["model"]["score"]["score"]
     oracle = metrics["oracle"]
-    metrics["ratio_to_oracle"] = (model_score / oracle["score"]
-                                  if oracle and oracle["score"] and model_score is not None else None)
+    metrics["ratio_to_oracle"] = (
+        model_score / oracle["score"]
+        if oracle and oracle["score"] and model_score is not None
+        else None
+    )
     localization = localization_report(run_dir, done)
     write_json(run_dir / METRICS_JSON, metrics)
     write_json(run_dir / LOCALIZATION_JSON, localization)
@@ -107,28 +123,42 @@ def oof_prior(labels: pd.DataFrame, folds: pd.DataFrame, done: list[int]) -> pd.
 
 
 def localization_report(run_dir: str | Path, done: list[int]) -> dict[str, Any]:
-    """Out-of-fold localisation figures of the model and the mean-position baseline (`summarize`)."""
+    """Out-of-fold localisation figures of the model and the mean-position baseline (summarize)."""
     from spinegrade.localize.evaluate import summarize
 
-    frames = [pd.read_csv(fold_dir(run_dir, k) / LOCALIZATION_ERRORS)
-              for k in done if (fold_dir(run_dir, k) / LOCALIZATION_ERRORS).stat().st_size > 1]
+    frames = [
+        pd.read_csv(fold_dir(run_dir, k) / LOCALIZATION_ERRORS)
+        for k in done
+        if (fold_dir(run_dir, k) / LOCALIZATION_ERRORS).stat().st_size > 1
+    ]
     errors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if errors.empty:
         return {"studies": 0, "model": None, "baseline": None}
     for col in ("located", "level_ok", "swap"):
         errors[col] = errors[col].astype(bool)
-    return {"studies": int(errors["study_id"].nunique()),
-            **{who: summarize(errors[errors["who"] == who].drop(columns="who"))
-               for who in ("model", "baseline")}}
+    return {
+        "studies": int(errors["study_id"].nunique()),
+        **{
+            who: summarize(errors[errors["who"] == who].drop(columns="who"))
+            for who in ("model", "baseline")
+        },
+    }
 
 
 def metrics_table(metrics: dict[str, Any]) -> Table:
     """Rich table: the four terms and the score of the model, the OOF prior and the oracle."""
     oracle = metrics.get("oracle")
-    table = Table("term", "model", "prior (OOF)", "oracle", "rows",
-                  title=f"out-of-fold score, {metrics['studies']} studies, folds {metrics['folds']}")
+    table = Table(
+        "term",
+        "model",
+        "prior (OOF)",
+        "oracle",
+        "rows",
+        title=f"out-of-fold score, {metrics['studies']} studies, folds {metrics['folds']}",
+    )
     model, prior = metrics["model"]["score"], metrics["prior"]
     for term in (*SCORE_TERMS, "score"):
+
         def get(d: dict[str, Any] | None, t: str = term) -> str:
             if not d:
                 return "-"
@@ -153,8 +183,10 @@ def _coverage_note(done: list[int], folds: pd.DataFrame, n: int) -> str:
     total = int(folds["fold"].max()) + 1
     if len(done) == total:
         return f"all {total} folds: every one of the {n} studies is out of fold"
-    return (f"only folds {done} of {total} are complete: the metrics cover those folds' {n} of "
-            f"{len(folds)} studies")
+    return (
+        f"only folds {done} of {total} are complete: the metrics cover those folds' {n} of "
+        f"{len(folds)} studies"
+    )
 
 
 def _fold_ids(folds: pd.DataFrame, k: int) -> list[int]:
@@ -166,7 +198,9 @@ def _rows_of(sub: pd.DataFrame, study_ids: list[int]) -> pd.DataFrame:
     return sub[[parse_row_id(r)[0] in wanted for r in sub["row_id"]]]
 
 
-def _oracle_score(root: Path | None, scored: pd.DataFrame, studies: list[int]) -> dict[str, Any] | None:
+def _oracle_score(
+    root: Path | None, scored: pd.DataFrame, studies: list[int]
+) -> dict[str, Any] | None:
     path = None if root is None else root / ORACLE_CSV
     if path is None or not path.is_file():
         return None
@@ -181,5 +215,8 @@ def _not_graded(run_dir: Path) -> dict[str, Any]:
     points = pd.read_csv(path, usecols=["graded", "reason"])
     missed = points[~points["graded"].astype(bool)]
     reasons = missed["reason"].fillna("").value_counts().head(10)
-    return {"count": int(len(missed)), "of": int(len(points)),
-            "reasons": {str(k): int(v) for k, v in reasons.items()}}
+    return {
+        "count": len(missed),
+        "of": len(points),
+        "reasons": {str(k): int(v) for k, v in reasons.items()},
+    }

@@ -16,8 +16,9 @@ trains nothing.
 
 Distributed (`torchrun --nproc-per-node N -m spinegrade train ...`): every process joins the group,
 trains each stage together through `fit` (DDP), then predicts its share of the held-out studies
-(`held[rank::world]`) from the checkpoints rank 0 wrote; rank 0 gathers the shares and writes. Rank 0
-alone writes files; barriers separate the steps. `fold.json` records which rank predicted which study.
+(`held[rank::world]`) from the checkpoints rank 0 wrote; rank 0 gathers the shares and writes.
+Rank 0 alone writes files; barriers separate the steps. `fold.json` records which rank predicted
+which study.
 
 The grader's training also reports a validation loss on the held-out studies' TRUE coordinates for
 the learning curves; it selects nothing (no early stopping), so the OOF predictions stay honest.
@@ -73,7 +74,7 @@ T = TypeVar("T")
 
 @dataclass
 class RunSummary:
-    """What one `train` call did: folds trained now, folds found complete, unreadable studies, metrics."""
+    """What one `train` call did: folds trained, folds found done, unreadable studies, metrics."""
 
     run_dir: Path
     folds_trained: list[int] = field(default_factory=list)
@@ -115,19 +116,24 @@ def cache_dir_of(run_dir: str | Path, cfg: Config) -> Path:
 
 
 def prior_table(labels: pd.DataFrame, pseudo_count: float = PRIOR_PSEUDO_COUNT) -> pd.DataFrame:
-    """Class prior per target from wide `labels`: 25 rows `condition, level, normal_mild, moderate, severe`.
+    """Class prior per target of wide `labels`: 25 rows `condition, level, <the 3 severities>`.
 
     The metric-weighted class frequencies (`constant_prior_submission`: the constant that minimises
     the weighted log loss), smoothed as `(W p + a) / (W + 3 a)` with `W` the target's total label
     weight and `a = pseudo_count`, so that a class absent from a small training set does not get
-    probability 0 (its log loss would be ~35). With thousands of studies the smoothing is negligible.
+    probability 0 (its log loss would be ~35). With thousands of studies the smoothing vanishes.
     """
     p = constant_prior_submission(labels, study_ids=[0])[list(SEVERITIES)].to_numpy()  # (25, 3)
     long = labels_long(labels)
     long = long[long["label"] >= 0]
-    weight = (pd.Series(np.asarray(SEVERITY_WEIGHTS)[long["label"].to_numpy()], index=long.index)
-              .groupby([long["condition"], long["level"]]).sum()
-              .reindex(pd.MultiIndex.from_tuples(TARGETS)).fillna(0.0).to_numpy()[:, None])
+    weight = (
+        pd.Series(np.asarray(SEVERITY_WEIGHTS)[long["label"].to_numpy()], index=long.index)
+        .groupby([long["condition"], long["level"]])
+        .sum()
+        .reindex(pd.MultiIndex.from_tuples(TARGETS))
+        .fillna(0.0)
+        .to_numpy()[:, None]
+    )
     total = np.broadcast_to(weight + len(SEVERITIES) * pseudo_count, p.shape)
     smoothed = np.divide(weight * p + pseudo_count, total, out=p.copy(), where=total > 0)
     table = pd.DataFrame(TARGETS, columns=["condition", "level"])
@@ -143,7 +149,7 @@ def prior_submission(labels: pd.DataFrame, study_ids: list[int]) -> pd.DataFrame
 
 
 def load_prior(run_dir: str | Path) -> np.ndarray:
-    """`prior.csv` of a run as `(25, 3)` probabilities in `TARGETS` order (DataError if unusable)."""
+    """`prior.csv` of a run as `(25, 3)` probabilities in `TARGETS` order (DataError if absent)."""
     path = Path(run_dir) / PRIOR_CSV
     if not path.is_file():
         raise DataError(f"{path}: prior not found (not a run folder written by `spinegrade train`)")
@@ -168,7 +174,7 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-# --- training ---------------------------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------------
 
 
 def train(
@@ -198,8 +204,11 @@ def train(
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
         _check_folds(run_dir / FOLDS_CSV, fold_table)
         _on_main(lambda: _write_run_files(run_dir, cfg, fold_table, labels, data_root, wanted))
-        cached = _on_main(lambda: _build_cache(data_root, tables, fold_table, cache_dir_of(run_dir, cfg),
-                                               cfg, show))
+        cached = _on_main(
+            lambda: _build_cache(
+                data_root, tables, fold_table, cache_dir_of(run_dir, cfg), cfg, show
+            )
+        )
         summary = RunSummary(run_dir, failed_studies=dict(cached.failed), rank=info.rank)
         done = set(completed_folds(run_dir))
         for k in tqdm(wanted, desc="folds", unit="fold", disable=not show, dynamic_ncols=True):
@@ -240,11 +249,16 @@ def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.Data
     tables = load_tables(data_root)
     report = validate_tables(tables)
     for p in report.warnings:
-        _say(f"warning: {p.kind}: {p.count}" + (f" (e.g. {p.examples[0]})" if p.examples else ""), show)
+        _say(
+            f"warning: {p.kind}: {p.count}" + (f" (e.g. {p.examples[0]})" if p.examples else ""),
+            show,
+        )
     if not report.ok:
         worst = report.errors[0]
-        raise DataError(f"{data_root}: {len(report.errors)} table error(s), e.g. {worst.kind}: "
-                        f"{worst.examples[0] if worst.examples else worst.count}; run `spinegrade validate`")
+        raise DataError(
+            f"{data_root}: {len(report.errors)} table error(s), e.g. {worst.kind}: "
+            f"{worst.examples[0] if worst.examples else worst.count}; run `spinegrade validate`"
+        )
     assert tables.labels is not None
     labels = tables.labels.sort_values("study_id").reset_index(drop=True)
     if cfg.data.max_studies is not None:
@@ -271,8 +285,10 @@ def _check_config(path: Path, cfg: Config) -> None:
         raise ConfigError(f"{path}: unreadable config of an earlier run ({exc})") from None
     diff = [k for k in _diff_keys(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
     if diff:
-        raise ConfigError(f"{path}: this run folder was trained with another config "
-                          f"(differs in {', '.join(diff[:5])}); use the same config or a new --out")
+        raise ConfigError(
+            f"{path}: this run folder was trained with another config "
+            f"(differs in {', '.join(diff[:5])}); use the same config or a new --out"
+        )
 
 
 def _check_folds(path: Path, fold_table: pd.DataFrame) -> None:
@@ -280,22 +296,38 @@ def _check_folds(path: Path, fold_table: pd.DataFrame) -> None:
     if not path.is_file():
         return
     old = pd.read_csv(path)
-    if list(old.columns) != ["study_id", "fold"] or not np.array_equal(old.to_numpy(), fold_table.to_numpy()):
-        raise DataError(f"{path}: the studies or their folds differ from this data "
-                        f"({len(old)} vs {len(fold_table)} studies); use a new --out")
+    if list(old.columns) != ["study_id", "fold"] or not np.array_equal(
+        old.to_numpy(), fold_table.to_numpy()
+    ):
+        raise DataError(
+            f"{path}: the studies or their folds differ from this data "
+            f"({len(old)} vs {len(fold_table)} studies); use a new --out"
+        )
 
 
-def _write_run_files(run_dir: Path, cfg: Config, fold_table: pd.DataFrame, labels: pd.DataFrame,
-                     data_root: Path, wanted: list[int]) -> None:
+def _write_run_files(
+    run_dir: Path,
+    cfg: Config,
+    fold_table: pd.DataFrame,
+    labels: pd.DataFrame,
+    data_root: Path,
+    wanted: list[int],
+) -> None:
     """config.yaml, folds.csv, prior.csv and run.json (rank 0)."""
     save_config(cfg, run_dir / CONFIG_YAML)
     write_with(run_dir / FOLDS_CSV, lambda tmp: fold_table.to_csv(tmp, index=False))
     write_with(run_dir / PRIOR_CSV, lambda tmp: prior_table(labels).to_csv(tmp, index=False))
-    write_json(run_dir / RUN_JSON, {
-        "data_root": str(data_root.resolve()), "studies": int(len(fold_table)), "folds_asked": wanted,
-        "world_size": distributed.current().world_size, "torch": torch.__version__,
-        "python": platform.python_version(),
-    })
+    write_json(
+        run_dir / RUN_JSON,
+        {
+            "data_root": str(data_root.resolve()),
+            "studies": len(fold_table),
+            "folds_asked": wanted,
+            "world_size": distributed.current().world_size,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
 
 
 def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -309,22 +341,45 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
-def _build_cache(data_root: Path, tables: RsnaTables, fold_table: pd.DataFrame, cache_dir: Path,
-                 cfg: Config, show: bool) -> CacheResult:
-    """Cache every study once (parallel, atomic, reused by later runs); unreadable ones are listed."""
+def _build_cache(
+    data_root: Path,
+    tables: RsnaTables,
+    fold_table: pd.DataFrame,
+    cache_dir: Path,
+    cfg: Config,
+    show: bool,
+) -> CacheResult:
+    """Cache every study once (parallel, atomic, reused by later runs); list the unreadable ones."""
     ids = fold_table["study_id"].astype(int).tolist()
-    result = cache_studies(data_root / "train_images", ids, cache_dir, tables.series,
-                           workers=cfg.data.num_workers, progress=show)
+    result = cache_studies(
+        data_root / "train_images",
+        ids,
+        cache_dir,
+        tables.series,
+        workers=cfg.data.num_workers,
+        progress=show,
+    )
     for sid, why in sorted(result.failed.items()):
         _say(f"skipped study {sid}: {why}", show)
     if len(result.failed) == len(ids):
-        raise DataError(f"{data_root}: none of the {len(ids)} studies could be read "
-                        f"(e.g. {next(iter(result.failed.values()))})")
+        raise DataError(
+            f"{data_root}: none of the {len(ids)} studies could be read "
+            f"(e.g. {next(iter(result.failed.values()))})"
+        )
     return result
 
 
-def _train_fold(k: int, data_root: Path, run_dir: Path, cfg: Config, tables: RsnaTables,
-                labels: pd.DataFrame, fold_table: pd.DataFrame, cached: CacheResult, show: bool) -> None:
+def _train_fold(
+    k: int,
+    data_root: Path,
+    run_dir: Path,
+    cfg: Config,
+    tables: RsnaTables,
+    labels: pd.DataFrame,
+    fold_table: pd.DataFrame,
+    cached: CacheResult,
+    show: bool,
+) -> None:
     """Train both stages of fold `k`, predict its held-out studies, write the fold's files."""
     from spinegrade.grade import train_grader
     from spinegrade.localize.train import train_localizer
@@ -339,23 +394,44 @@ def _train_fold(k: int, data_root: Path, run_dir: Path, cfg: Config, tables: Rsn
     _say(f"fold {k}: training on {len(readable)} studies, {len(held)} held out", show)
     tick = time.perf_counter()
     torch.manual_seed(cfg.data.seed + 1000 * k)
-    train_localizer(data_root, readable, fdir / LOCALIZER_DIR, cfg, cache_dir=cache_dir, progress=show)
+    train_localizer(
+        data_root, readable, fdir / LOCALIZER_DIR, cfg, cache_dir=cache_dir, progress=show
+    )
     distributed.barrier()
     timings["localize_train_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     torch.manual_seed(cfg.data.seed + 1000 * k + 1)
     assert tables.coordinates is not None
-    train_grader(data_root, readable, tables.coordinates, labels, fdir / GRADER_DIR, cfg,
-                 val_ids=[s for s in held if s in cached.paths], cache=cache_dir, progress=show)
+    train_grader(
+        data_root,
+        readable,
+        tables.coordinates,
+        labels,
+        fdir / GRADER_DIR,
+        cfg,
+        val_ids=[s for s in held if s in cached.paths],
+        cache=cache_dir,
+        progress=show,
+    )
     distributed.barrier()
     timings["grade_train_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     prior = prior_table(labels[labels["study_id"].isin(train_ids)])[list(SEVERITIES)].to_numpy()
     baseline = _on_main(lambda: _fit_baseline(readable, cached, tables.coordinates))
-    part = predict_fold(fdir, held[info.rank::info.world_size], cached, prior, tables.coordinates,
-                        baseline, cfg, fold=k, rank=info.rank, progress=show)
+    part = predict_fold(
+        fdir,
+        held[info.rank :: info.world_size],
+        cached,
+        prior,
+        tables.coordinates,
+        baseline,
+        cfg,
+        fold=k,
+        rank=info.rank,
+        progress=show,
+    )
     parts = distributed.all_gather_object(part)
     timings["predict_s"] = time.perf_counter() - tick
     _on_main(lambda: _write_fold(run_dir, k, parts, timings, len(readable)))
@@ -412,7 +488,7 @@ def predict_fold(
     bar = tqdm(total=len(study_ids), desc=f"fold {fold} predict", disable=not progress, leave=False)
     for start in range(0, len(study_ids), PREDICT_CHUNK):
         items = []
-        for sid in study_ids[start:start + PREDICT_CHUNK]:
+        for sid in study_ids[start : start + PREDICT_CHUNK]:
             try:
                 if sid not in cached.paths:
                     raise DataError(cached.failed.get(sid, f"study {sid}: not cached"))
@@ -437,17 +513,29 @@ def predict_fold(
             preds.append(_submission_rows(sid, np.where(graded[:, None], probs, prior)))
             bar.update()
     bar.close()
-    return FoldPart(rank, list(study_ids), _concat(points).assign(fold=fold), _concat(preds),
-                    _concat(errors))
+    return FoldPart(
+        rank, list(study_ids), _concat(points).assign(fold=fold), _concat(preds), _concat(errors)
+    )
 
 
 def _unlocated(study_id: int, reason: str) -> pd.DataFrame:
     """25 rows for a study that could not be read or located."""
     from spinegrade.localize.predict import LOCATION_COLUMNS
 
-    table = pd.DataFrame([{"study_id": study_id, "condition": c, "level": lv, "confidence": 0.0,
-                           "method": "", "reason": reason} for c, lv in TARGETS],
-                         columns=list(LOCATION_COLUMNS))
+    table = pd.DataFrame(
+        [
+            {
+                "study_id": study_id,
+                "condition": c,
+                "level": lv,
+                "confidence": 0.0,
+                "method": "",
+                "reason": reason,
+            }
+            for c, lv in TARGETS
+        ],
+        columns=list(LOCATION_COLUMNS),
+    )
     return table.assign(graded=False)
 
 
@@ -462,8 +550,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _write_fold(run_dir: Path, k: int, parts: list[FoldPart], timings: dict[str, float],
-                n_train: int) -> None:
+def _write_fold(
+    run_dir: Path, k: int, parts: list[FoldPart], timings: dict[str, float], n_train: int
+) -> None:
     """The fold's files (atomically, `fold.json` last), then the run's OOF files from all folds."""
     fdir = fold_dir(run_dir, k)
     order = {sid: i for i, sid in enumerate(sorted(s for p in parts for s in p.study_ids))}
@@ -472,22 +561,32 @@ def _write_fold(run_dir: Path, k: int, parts: list[FoldPart], timings: dict[str,
     preds = preds.assign(_s=preds["row_id"].str.split("_").str[0].astype(int).map(order))
     preds = preds.sort_values("_s", kind="stable").drop(columns="_s")[list(SUBMISSION_COLUMNS)]
     errors = _concat([p.loc_errors for p in parts])
-    csv_points = points.assign(condition=points["condition"].map(CONDITION_LABELS),
-                               level=points["level"].map(LEVEL_LABELS))
+    csv_points = points.assign(
+        condition=points["condition"].map(CONDITION_LABELS), level=points["level"].map(LEVEL_LABELS)
+    )
     write_with(fdir / OOF_POINTS, lambda tmp: csv_points.to_csv(tmp, index=False))
     write_with(fdir / OOF_PREDICTIONS, lambda tmp: preds.to_csv(tmp, index=False))
     write_with(fdir / LOCALIZATION_ERRORS, lambda tmp: errors.to_csv(tmp, index=False))
-    write_json(fdir / FOLD_JSON, {
-        "fold": k, "train_studies": n_train, "held_out_studies": len(order),
-        "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
-        "timings": timings,
-        "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
-    })
+    write_json(
+        fdir / FOLD_JSON,
+        {
+            "fold": k,
+            "train_studies": n_train,
+            "held_out_studies": len(order),
+            "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
+            "timings": timings,
+            "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
+        },
+    )
     merge_oof(run_dir)
 
 
 def _sorted(points: pd.DataFrame, order: dict[int, int]) -> pd.DataFrame:
-    return points.assign(_s=points["study_id"].map(order)).sort_values("_s", kind="stable").drop(columns="_s")
+    return (
+        points.assign(_s=points["study_id"].map(order))
+        .sort_values("_s", kind="stable")
+        .drop(columns="_s")
+    )
 
 
 def merge_oof(run_dir: str | Path) -> list[int]:
@@ -495,8 +594,13 @@ def merge_oof(run_dir: str | Path) -> list[int]:
     run_dir = Path(run_dir)
     done = completed_folds(run_dir)
     for name in (OOF_POINTS, OOF_PREDICTIONS):  # read as text: every value is copied as written
-        table = pd.concat([pd.read_csv(fold_dir(run_dir, k) / name, dtype=str, keep_default_na=False)
-                           for k in done], ignore_index=True)
+        table = pd.concat(
+            [
+                pd.read_csv(fold_dir(run_dir, k) / name, dtype=str, keep_default_na=False)
+                for k in done
+            ],
+            ignore_index=True,
+        )
         write_with(run_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return done
 
