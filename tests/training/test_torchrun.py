@@ -86,7 +86,8 @@ def test_two_process_ddp_run_agrees_with_a_single_process(tmp_path: Path) -> Non
         progress=False,
     ).predictions
     written = pd.read_csv(run / OOF_PREDICTIONS).set_index("row_id").loc[again["row_id"]]
+    # float32 networks: another thread count sums in another order (differences ~1e-6)
     np.testing.assert_allclose(
-        written[list(SEVERITIES)].to_numpy(), again[list(SEVERITIES)].to_numpy(), rtol=0, atol=1e-6
+        written[list(SEVERITIES)].to_numpy(), again[list(SEVERITIES)].to_numpy(), rtol=0, atol=1e-5
     )
     assert json.loads((run / "metrics.json").read_text())["folds"] == [0]

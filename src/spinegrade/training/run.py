@@ -18,7 +18,8 @@ Distributed (`torchrun --nproc-per-node N -m spinegrade train ...`): every proce
 trains each stage together through `fit` (DDP), then predicts its share of the held-out studies
 (`held[rank::world]`) from the checkpoints rank 0 wrote; rank 0 gathers the shares and writes.
 Rank 0 alone writes files; barriers separate the steps. `fold.json` records which rank predicted
-which study.
+which study. Across several machines (`--nnodes`) the run folder and the cache must be on a file
+system every node sees: the other ranks read the cache and the fold checkpoints rank 0 wrote.
 
 The grader's training also reports a validation loss on the held-out studies' TRUE coordinates for
 the learning curves; it selects nothing (no early stopping), so the OOF predictions stay honest.
