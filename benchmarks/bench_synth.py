@@ -9,7 +9,7 @@
 
     .venv/bin/python benchmarks/bench_synth.py [--studies 200] [--size full] [--workers 2]
         [--seed 0] [--plain 2] [--keep DIR]
-    .venv/bin/python benchmarks/bench_synth.py --calibrate [--studies 200]   # scores per reader noise s
+    .venv/bin/python benchmarks/bench_synth.py --calibrate [--studies 200]  # scores per noise s
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from rich.console import Console
 from rich.table import Table
 
 from spinegrade.data.synthetic import generate
+from spinegrade.data.synthetic.generate import find_labels_root
 from spinegrade.data.synthetic.labels import READER_NOISE, LabelRows, ReaderModel, simulate_scores
 from spinegrade.data.synthetic.phantom import make_phantom
 from spinegrade.data.synthetic.render import ACQ_MM, render_series
 from spinegrade.data.synthetic.scanner import plan_series
-from spinegrade.data.synthetic.generate import find_labels_root
 
 
 def time_rendering(n: int, size: str, seed: int) -> tuple[float, float, int]:
-    """Seconds per study rendering with the acquisition grid and the plain way, and images per study."""
+    """Seconds per study rendering on the acquisition grid and the plain way; images per study."""
     rows = LabelRows.load(find_labels_root())
     model = ReaderModel.from_priors(rows.priors())
     fast = plain = 0.0
@@ -55,26 +55,43 @@ def time_rendering(n: int, size: str, seed: int) -> tuple[float, float, int]:
 def calibration_table(n_studies: int, seed: int, repeats: int = 3) -> Table:
     """Mean (sd) scores of the reference predictions per reader noise s, label level (no images)."""
     rows = LabelRows.load(find_labels_root())
-    table = Table("reader noise s", "oracle joint", "oracle per target", "joint, own row out", "constant prior",
-                  title=f"label-level scores, {repeats} sets of {n_studies} studies (current s = {READER_NOISE})")
+    table = Table(
+        "reader noise s",
+        "oracle joint",
+        "oracle per target",
+        "joint, own row out",
+        "constant prior",
+        title=f"label-level scores, {repeats} sets of {n_studies} studies (s now {READER_NOISE})",
+    )
     for noise in (0.42, 0.5, 0.6, 0.8, 0.94, 1.1):
         runs = [simulate_scores(rows, noise, n_studies, seed + r) for r in range(repeats)]
-        cells = [f"{np.mean([r[k] for r in runs]):.3f} ({np.std([r[k] for r in runs]):.3f})"
-                 for k in ("joint", "per_target", "joint_loo", "prior")]
+        cells = [
+            f"{np.mean([r[k] for r in runs]):.3f} ({np.std([r[k] for r in runs]):.3f})"
+            for k in ("joint", "per_target", "joint_loo", "prior")
+        ]
         table.add_row(f"{noise:.2f}", *cells)
     return table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--size", default="full", choices=["small", "full"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plain", type=int, default=2, help="studies for the rendering comparison (0: skip)")
-    parser.add_argument("--keep", type=Path, default=None, help="write the studies here and keep them")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="only print the label-level scores per reader noise s (3 sets of --studies)")
+    parser.add_argument(
+        "--plain", type=int, default=2, help="studies for the rendering comparison (0: skip)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write the studies here and keep them"
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="only print the label-level scores per reader noise s (3 sets of --studies)",
+    )
     args = parser.parse_args()
     console = Console()
     if args.calibrate:
@@ -92,12 +109,24 @@ def main() -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    table = Table("what", "value", title=f"generate: {args.studies} {args.size} studies, {args.workers} workers, seed {args.seed}")
-    rows = [("seconds", f"{s.seconds:.1f}"), ("seconds / study", f"{s.seconds / s.n_studies:.2f}"),
-            ("series / images", f"{s.n_series} / {s.n_images}"), ("disk MB", f"{s.bytes_on_disk / 1e6:.1f}"),
-            ("MB / study", f"{s.bytes_on_disk / 1e6 / s.n_studies:.2f}"), ("reader noise s", f"{s.reader_noise:.3f}"),
-            ("oracle, joint (oracle.csv)", f"{s.oracle_score:.4f}"), ("oracle, per target", f"{s.oracle_independent_score:.4f}"),
-            ("oracle, joint, own row left out", f"{s.oracle_loo_score:.4f}"), ("constant prior", f"{s.prior_score:.4f}")]
+    table = Table(
+        "what",
+        "value",
+        title=f"generate: {args.studies} {args.size} studies, {args.workers} workers, "
+        f"seed {args.seed}",
+    )
+    rows = [
+        ("seconds", f"{s.seconds:.1f}"),
+        ("seconds / study", f"{s.seconds / s.n_studies:.2f}"),
+        ("series / images", f"{s.n_series} / {s.n_images}"),
+        ("disk MB", f"{s.bytes_on_disk / 1e6:.1f}"),
+        ("MB / study", f"{s.bytes_on_disk / 1e6 / s.n_studies:.2f}"),
+        ("reader noise s", f"{s.reader_noise:.3f}"),
+        ("oracle, joint (oracle.csv)", f"{s.oracle_score:.4f}"),
+        ("oracle, per target", f"{s.oracle_independent_score:.4f}"),
+        ("oracle, joint, own row left out", f"{s.oracle_loo_score:.4f}"),
+        ("constant prior", f"{s.prior_score:.4f}"),
+    ]
     rows += [(f"  oracle term {k}", f"{v:.4f}") for k, v in s.terms.items()]
     for name, value in rows:
         table.add_row(name, value)
@@ -105,7 +134,11 @@ def main() -> None:
 
     if args.plain > 0:
         fast, plain, images = time_rendering(args.plain, args.size, args.seed)
-        cmp = Table("rendering (1 process, no writing)", "s / study", title=f"{args.plain} {args.size} studies, ~{images} images each")
+        cmp = Table(
+            "rendering (1 process, no writing)",
+            "s / study",
+            title=f"{args.plain} {args.size} studies, ~{images} images each",
+        )
         cmp.add_row(f"acquisition grid {ACQ_MM} mm + bilinear (generate)", f"{fast:.2f}")
         cmp.add_row("plain: every stored pixel painted", f"{plain:.2f}")
         cmp.add_row("speed-up", f"{plain / fast:.2f}x")

@@ -1,4 +1,4 @@
-"""Synthetic RSNA studies: layout, geometry of every label point, laterality, determinism, oracle."""
+"""Synthetic RSNA studies: layout, geometry of each label point, laterality, determinism, oracle."""
 
 from __future__ import annotations
 
@@ -61,11 +61,26 @@ def _hash_folder(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _job(out: Path, index: int, rows: LabelRows, counts: tuple[int, int, int] | None = None) -> StudyJob:
+def _job(
+    out: Path, index: int, rows: LabelRows, counts: tuple[int, int, int] | None = None
+) -> StudyJob:
     root = find_labels_root()
-    ids = pd.read_csv(out / "train.csv")["study_id"].tolist() if (out / "train.csv").exists() else [123 + index]
-    return StudyJob(out, SEED, index, int(ids[index]) if index < len(ids) else 123, "small", rows.codes,
-                    real_layouts(root), 0.94, counts)
+    ids = (
+        pd.read_csv(out / "train.csv")["study_id"].tolist()
+        if (out / "train.csv").exists()
+        else [123 + index]
+    )
+    return StudyJob(
+        out,
+        SEED,
+        index,
+        int(ids[index]) if index < len(ids) else 123,
+        "small",
+        rows.codes,
+        real_layouts(root),
+        0.94,
+        counts,
+    )
 
 
 def test_layout_reads_back_without_warnings(synth: tuple[Path, object]) -> None:
@@ -73,26 +88,41 @@ def test_layout_reads_back_without_warnings(synth: tuple[Path, object]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tables = load_tables(out)
-        studies = [load_study(out / "train_images" / str(s), tables.series) for s in tables.labels.study_id]
+        studies = [
+            load_study(out / "train_images" / str(s), tables.series) for s in tables.labels.study_id
+        ]
     assert list(tables.labels.columns) == ["study_id", *TARGET_COLUMNS]
     raw = pd.read_csv(out / "train.csv", dtype=str, keep_default_na=False)
-    assert set(raw[list(TARGET_COLUMNS)].to_numpy().ravel()) <= {"Normal/Mild", "Moderate", "Severe", ""}
+    assert set(raw[list(TARGET_COLUMNS)].to_numpy().ravel()) <= {
+        "Normal/Mild",
+        "Moderate",
+        "Severe",
+        "",
+    }
     coords = pd.read_csv(out / "train_label_coordinates.csv")
-    assert set(coords.condition) <= {"Spinal Canal Stenosis", "Left Neural Foraminal Narrowing",
-                                     "Right Neural Foraminal Narrowing", "Left Subarticular Stenosis",
-                                     "Right Subarticular Stenosis"}
+    assert set(coords.condition) <= {
+        "Spinal Canal Stenosis",
+        "Left Neural Foraminal Narrowing",
+        "Right Neural Foraminal Narrowing",
+        "Left Subarticular Stenosis",
+        "Right Subarticular Stenosis",
+    }
     assert set(coords.level) <= {"L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"}
     for study in studies:
         assert not study.skipped
         for series in study.series:
             assert series.series_type in (SAGITTAL_T1, SAGITTAL_T2, AXIAL_T2)
     oracle = pd.read_csv(out / "oracle.csv")
-    assert oracle.row_id.tolist() == [row_id(s, c, lv) for s in tables.labels.study_id for c, lv in TARGETS]
+    assert oracle.row_id.tolist() == [
+        row_id(s, c, lv) for s in tables.labels.study_id for c, lv in TARGETS
+    ]
     assert np.allclose(oracle[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0, atol=1e-4)
     assert summary.n_studies == 2 and summary.bytes_on_disk > 0
 
 
-def test_every_coordinate_lands_on_its_structure(synth: tuple[Path, object], rows: LabelRows) -> None:
+def test_every_coordinate_lands_on_its_structure(
+    synth: tuple[Path, object], rows: LabelRows
+) -> None:
     out, _ = synth
     tables = load_tables(out)
     labelled = 0
@@ -112,7 +142,9 @@ def test_every_coordinate_lands_on_its_structure(synth: tuple[Path, object], row
             in_plane = np.linalg.norm((key - world) - ((key - world) @ normal) * normal)
             assert in_plane <= 2 * ANNOTATOR_JITTER_MM * 1.5 + 0.05, (hit, in_plane)
             assert off_plane <= volume.spacing[2] / 2 + 0.05, (hit, off_plane)
-            on_slice = key - ((key - world) @ normal) * normal  # the point itself, moved into the slice
+            on_slice = (
+                key - ((key - world) @ normal) * normal
+            )  # the point itself, moved into the slice
             tissue = Tissue(int(draw.phantom.tissue_at(on_slice[None])[0]))
             assert tissue in ALLOWED[hit.condition], (hit.condition, hit.level, tissue)
             labelled += 1
@@ -136,9 +168,13 @@ def test_left_is_patient_left(synth: tuple[Path, object]) -> None:
             left = mine[mine.condition == f"left_{kind}"].set_index("level")
             right = mine[mine.condition == f"right_{kind}"].set_index("level")
             for level in left.index.intersection(right.index):
-                assert world(left.loc[level])[0] > world(right.loc[level])[0] + 5.0  # LPS: +x = left
+                assert (
+                    world(left.loc[level])[0] > world(right.loc[level])[0] + 5.0
+                )  # LPS: +x = left
                 same_series = left.loc[level].series_id == right.loc[level].series_id
-                if kind == "subarticular_stenosis" and same_series:  # axial r ~ +x: larger column = left
+                if (
+                    kind == "subarticular_stenosis" and same_series
+                ):  # axial r ~ +x: larger column = left
                     assert left.loc[level].x > right.loc[level].x
 
 
@@ -148,16 +184,29 @@ def test_reversed_instance_order_sorts_spatially(tmp_path: Path, rows: LabelRows
     plan.instance_numbers = [np.arange(plan.n_slices, 0, -1)]  # instance 1 = last slice in space
     stack = plan.stacks[0]
     pixels = render_series(draw.phantom, plan, np.random.default_rng(0))[0]
-    write_series(tmp_path / "s", pixels, origin=stack.positions[0], row_dir=stack.row_dir, col_dir=stack.col_dir,
-                 pixel_spacing=stack.spacing, slice_positions=stack.positions, slice_thickness=stack.thickness,
-                 series_description=SAGITTAL_T1, study_uid=make_uid("t"), series_uid=make_uid("t", 1),
-                 series_number=1, instance_numbers=plan.instance_numbers[0].tolist())
+    write_series(
+        tmp_path / "s",
+        pixels,
+        origin=stack.positions[0],
+        row_dir=stack.row_dir,
+        col_dir=stack.col_dir,
+        pixel_spacing=stack.spacing,
+        slice_positions=stack.positions,
+        slice_thickness=stack.thickness,
+        series_description=SAGITTAL_T1,
+        study_uid=make_uid("t"),
+        series_uid=make_uid("t", 1),
+        series_number=1,
+        instance_numbers=plan.instance_numbers[0].tolist(),
+    )
     volume = load_series(tmp_path / "s")
     assert volume.instance_numbers.tolist() == plan.instance_numbers[0].tolist()
     assert np.array_equal(volume.pixels, pixels)
     key = draw.phantom.keypoints[("left_neural_foraminal_narrowing", "l4_l5")]
     instance, x, y, dist = plan.project(key)
-    assert np.linalg.norm(volume.world_of_pixel(instance, x, y) - key) == pytest.approx(dist, abs=1e-3)
+    assert np.linalg.norm(volume.world_of_pixel(instance, x, y) - key) == pytest.approx(
+        dist, abs=1e-3
+    )
 
 
 def test_missing_series_and_two_axials(tmp_path: Path, rows: LabelRows) -> None:
@@ -170,12 +219,16 @@ def test_missing_series_and_two_axials(tmp_path: Path, rows: LabelRows) -> None:
     assert sorted(s.series_type for s in study.series) == sorted(kinds)
 
 
-def test_same_seed_same_bytes_and_other_seed_differs(synth: tuple[Path, object], tmp_path: Path) -> None:
+def test_same_seed_same_bytes_and_other_seed_differs(
+    synth: tuple[Path, object], tmp_path: Path
+) -> None:
     out, _ = synth
     again = generate(tmp_path / "b", 2, SEED, workers=2, progress=False)
     assert _hash_folder(again.out_dir) == _hash_folder(out)
     runner = CliRunner()
-    res = runner.invoke(app, ["synth", str(tmp_path / "c"), "--studies", "1", "--seed", str(SEED + 1)])
+    res = runner.invoke(
+        app, ["synth", str(tmp_path / "c"), "--studies", "1", "--seed", str(SEED + 1)]
+    )
     assert res.exit_code == 0, res.output
     assert "oracle" in res.output and "constant prior" in res.output
     assert (tmp_path / "c" / "oracle.csv").is_file()
@@ -201,7 +254,9 @@ def test_oracle_file_beats_constant_prior(synth: tuple[Path, object], rows: Labe
     assert oracle == pytest.approx(summary.oracle_score, abs=1e-4)
     assert per_target == pytest.approx(summary.oracle_independent_score, abs=1e-4)
     assert prior == pytest.approx(summary.prior_score, abs=1e-4)
-    assert oracle < prior  # (per target vs prior needs more studies: see test_oracles_on_label_draws)
+    assert (
+        oracle < prior
+    )  # (per target vs prior needs more studies: see test_oracles_on_label_draws)
 
 
 def test_oracles_on_label_draws(rows: LabelRows) -> None:
@@ -211,13 +266,16 @@ def test_oracles_on_label_draws(rows: LabelRows) -> None:
     assert scores["joint"] < scores["per_target"] < scores["prior"]
     assert scores["joint"] < scores["joint_loo"] < scores["prior"]
     model = ReaderModel.from_priors(rows.priors())
-    marginal = model.class_probs(np.random.default_rng(1).standard_normal((20000, 1)).repeat(25, 1)).mean(0)
+    marginal = model.class_probs(
+        np.random.default_rng(1).standard_normal((20000, 1)).repeat(25, 1)
+    ).mean(0)
     assert np.allclose(marginal, rows.priors(), atol=0.01)
 
 
 def test_severity_is_visible_where_the_point_is() -> None:
     """Around each keypoint, in the plane it is graded on, the free space (CSF, foraminal fat)
     shrinks steadily as the latent severity z grows."""
+
     def free_area(z_value: float, condition: str, plane: str, radius: float) -> float:
         z = np.zeros(25)
         z[TARGETS.index((condition, "l3_l4"))] = z_value
@@ -232,9 +290,11 @@ def test_severity_is_visible_where_the_point_is() -> None:
         cell = (g[1] - g[0]) ** 2
         return float(np.isin(ph.tissue_at(pts), [Tissue.CSF, Tissue.FORAMEN_FAT]).sum() * cell)
 
-    for condition, plane, radius in (("spinal_canal_stenosis", "sagittal", 10.0),
-                                     ("left_neural_foraminal_narrowing", "sagittal", 10.0),
-                                     ("right_subarticular_stenosis", "axial", 6.0)):
+    for condition, plane, radius in (
+        ("spinal_canal_stenosis", "sagittal", 10.0),
+        ("left_neural_foraminal_narrowing", "sagittal", 10.0),
+        ("right_subarticular_stenosis", "axial", 6.0),
+    ):
         areas = [free_area(z, condition, plane, radius) for z in (-1.5, 0.5, 1.2, 2.5)]
         assert areas[0] >= areas[1] > areas[2] > areas[3], (condition, areas)
         assert areas[3] < 0.6 * areas[0], (condition, areas)  # severe is clearly visible

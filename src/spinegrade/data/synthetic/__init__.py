@@ -2,7 +2,13 @@
 known best possible score (the Bayes oracle). Entry point: :func:`generate`."""
 
 from spinegrade.data.synthetic.generate import SynthSummary, find_labels_root, generate
-from spinegrade.data.synthetic.labels import READER_NOISE, LabelRows, ReaderModel, oracle_independent, oracle_joint
+from spinegrade.data.synthetic.labels import (
+    READER_NOISE,
+    LabelRows,
+    ReaderModel,
+    oracle_independent,
+    oracle_joint,
+)
 from spinegrade.data.synthetic.montage import montage
 from spinegrade.data.synthetic.phantom import Phantom, Tissue, make_phantom
 

@@ -4,8 +4,9 @@ Output (`out_dir`): `train.csv`, `train_series_descriptions.csv`, `train_label_c
 `train_images/<study_id>/<series_id>/<instance_number>.dcm`, `oracle.csv` (submission format: the
 best possible prediction, see `labels.py`), `oracle_per_target.csv` (the best prediction from each
 target's own image evidence, P(k | z_t): the reference a per-target grader can approach) and
-`synth_latent.csv` (the latent severity z of every target and the real row drawn, for diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not
-depend on `workers`; all files are written atomically and `oracle.csv` last (its presence marks a
+`synth_latent.csv` (the latent severity z of every target and the real row drawn, for
+diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not depend on
+`workers`; all files are written atomically and `oracle.csv` last (its presence marks a
 complete set).
 """
 
@@ -30,7 +31,6 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
     TARGET_COLUMNS,
     TARGETS,
-    row_id,
 )
 from spinegrade.data.synthetic.labels import (
     BLANK,
@@ -51,7 +51,7 @@ from spinegrade.io import write_with
 
 #: Annotator jitter of label coordinates (mm, in-plane; clipped at 2 sigma).
 ANNOTATOR_JITTER_MM = 0.6
-#: Share of spinal canal points marked on the Sagittal T1 instead of the T2/STIR series (real: 5 of 1,947).
+#: Share of spinal canal points marked on the Sagittal T1 instead of the T2/STIR (real: 5 of 1,947).
 SPINAL_ON_T1 = 0.0026
 #: Where the real label files are looked for when no `labels_root` is given (first that exists).
 LABELS_ENV = "SPINEGRADE_RSNA_DIR"
@@ -77,8 +77,11 @@ class SynthSummary:
     def table(self) -> list[tuple[str, str]]:
         """(name, value) rows for printing."""
         return [
-            ("studies", str(self.n_studies)), ("series", str(self.n_series)), ("images", str(self.n_images)),
-            ("seconds", f"{self.seconds:.1f}"), ("disk MB", f"{self.bytes_on_disk / 1e6:.1f}"),
+            ("studies", str(self.n_studies)),
+            ("series", str(self.n_series)),
+            ("images", str(self.n_images)),
+            ("seconds", f"{self.seconds:.1f}"),
+            ("disk MB", f"{self.bytes_on_disk / 1e6:.1f}"),
             ("reader noise s", f"{self.reader_noise:.3f}"),
             ("oracle (joint, oracle.csv)", f"{self.oracle_score:.4f}"),
             ("oracle (per target)", f"{self.oracle_independent_score:.4f}"),
@@ -119,13 +122,26 @@ def find_labels_root(labels_root: str | Path | None = None) -> Path:
     """The folder holding the real `train.csv`: `labels_root`, $SPINEGRADE_RSNA_DIR, or the
     project's `shared/data/rsna` (beside or inside the repository). Raises DataError if none."""
     repo = Path(__file__).resolve().parents[4]
-    candidates = [labels_root] if labels_root is not None else [
-        os.environ.get(LABELS_ENV), repo / "shared/data/rsna", repo.parent / "shared/data/rsna"]
+    candidates = (
+        [labels_root]
+        if labels_root is not None
+        else [
+            os.environ.get(LABELS_ENV),
+            repo / "shared/data/rsna",
+            repo.parent / "shared/data/rsna",
+        ]
+    )
     for cand in candidates:
         if cand is not None and (Path(cand) / "train.csv").is_file():
             return Path(cand)
-    where = labels_root if labels_root is not None else f"${LABELS_ENV}, {repo}/shared/data/rsna, {repo.parent}/shared/data/rsna"
-    raise DataError(f"real RSNA train.csv not found (looked in {where}); pass labels_root or set ${LABELS_ENV}")
+    where = (
+        labels_root
+        if labels_root is not None
+        else f"${LABELS_ENV}, {repo}/shared/data/rsna, {repo.parent}/shared/data/rsna"
+    )
+    raise DataError(
+        f"real RSNA train.csv not found (looked in {where}); pass labels_root or set ${LABELS_ENV}"
+    )
 
 
 def real_layouts(root: Path) -> np.ndarray:
@@ -137,9 +153,16 @@ def real_layouts(root: Path) -> np.ndarray:
     return counts.reindex(columns=list(SERIES_TYPES), fill_value=0).to_numpy(np.int64)
 
 
-def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small", workers: int = 0,
-             labels_root: str | Path | None = None, reader_noise: float = READER_NOISE,
-             progress: bool = True) -> SynthSummary:
+def generate(
+    out_dir: str | Path,
+    n_studies: int,
+    seed: int,
+    size: str = "small",
+    workers: int = 0,
+    labels_root: str | Path | None = None,
+    reader_noise: float = READER_NOISE,
+    progress: bool = True,
+) -> SynthSummary:
     """Write `n_studies` synthetic studies into the empty (or new) folder `out_dir`.
 
     `size`: "small" (96-160 px sagittal, 64-128 px axial: fast, for tests and demos) or "full"
@@ -162,7 +185,10 @@ def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small"
     rows = LabelRows.load(root)
     layouts = real_layouts(root)
     ids = study_ids(seed, n_studies)
-    jobs = [StudyJob(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise) for i in range(n_studies)]
+    jobs = [
+        StudyJob(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise)
+        for i in range(n_studies)
+    ]
     results = run_jobs(jobs, workers, progress)
     write_tables(out, results)
     model = ReaderModel.from_priors(rows.priors(), reader_noise)
@@ -173,9 +199,16 @@ def generate(out_dir: str | Path, n_studies: int, seed: int, size: str = "small"
     write_submission(out / "oracle.csv", ids, joint)  # last: marks a complete set
     scores = _scores(out, results, rows, model, joint)
     n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return SynthSummary(out_dir=out, n_studies=n_studies, n_series=sum(len(r.series) for r in results),
-                        n_images=sum(r.n_images for r in results), seconds=time.perf_counter() - start,
-                        bytes_on_disk=n_bytes, reader_noise=reader_noise, **scores)
+    return SynthSummary(
+        out_dir=out,
+        n_studies=n_studies,
+        n_series=sum(len(r.series) for r in results),
+        n_images=sum(r.n_images for r in results),
+        seconds=time.perf_counter() - start,
+        bytes_on_disk=n_bytes,
+        reader_noise=reader_noise,
+        **scores,
+    )
 
 
 def study_ids(seed: int, n: int) -> np.ndarray:
@@ -222,13 +255,17 @@ class StudyDraw:
 
 
 def draw_study(job: StudyJob) -> StudyDraw:
-    """The labels, anatomy and series geometry of study `job.index` (random stream `(seed, index)`)."""
+    """Labels, anatomy and series geometry of study `job.index` (random stream `(seed, index)`)."""
     rng = np.random.default_rng([job.seed, job.index + 1])
     row_index = int(rng.integers(len(job.codes)))
     codes = job.codes[row_index]
-    model = ReaderModel.from_priors(LabelRows(job.codes, np.zeros(len(job.codes))).priors(), job.reader_noise)
+    model = ReaderModel.from_priors(
+        LabelRows(job.codes, np.zeros(len(job.codes))).priors(), job.reader_noise
+    )
     z = model.sample_z(codes, rng)
-    counts = job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
+    counts = (
+        job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
+    )
     phantom = make_phantom(rng, z)
     plans = plan_series(phantom, rng, job.size, counts)  # type: ignore[arg-type]
     return StudyDraw(rng, row_index, codes, z, phantom, plans, _series_ids(rng, len(plans)))
@@ -238,23 +275,48 @@ def make_study(job: StudyJob) -> StudyResult:
     """Draw, render and write one study; returns its table rows and latent severities."""
     draw = draw_study(job)
     rng, row_index, codes, z, phantom, plans, series_ids = (
-        draw.rng, draw.row_index, draw.codes, draw.z, draw.phantom, draw.plans, draw.series_ids)
+        draw.rng,
+        draw.row_index,
+        draw.codes,
+        draw.z,
+        draw.phantom,
+        draw.plans,
+        draw.series_ids,
+    )
     study_uid = make_uid("synth-study", job.seed, job.study_id)
     study_dir = job.out_dir / "train_images" / str(job.study_id)
     n_images = 0
     for number, (plan, sid) in enumerate(zip(plans, series_ids), start=1):
         stacks = render_series(phantom, plan, rng)
         for stack, pixels, numbers in zip(plan.stacks, stacks, plan.instance_numbers):
-            write_series(study_dir / str(sid), pixels, origin=stack.positions[0], row_dir=stack.row_dir,
-                         col_dir=stack.col_dir, pixel_spacing=stack.spacing, slice_positions=stack.positions,
-                         slice_thickness=stack.thickness, series_description=plan.description,
-                         study_uid=study_uid, series_uid=make_uid("synth-series", job.seed, sid),
-                         series_number=number, instance_numbers=numbers.tolist(),
-                         patient_id=str(job.study_id), study_id=str(job.study_id))
+            write_series(
+                study_dir / str(sid),
+                pixels,
+                origin=stack.positions[0],
+                row_dir=stack.row_dir,
+                col_dir=stack.col_dir,
+                pixel_spacing=stack.spacing,
+                slice_positions=stack.positions,
+                slice_thickness=stack.thickness,
+                series_description=plan.description,
+                study_uid=study_uid,
+                series_uid=make_uid("synth-series", job.seed, sid),
+                series_number=number,
+                instance_numbers=numbers.tolist(),
+                patient_id=str(job.study_id),
+                study_id=str(job.study_id),
+            )
             n_images += len(numbers)
     coords = label_coordinates(phantom, plans, series_ids, codes, rng)
-    return StudyResult(job.study_id, row_index, codes.copy(), z, [(s, p.description) for s, p in zip(series_ids, plans)],
-                       coords, n_images)
+    return StudyResult(
+        job.study_id,
+        row_index,
+        codes.copy(),
+        z,
+        [(s, p.description) for s, p in zip(series_ids, plans)],
+        coords,
+        n_images,
+    )
 
 
 def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
@@ -266,14 +328,23 @@ def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
     return ids
 
 
-def label_coordinates(phantom: Phantom, plans: list[SeriesPlan], series_ids: list[int], codes: np.ndarray,
-                      rng: np.random.Generator) -> list[tuple[int, int, str, str, float, float]]:
+def label_coordinates(
+    phantom: Phantom,
+    plans: list[SeriesPlan],
+    series_ids: list[int],
+    codes: np.ndarray,
+    rng: np.random.Generator,
+) -> list[tuple[int, int, str, str, float, float]]:
     """Coordinate rows (series_id, instance, condition, level, x, y) for every labelled target
     whose series type exists: the phantom's 3D point projected onto the nearest slice of the
     first series of that type (axial: of the series with the nearest slice), plus annotator jitter.
     Like the real labels, a few spinal points (:data:`SPINAL_ON_T1`) sit on the Sagittal T1."""
     out = []
-    jitter = np.clip(rng.normal(0.0, ANNOTATOR_JITTER_MM, (len(TARGETS), 2)), -2 * ANNOTATOR_JITTER_MM, 2 * ANNOTATOR_JITTER_MM)
+    jitter = np.clip(
+        rng.normal(0.0, ANNOTATOR_JITTER_MM, (len(TARGETS), 2)),
+        -2 * ANNOTATOR_JITTER_MM,
+        2 * ANNOTATOR_JITTER_MM,
+    )
     for t, (condition, level) in enumerate(TARGETS):
         if codes[t] == BLANK:
             continue
@@ -290,24 +361,44 @@ def label_coordinates(phantom: Phantom, plans: list[SeriesPlan], series_ids: lis
         (instance, x, y, _), plan, sid = min(hits, key=lambda h: h[0][3])
         stack = plan.stacks[0]
         dy, dx = stack.spacing
-        out.append((sid, instance, CONDITION_LABELS[condition], LEVEL_LABELS[level],
-                    round(x + jitter[t, 0] / dx, 4), round(y + jitter[t, 1] / dy, 4)))
+        out.append(
+            (
+                sid,
+                instance,
+                CONDITION_LABELS[condition],
+                LEVEL_LABELS[level],
+                round(x + jitter[t, 0] / dx, 4),
+                round(y + jitter[t, 1] / dy, 4),
+            )
+        )
     return out
 
 
 def write_tables(out: Path, results: list[StudyResult]) -> None:
     """train.csv, train_series_descriptions.csv, train_label_coordinates.csv, synth_latent.csv."""
     names = [SEVERITY_LABELS[s] for s in SEVERITIES]
-    labels = pd.DataFrame([[r.study_id, *[names[k] if k != BLANK else "" for k in r.codes]] for r in results],
-                          columns=["study_id", *TARGET_COLUMNS])
-    series = pd.DataFrame([(r.study_id, sid, d) for r in results for sid, d in r.series],
-                          columns=["study_id", "series_id", "series_description"])
-    coords = pd.DataFrame([(r.study_id, *c) for r in results for c in r.coords],
-                          columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"])
-    latent = pd.DataFrame([[r.study_id, r.row_index, *np.round(r.z, 6)] for r in results],
-                          columns=["study_id", "real_row", *TARGET_COLUMNS])
-    for name, frame in (("train.csv", labels), ("train_series_descriptions.csv", series),
-                        ("train_label_coordinates.csv", coords), ("synth_latent.csv", latent)):
+    labels = pd.DataFrame(
+        [[r.study_id, *[names[k] if k != BLANK else "" for k in r.codes]] for r in results],
+        columns=["study_id", *TARGET_COLUMNS],
+    )
+    series = pd.DataFrame(
+        [(r.study_id, sid, d) for r in results for sid, d in r.series],
+        columns=["study_id", "series_id", "series_description"],
+    )
+    coords = pd.DataFrame(
+        [(r.study_id, *c) for r in results for c in r.coords],
+        columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"],
+    )
+    latent = pd.DataFrame(
+        [[r.study_id, r.row_index, *np.round(r.z, 6)] for r in results],
+        columns=["study_id", "real_row", *TARGET_COLUMNS],
+    )
+    for name, frame in (
+        ("train.csv", labels),
+        ("train_series_descriptions.csv", series),
+        ("train_label_coordinates.csv", coords),
+        ("synth_latent.csv", latent),
+    ):
         write_with(out / name, lambda p, f=frame: f.to_csv(p, index=False))
 
 
@@ -317,8 +408,9 @@ def write_submission(path: Path, study_ids_: list[int], probs: np.ndarray) -> Pa
     return write_with(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
-def _scores(out: Path, results: list[StudyResult], rows: LabelRows, model: ReaderModel,
-            joint: np.ndarray) -> dict:  # type: ignore[type-arg]
+def _scores(
+    out: Path, results: list[StudyResult], rows: LabelRows, model: ReaderModel, joint: np.ndarray
+) -> dict:  # type: ignore[type-arg]
     """Scores of the joint, per-target and leave-own-row-out oracles and the constant prior."""
     from spinegrade.data.tables import load_tables
     from spinegrade.metrics import constant_prior_submission, score
@@ -330,6 +422,12 @@ def _scores(out: Path, results: list[StudyResult], rows: LabelRows, model: Reade
     result = score(labels, submission_frame(ids, joint))
     loo = oracle_joint(model, rows, z, exclude=np.array([r.row_index for r in results]))
     prior = score(labels, constant_prior_submission(real_labels_frame(rows), ids))
-    return dict(oracle_score=result.score, terms=result.terms,
-                oracle_independent_score=score(labels, submission_frame(ids, oracle_independent(model, z))).score,
-                oracle_loo_score=score(labels, submission_frame(ids, loo)).score, prior_score=prior.score)
+    return dict(
+        oracle_score=result.score,
+        terms=result.terms,
+        oracle_independent_score=score(
+            labels, submission_frame(ids, oracle_independent(model, z))
+        ).score,
+        oracle_loo_score=score(labels, submission_frame(ids, loo)).score,
+        prior_score=prior.score,
+    )

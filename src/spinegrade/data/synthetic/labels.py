@@ -116,8 +116,13 @@ def oracle_independent(model: ReaderModel, z: np.ndarray) -> np.ndarray:
     return model.class_probs(z)
 
 
-def oracle_joint(model: ReaderModel, rows: LabelRows, z: np.ndarray, exclude: np.ndarray | None = None,
-                 chunk: int = 64) -> np.ndarray:
+def oracle_joint(
+    model: ReaderModel,
+    rows: LabelRows,
+    z: np.ndarray,
+    exclude: np.ndarray | None = None,
+    chunk: int = 64,
+) -> np.ndarray:
     """Bayes-optimal probabilities given all 25 z of each study: z (n, 25) -> (n, 25, 3).
 
     Posterior over the real label rows (see the module docstring), evaluated in log space.
@@ -133,19 +138,21 @@ def oracle_joint(model: ReaderModel, rows: LabelRows, z: np.ndarray, exclude: np
     t_idx = np.arange(codes.shape[1])
     safe = np.where(labelled, codes, 0)
     for start in range(0, len(z), chunk):
-        logp = np.log(model.class_probs(z[start:start + chunk])) - log_prior  # (m, 25, 3)
+        logp = np.log(model.class_probs(z[start : start + chunk])) - log_prior  # (m, 25, 3)
         ratio = logp[:, t_idx, safe] * labelled  # (m, R, 25)
         log_lik = ratio.sum(-1)  # (m, R)
         if exclude is not None:
-            log_lik[np.arange(len(log_lik)), exclude[start:start + chunk]] = -np.inf
+            log_lik[np.arange(len(log_lik)), exclude[start : start + chunk]] = -np.inf
         log_w = log_softmax(log_lik, axis=1)
         w = np.exp(log_w)
         num = np.einsum("mr,rtk->mtk", w, onehot)
-        out[start:start + chunk] = num / num.sum(-1, keepdims=True)
+        out[start : start + chunk] = num / num.sum(-1, keepdims=True)
     return out
 
 
-def simulate_scores(rows: LabelRows, noise: float, n_studies: int = 200, seed: int = 0) -> dict[str, float]:
+def simulate_scores(
+    rows: LabelRows, noise: float, n_studies: int = 200, seed: int = 0
+) -> dict[str, float]:
     """Challenge scores of the reference predictions on `n_studies` label draws (no images):
     joint oracle, per-target oracle, joint oracle with the study's own row left out, and the
     constant weighted prior. Same draws as :func:`spinegrade.data.synthetic.generate` would make
@@ -158,8 +165,11 @@ def simulate_scores(rows: LabelRows, noise: float, n_studies: int = 200, seed: i
     z = np.stack([model.sample_z(rows.codes[i], rng) for i in picks])
     labels = real_labels_frame(LabelRows(rows.codes[picks], np.arange(n_studies) + 1))
     ids = labels["study_id"].tolist()
-    preds = {"joint": oracle_joint(model, rows, z), "per_target": oracle_independent(model, z),
-             "joint_loo": oracle_joint(model, rows, z, exclude=picks)}
+    preds = {
+        "joint": oracle_joint(model, rows, z),
+        "per_target": oracle_independent(model, z),
+        "joint_loo": oracle_joint(model, rows, z, exclude=picks),
+    }
     out = {name: score(labels, submission_frame(ids, p)).score for name, p in preds.items()}
     out["prior"] = score(labels, constant_prior_submission(real_labels_frame(rows), ids)).score
     return out
@@ -179,7 +189,9 @@ def submission_frame(study_ids_: list[int], probs: np.ndarray) -> pd.DataFrame:
 
 def real_labels_frame(rows: LabelRows) -> pd.DataFrame:
     """The real label rows as a wide labels frame (snake_case severities, NaN blank)."""
-    values = np.where(rows.codes == BLANK, None, np.array(SEVERITIES, dtype=object)[np.clip(rows.codes, 0, 2)])
+    values = np.where(
+        rows.codes == BLANK, None, np.array(SEVERITIES, dtype=object)[np.clip(rows.codes, 0, 2)]
+    )
     frame = pd.DataFrame(values, columns=list(TARGET_COLUMNS))
     frame.insert(0, "study_id", rows.study_ids)
     return frame

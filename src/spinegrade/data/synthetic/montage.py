@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spinegrade.constants import AXIAL_T2, CONDITION_LABELS, LEVEL_LABELS, SAGITTAL_T1, SAGITTAL_T2, SEVERITIES, SEVERITY_LABELS
+from spinegrade.constants import (
+    AXIAL_T2,
+    CONDITION_LABELS,
+    LEVEL_LABELS,
+    SAGITTAL_T1,
+    SAGITTAL_T2,
+    SEVERITIES,
+    SEVERITY_LABELS,
+)
 from spinegrade.errors import DataError
 from spinegrade.io import write_with
 
@@ -25,8 +33,14 @@ FEATURED = {
 _COLOURS = ("lime", "gold", "red")
 
 
-def montage(data_root: str | Path, series_type: str, out_png: str | Path, examples: int = 3,
-            crop_mm: float = 50.0, seed: int = 0) -> Path:
+def montage(
+    data_root: str | Path,
+    series_type: str,
+    out_png: str | Path,
+    examples: int = 3,
+    crop_mm: float = 50.0,
+    seed: int = 0,
+) -> Path:
     """Write a (3 severities) x (`examples` x 2 panels) PNG for `series_type` and return its path.
 
     Examples are drawn at random (`seed`) among the labelled points of that type and severity;
@@ -64,19 +78,46 @@ def montage(data_root: str | Path, series_type: str, out_png: str | Path, exampl
             hit = picks.iloc[e]
             volume = _stack_with(root, hit, load_stacks)
             image = volume.pixels[volume.slice_index(int(hit.instance_number))].astype(np.float32)
-            same = points[(points.series_id == hit.series_id) & (points.instance_number == hit.instance_number)]
+            same = points[
+                (points.series_id == hit.series_id)
+                & (points.instance_number == hit.instance_number)
+            ]
             lo, hi = np.percentile(image, [1, 99.5])
             for ax in (ax_full, ax_crop):
                 ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-                ax.scatter(same.x, same.y, s=10, c=[_COLOURS[int(v)] for v in same.label], marker="+", linewidths=0.8)
-                ax.scatter([hit.x], [hit.y], s=140, facecolors="none", edgecolors=_COLOURS[k], linewidths=1.0)
+                ax.scatter(
+                    same.x,
+                    same.y,
+                    s=10,
+                    c=[_COLOURS[int(v)] for v in same.label],
+                    marker="+",
+                    linewidths=0.8,
+                )
+                ax.scatter(
+                    [hit.x],
+                    [hit.y],
+                    s=140,
+                    facecolors="none",
+                    edgecolors=_COLOURS[k],
+                    linewidths=1.0,
+                )
             half_px = crop_mm / 2 / np.array(volume.meta.pixel_spacing)  # (rows, cols)
             ax_crop.set_xlim(hit.x - half_px[1], hit.x + half_px[1])
             ax_crop.set_ylim(hit.y + half_px[0], hit.y - half_px[0])
             ax_full.set_title(f"{hit.study_id} #{hit.instance_number}", fontsize=7)
-            ax_crop.set_title(f"{CONDITION_LABELS[hit.condition]} {LEVEL_LABELS[hit.level]}", fontsize=7)
-        axes[k, 0].text(-0.05, 0.5, SEVERITY_LABELS[severity], transform=axes[k, 0].transAxes, rotation=90,
-                        va="center", ha="right", fontsize=11)
+            ax_crop.set_title(
+                f"{CONDITION_LABELS[hit.condition]} {LEVEL_LABELS[hit.level]}", fontsize=7
+            )
+        axes[k, 0].text(
+            -0.05,
+            0.5,
+            SEVERITY_LABELS[severity],
+            transform=axes[k, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=11,
+        )
     fig.suptitle(f"{series_type}: labelled points by severity ({root.name})", fontsize=12)
     fig.tight_layout()
     out = write_with(out_png, lambda p: fig.savefig(p, dpi=80, format="png"))

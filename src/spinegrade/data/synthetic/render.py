@@ -17,8 +17,17 @@ from spinegrade.data.synthetic.scanner import SeriesPlan, Stack
 ACQ_MM = 1.2
 
 
-def render_stack(ph: Phantom, stack: Stack, contrast: str, rng: np.random.Generator,
-                 gain: float, noise: float, bias: np.ndarray, planes: int = 2, acq_mm: float = ACQ_MM) -> np.ndarray:
+def render_stack(
+    ph: Phantom,
+    stack: Stack,
+    contrast: str,
+    rng: np.random.Generator,
+    gain: float,
+    noise: float,
+    bias: np.ndarray,
+    planes: int = 2,
+    acq_mm: float = ACQ_MM,
+) -> np.ndarray:
     """Pixels (slices, rows, cols) uint16 of one stack.
 
     `gain`: stored value of signal 1.0; `noise`: noise sigma relative to signal 1.0; `bias` (4,):
@@ -32,9 +41,12 @@ def render_stack(ph: Phantom, stack: Stack, contrast: str, rng: np.random.Genera
     out = np.empty((len(stack.positions), stack.rows, stack.cols), dtype=np.uint16)
     offsets = (np.arange(planes) - (planes - 1) / 2) / planes * stack.thickness
     f = max(1.0, acq_mm / max(stack.spacing))  # stored pixel i sits at acquisition coordinate i / f
-    acq_rows, acq_cols = int(np.ceil((stack.rows - 1) / f)) + 1, int(np.ceil((stack.cols - 1) / f)) + 1
+    acq_rows, acq_cols = (
+        int(np.ceil((stack.rows - 1) / f)) + 1,
+        int(np.ceil((stack.cols - 1) / f)) + 1,
+    )
     edge = 0.6 * max(stack.spacing) * f
-    grid = np.mgrid[0:stack.rows, 0:stack.cols].astype(np.float32) / np.float32(f)
+    grid = np.mgrid[0 : stack.rows, 0 : stack.cols].astype(np.float32) / np.float32(f)
     for k in range(len(stack.positions)):
         pts = _acquisition_points(stack, k, f, acq_rows, acq_cols)
         signal = np.zeros(len(pts), dtype=np.float32)
@@ -61,10 +73,14 @@ def _acquisition_points(stack: Stack, k: int, f: float, rows: int, cols: int) ->
     return (stack.positions[k] + i + j).reshape(-1, 3)
 
 
-def render_series(ph: Phantom, plan: SeriesPlan, rng: np.random.Generator, planes: int = 2,
-                  acq_mm: float = ACQ_MM) -> list[np.ndarray]:
+def render_series(
+    ph: Phantom, plan: SeriesPlan, rng: np.random.Generator, planes: int = 2, acq_mm: float = ACQ_MM
+) -> list[np.ndarray]:
     """Pixels of every stack of `plan` (same gain, noise and bias field within a series)."""
     gain = rng.uniform(600.0, 3000.0)
     noise = rng.uniform(0.015, 0.045)
     bias = np.concatenate([rng.normal(0.0, 0.12, 3), [rng.normal(-0.15, 0.1)]])
-    return [render_stack(ph, st, plan.contrast, rng, gain, noise, bias, planes, acq_mm) for st in plan.stacks]
+    return [
+        render_stack(ph, st, plan.contrast, rng, gain, noise, bias, planes, acq_mm)
+        for st in plan.stacks
+    ]

@@ -19,10 +19,24 @@ from spinegrade.data.synthetic.phantom import Phantom
 
 #: Image sizes, pixel spacing and slice counts by generation size.
 SIZES = {
-    "small": dict(sag_px=(96, 160), sag_fov=(220.0, 260.0), sag_dx=(1.2, 2.7), sag_slices=(9, 15),
-                  ax_px=(64, 128), ax_fov=(120.0, 160.0), ax_dx=(0.9, 2.5)),
-    "full": dict(sag_px=(256, 640), sag_fov=(230.0, 360.0), sag_dx=(0.5, 0.9), sag_slices=(15, 21),
-                 ax_px=(256, 512), ax_fov=(150.0, 220.0), ax_dx=(0.4, 0.8)),
+    "small": dict(
+        sag_px=(96, 160),
+        sag_fov=(220.0, 260.0),
+        sag_dx=(1.2, 2.7),
+        sag_slices=(9, 15),
+        ax_px=(64, 128),
+        ax_fov=(120.0, 160.0),
+        ax_dx=(0.9, 2.5),
+    ),
+    "full": dict(
+        sag_px=(256, 640),
+        sag_fov=(230.0, 360.0),
+        sag_dx=(0.5, 0.9),
+        sag_slices=(15, 21),
+        ax_px=(256, 512),
+        ax_fov=(150.0, 220.0),
+        ax_dx=(0.4, 0.8),
+    ),
 }
 
 
@@ -58,7 +72,12 @@ class Stack:
         dist = rel @ self.normal
         k = int(np.argmin(np.abs(dist)))
         dy, dx = self.spacing
-        return k, float(rel[k] @ self.row_dir / dx), float(rel[k] @ self.col_dir / dy), float(abs(dist[k]))
+        return (
+            k,
+            float(rel[k] @ self.row_dir / dx),
+            float(rel[k] @ self.col_dir / dy),
+            float(abs(dist[k])),
+        )
 
 
 @dataclass
@@ -90,8 +109,13 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _grid(rng: np.random.Generator, px: tuple[int, int], fov: tuple[float, float], dx_range: tuple[float, float],
-          full: bool) -> tuple[int, int, float, float]:
+def _grid(
+    rng: np.random.Generator,
+    px: tuple[int, int],
+    fov: tuple[float, float],
+    dx_range: tuple[float, float],
+    full: bool,
+) -> tuple[int, int, float, float]:
     """Image (rows, cols) and spacing (dy, dx): a multiple of 16 pixels, field of view in `fov` mm
     as far as `dx_range` allows; square most of the time, sometimes not."""
     n = int(rng.integers(px[0] // 16, px[1] // 16 + 1)) * 16
@@ -105,15 +129,25 @@ def _grid(rng: np.random.Generator, px: tuple[int, int], fov: tuple[float, float
     return rows, cols, dy, dx
 
 
-def _centred_positions(centre: np.ndarray, r: np.ndarray, c: np.ndarray, rows: int, cols: int,
-                       dy: float, dx: float, offsets: np.ndarray) -> np.ndarray:
+def _centred_positions(
+    centre: np.ndarray,
+    r: np.ndarray,
+    c: np.ndarray,
+    rows: int,
+    cols: int,
+    dy: float,
+    dx: float,
+    offsets: np.ndarray,
+) -> np.ndarray:
     """IPPs (n, 3) of slices whose image centres lie at centre + offset * n."""
     normal = np.cross(r, c)
     corner = -(cols - 1) / 2 * dx * r - (rows - 1) / 2 * dy * c
     return centre + corner + offsets[:, None] * normal
 
 
-def sagittal_plan(ph: Phantom, rng: np.random.Generator, size: str, description: str, contrast: str) -> SeriesPlan:
+def sagittal_plan(
+    ph: Phantom, rng: np.random.Generator, size: str, description: str, contrast: str
+) -> SeriesPlan:
     """A sagittal stack over the lumbar spine, covering both foramina."""
     cfg = SIZES[size]
     rot = _rotation(rng, 3.0)
@@ -125,9 +159,19 @@ def sagittal_plan(ph: Phantom, rng: np.random.Generator, size: str, description:
     step = max(thickness + rng.uniform(0.0, 0.5), 2 * half_span / (n - 1))
     canal = ph.keypoints[("spinal_canal_stenosis", "l3_l4")]
     fov_y, fov_z = cols * dx, rows * dy
-    centre = canal + np.array([rng.normal(0, 1.5), rng.uniform(-0.06, 0.06) * fov_y, rng.uniform(-0.06, 0.06) * fov_z])
+    centre = canal + np.array(
+        [rng.normal(0, 1.5), rng.uniform(-0.06, 0.06) * fov_y, rng.uniform(-0.06, 0.06) * fov_z]
+    )
     offsets = (np.arange(n) - (n - 1) / 2) * step
-    stack = Stack(r, c, (dy, dx), rows, cols, _centred_positions(centre, r, c, rows, cols, dy, dx, offsets), thickness)
+    stack = Stack(
+        r,
+        c,
+        (dy, dx),
+        rows,
+        cols,
+        _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
+        thickness,
+    )
     return SeriesPlan(description, contrast, [stack], [_instance_numbers(rng, n)])
 
 
@@ -151,7 +195,17 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
         step = thickness + rng.uniform(0.0, 0.6)
         n = int(np.ceil((hi - lo) / step)) + 1
         offsets = (np.arange(n) - (n - 1) / 2) * step
-        stacks.append(Stack(r, c, (dy, dx), rows, cols, _centred_positions(centre, r, c, rows, cols, dy, dx, offsets), thickness))
+        stacks.append(
+            Stack(
+                r,
+                c,
+                (dy, dx),
+                rows,
+                cols,
+                _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
+                thickness,
+            )
+        )
     else:
         step = thickness + rng.uniform(-0.5, 0.3)
         for level in reversed(LEVELS):  # sorted inferior -> superior, like the continuous stack
@@ -162,8 +216,20 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
             c = np.cross(n_vec, r)
             n = int(rng.integers(3, 6))
             offsets = (np.arange(n) - (n - 1) / 2) * step + rng.normal(0, 1.0)
-            centre = ph.disc_centres[level] + (shift - (shift @ n_vec) * n_vec)  # shift within the plane
-            stacks.append(Stack(r, c, (dy, dx), rows, cols, _centred_positions(centre, r, c, rows, cols, dy, dx, offsets), thickness))
+            centre = ph.disc_centres[level] + (
+                shift - (shift @ n_vec) * n_vec
+            )  # shift within the plane
+            stacks.append(
+                Stack(
+                    r,
+                    c,
+                    (dy, dx),
+                    rows,
+                    cols,
+                    _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
+                    thickness,
+                )
+            )
     total = sum(len(s.positions) for s in stacks)
     numbers = _instance_numbers(rng, total)
     split = np.cumsum([len(s.positions) for s in stacks])[:-1]
@@ -173,18 +239,26 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
 def _instance_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     """Instance numbers of n slices in spatial order: 1..n, with gaps in about a tenth of series
     (as after deleted localiser images), reversed in about a third."""
-    steps = 1 + (rng.random(n) < 0.15) * rng.integers(1, 4, n) if rng.random() < 0.1 else np.ones(n, dtype=np.int64)
+    steps = (
+        1 + (rng.random(n) < 0.15) * rng.integers(1, 4, n)
+        if rng.random() < 0.1
+        else np.ones(n, dtype=np.int64)
+    )
     numbers = np.cumsum(steps)
     return numbers[::-1].copy() if rng.random() < 0.35 else numbers
 
 
-def plan_series(ph: Phantom, rng: np.random.Generator, size: str, counts: tuple[int, int, int]) -> list[SeriesPlan]:
+def plan_series(
+    ph: Phantom, rng: np.random.Generator, size: str, counts: tuple[int, int, int]
+) -> list[SeriesPlan]:
     """Series of one study: `counts` = how many (Sagittal T1, Sagittal T2/STIR, Axial T2)."""
     plans = []
     for _ in range(counts[0]):
         plans.append(sagittal_plan(ph, rng, size, SAGITTAL_T1, "T1"))
     for _ in range(counts[1]):
-        plans.append(sagittal_plan(ph, rng, size, SAGITTAL_T2, "STIR" if rng.random() < 0.2 else "T2"))
+        plans.append(
+            sagittal_plan(ph, rng, size, SAGITTAL_T2, "STIR" if rng.random() < 0.2 else "T2")
+        )
     for _ in range(counts[2]):
         plans.append(axial_plan(ph, rng, size))
     return plans
