@@ -26,7 +26,7 @@ from spinegrade.dicom import Study
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import Discovery, StudySource, discover_studies
 from spinegrade.inference.models import Ensemble, StudyPrediction, prior_prediction
-from spinegrade.inference.outputs import errors_frame, prediction_record, study_dir, write_errors, write_submission
+from spinegrade.inference.outputs import errors_frame, prediction_record, write_errors, write_submission
 from spinegrade.inference.worker import read_study, render_job
 from spinegrade.report.overlays import study_panels
 from spinegrade.report.study_report import write_index
@@ -107,7 +107,7 @@ def predict(
                 seconds[stage] += s
             preds.append(pred)
             records.append(record)
-            writes.append(_submit(pool, render_job, out_dir, record, panels))
+            writes.append(pool.submit(render_job, out_dir, record, panels))
             bar.update()
         bar.close()
         t1 = time.perf_counter()
@@ -153,13 +153,13 @@ def _predict_one(
     return pred, prediction_record(pred, source.path, None, model, error=loaded), {}, loaded
 
 
-def _read_ahead(pool: Executor | None, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, float]]:
+def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, float]]:
     """`(source, study or error, seconds)` in discovery order, reading up to `ahead` studies early."""
     table = found.series_descriptions
 
     def read(source: StudySource) -> Future:
         own = None if table is None else table[table["study_id"] == source.study_id]
-        return _submit(pool, read_study, source, own)
+        return pool.submit(read_study, source, own)
 
     pending: deque[tuple[StudySource, Future]] = deque()
     sources = iter(found.studies)
@@ -192,13 +192,9 @@ def _pool(workers: int) -> Executor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
-def _submit(pool: Executor | None, fn, *args):  # type: ignore[no-untyped-def]
-    return (pool or _Inline()).submit(fn, *args)
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["PredictResult", "predict", "study_dir"]
+__all__ = ["STAGES", "PredictResult", "predict"]
