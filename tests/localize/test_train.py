@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import spinegrade.training.loop as loop
+from spinegrade.cli import app
 from spinegrade.config import load_config
 from spinegrade.constants import TARGETS
 from spinegrade.data.cache import cache_path, load_cached
@@ -51,6 +54,17 @@ def test_tiny_training_resumes_and_locates(phantom_root: Path, tmp_path: Path,
     assert localizer.sagittal.spec.channels == SAGITTAL_CHANNELS and localizer.cfg.image_size == 32
     table = localizer.locate(load_cached(cache_path(tmp_path / "run" / "cache", 101)))
     assert list(zip(table.condition, table.level)) == list(TARGETS)
+
+    bad = tmp_path / "555"
+    bad.mkdir()
+    csv = tmp_path / "located.csv"
+    result = CliRunner().invoke(app, ["localize", "predict", str(out), str(phantom_root / "train_images" / "102"),
+                                      str(bad), "--out", str(csv), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "555" in result.output
+    located = pd.read_csv(csv)
+    assert len(located) == 25 and set(located.condition) >= {"Spinal Canal Stenosis", "Left Subarticular Stenosis"}
+    assert set(located.level) == {"L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"}
 
     report = evaluate_localizer(phantom_root, out, [104], [101, 102, 103], tmp_path / "eval", cfg,
                                 progress=False)
