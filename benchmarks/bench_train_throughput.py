@@ -11,7 +11,8 @@ time between waiting for data and computing (`FitResult.timings`):
 
 Set-up time (caching, reading, cutting patches) is printed separately. Usage:
 
-    python benchmarks/bench_train_throughput.py [--data RSNA_DIR | --studies 24] [--workers 0]
+    python benchmarks/bench_train_throughput.py [--data RSNA_DIR] [--studies 24] [--config demo]
+        [--set grade.crop_px=24 ...] [--workers 0] [--threads 2]
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="RSNA-layout folder (default: generate synthetic studies)")
     parser.add_argument("--studies", type=int, default=24, help="studies to train on")
     parser.add_argument("--config", default="demo", help="config whose grade section is used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, ["grade.optim.epochs=1"])
+    cfg = load_config(args.config, [*args.overrides, "grade.optim.epochs=1"])
     console = Console(width=140)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
