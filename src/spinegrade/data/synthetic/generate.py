@@ -197,7 +197,11 @@ def generate(
     ids = [r.study_id for r in results]
     write_submission(out / "oracle_per_target.csv", ids, oracle_independent(model, z))
     write_submission(out / "oracle.csv", ids, joint)  # last: marks a complete set
-    scores = _scores(out, results, rows, model, joint)
+    from spinegrade.data.tables import load_tables
+
+    scores = _scores(
+        load_tables(out).labels, results, rows, model, joint
+    )  # read back: checks the files
     n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return SynthSummary(
         out_dir=out,
@@ -254,15 +258,46 @@ class StudyDraw:
     series_ids: list[int]
 
 
+def draw_labels(
+    seed: int, index: int, rows: LabelRows, reader_noise: float
+) -> tuple[np.random.Generator, int, np.ndarray]:
+    """The first draws of study `index`: its stream `(seed, index)`, real row and latent z (25,).
+
+    Labels and z come before anything else, so the scores of a set can be known without rendering
+    (see :func:`label_scores`)."""
+    rng = np.random.default_rng([seed, index + 1])
+    row_index = int(rng.integers(len(rows.codes)))
+    z = ReaderModel.from_priors(rows.priors(), reader_noise).sample_z(rows.codes[row_index], rng)
+    return rng, row_index, z
+
+
+def label_scores(
+    n_studies: int,
+    seed: int,
+    labels_root: str | Path | None = None,
+    reader_noise: float = READER_NOISE,
+) -> dict[str, float]:
+    """The oracle and prior scores `generate(out, n_studies, seed, reader_noise=...)` will report,
+    from the label draws alone (no images): keys as :class:`SynthSummary` score fields."""
+    rows = LabelRows.load(find_labels_root(labels_root))
+    draws = [draw_labels(seed, i, rows, reader_noise) for i in range(n_studies)]
+    results = [
+        StudyResult(int(sid), r, rows.codes[r], z, [], [], 0)
+        for sid, (_, r, z) in zip(study_ids(seed, n_studies), draws)
+    ]
+    labels = real_labels_frame(
+        LabelRows(np.stack([r.codes for r in results]), np.array([r.study_id for r in results]))
+    )
+    model = ReaderModel.from_priors(rows.priors(), reader_noise)
+    joint = oracle_joint(model, rows, np.stack([r.z for r in results]))
+    return _scores(labels, results, rows, model, joint)
+
+
 def draw_study(job: StudyJob) -> StudyDraw:
     """Labels, anatomy and series geometry of study `job.index` (random stream `(seed, index)`)."""
-    rng = np.random.default_rng([job.seed, job.index + 1])
-    row_index = int(rng.integers(len(job.codes)))
+    rows = LabelRows(job.codes, np.zeros(len(job.codes)))
+    rng, row_index, z = draw_labels(job.seed, job.index, rows, job.reader_noise)
     codes = job.codes[row_index]
-    model = ReaderModel.from_priors(
-        LabelRows(job.codes, np.zeros(len(job.codes))).priors(), job.reader_noise
-    )
-    z = model.sample_z(codes, rng)
     counts = (
         job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
     )
@@ -409,14 +444,16 @@ def write_submission(path: Path, study_ids_: list[int], probs: np.ndarray) -> Pa
 
 
 def _scores(
-    out: Path, results: list[StudyResult], rows: LabelRows, model: ReaderModel, joint: np.ndarray
+    labels: pd.DataFrame,
+    results: list[StudyResult],
+    rows: LabelRows,
+    model: ReaderModel,
+    joint: np.ndarray,
 ) -> dict:  # type: ignore[type-arg]
-    """Scores of the joint, per-target and leave-own-row-out oracles and the constant prior."""
-    from spinegrade.data.tables import load_tables
+    """Scores of the joint, per-target and leave-own-row-out oracles and the constant prior
+    (the weighted class prior of the real train.csv) against `labels` (wide, snake_case)."""
     from spinegrade.metrics import constant_prior_submission, score
 
-    labels = load_tables(out).labels
-    assert labels is not None
     ids = [r.study_id for r in results]
     z = np.stack([r.z for r in results])
     result = score(labels, submission_frame(ids, joint))
