@@ -33,7 +33,6 @@ FLAG_PRIOR = "prior"  #: probabilities are the trained class prior, not a model 
 FLAG_MISSING_SERIES = "missing_series"  #: the study has no series of the type this condition needs
 FLAG_NOT_LOCATED = "not_located"  #: no fold found the target's point (see `reason`)
 FLAG_NOT_GRADED = "not_graded"  #: located, but no fold could crop and grade it
-FLAG_LOW_CONFIDENCE = "low_confidence"  #: localisation confidence below LOW_CONFIDENCE
 FLAG_FOLDS_DISAGREE = "folds_disagree"  #: the folds' points lie more than DISAGREE_MM apart
 FLAG_STUDY_FAILED = "study_failed"  #: the whole study could not be read (see errors.csv)
 FLAG_TEXT = {
@@ -41,12 +40,11 @@ FLAG_TEXT = {
     FLAG_MISSING_SERIES: "series missing",
     FLAG_NOT_LOCATED: "not located",
     FLAG_NOT_GRADED: "not graded",
-    FLAG_LOW_CONFIDENCE: "low localisation confidence",
     FLAG_FOLDS_DISAGREE: "folds disagree on the location",
     FLAG_STUDY_FAILED: "study unreadable",
 }
-#: Localisation confidence (heatmap peak, 0..1) under which a point is flagged.
-LOW_CONFIDENCE = 0.2
+# No flag on the localisation confidence (the heatmap peak): on demo runs it did not separate good
+# points from bad ones (out-of-fold), so a threshold on it would flag noise. It is reported as is.
 #: Spread (mm) of the folds' points above which a target is flagged.
 DISAGREE_MM = 10.0
 
@@ -196,8 +194,6 @@ def _flags(study: Study, condition: str, row: dict[str, object], graded: bool) -
         flags.append(FLAG_NOT_LOCATED)
     elif not graded:
         flags.append(FLAG_NOT_GRADED)
-    if row["confidence"] is not None and float(row["confidence"]) < LOW_CONFIDENCE:  # type: ignore[arg-type]
-        flags.append(FLAG_LOW_CONFIDENCE)
     if row["spread_mm"] is not None and float(row["spread_mm"]) > DISAGREE_MM:  # type: ignore[arg-type]
         flags.append(FLAG_FOLDS_DISAGREE)
     return flags
