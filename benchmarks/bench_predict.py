@@ -3,8 +3,9 @@
 Both run exactly the same steps per study (read the DICOM, localise, grade, write predictions.json,
 overlays and report.html; then submission.csv and index.html): the plain loop does them one after
 the other in one process (`workers=0`), the pipeline reads and writes in `--workers` processes
-while the model runs in the main process. Printed: seconds per study of each stage (summed over
-studies; in the pipeline the stages overlap), wall seconds per study and studies per second.
+while the model runs in the main process. Printed: seconds per study of each stage, wall and CPU
+(summed over studies; in the pipeline the stages overlap; CPU time counts every thread and is not
+inflated when other programs share the cores), wall seconds per study and studies per second.
 
 Models: `--run RUN_DIR` uses a trained run; without it an untrained run of `--config` (default: the
 default config, i.e. the "default model") with `--folds` folds is built from the generated studies
@@ -85,7 +86,10 @@ def main() -> None:
     table = Table("stage (s / study)", *results, title=f"predict: {n} {args.size} studies, "
                   f"{len(os.sched_getaffinity(0))} cores, torch threads {args.threads}, model: {model}")
     for stage in STAGES:
-        table.add_row(stage, *(f"{r.seconds[stage] / n:.2f}" for r in results.values()))
+        table.add_row(f"{stage}: wall / CPU", *(f"{r.timing.wall[stage] / n:.2f} / {r.timing.cpu[stage] / n:.2f}"
+                                               for r in results.values()))
+    total_cpu = {k: sum(r.timing.cpu.values()) / n for k, r in results.items()}
+    table.add_row("all stages: CPU", *(f"{v:.2f}" for v in total_cpu.values()))
     table.add_row("[bold]wall s / study[/]", *(f"[bold]{r.wall_s / n:.2f}[/]" for r in results.values()))
     table.add_row("studies / s", *(f"{r.studies_per_s:.3f}" for r in results.values()))
     table.add_row("model loading (s, once)", *(f"{r.load_s:.1f}" for r in results.values()))

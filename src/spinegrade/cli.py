@@ -317,7 +317,7 @@ def predict(
     for row in failed.itertuples():
         who = "file" if pd.isna(row.study_id) else f"study {row.study_id}"
         err_console.print(f"{who}: {row.path}: {row.reason}", highlight=False, soft_wrap=True)
-    per = "  ".join(f"{k} {v / max(len(result.study_ids), 1):.2f}" for k, v in result.seconds.items())
+    per = "  ".join(f"{k} {v / max(len(result.study_ids), 1):.2f}" for k, v in result.timing.wall.items())
     console.print(f"{len(result.study_ids)} studies ({int(failed.study_id.notna().sum())} failed) in "
                   f"{result.wall_s:.1f} s, {result.studies_per_s:.2f} studies/s; s/study: {per}", soft_wrap=True)
     console.print(f"submission: {result.submission}\nreports: {result.index}\nerrors: {result.errors}",

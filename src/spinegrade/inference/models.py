@@ -11,7 +11,6 @@ largest distance of another fold's point from it.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_i
 from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
+from spinegrade.inference.timing import Timing
 from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
 from spinegrade.training.device import resolve_device
 from spinegrade.training.run import CONFIG_YAML, GRADER_DIR, GRADER_MODEL, LOCALIZER_DIR, load_prior
@@ -74,7 +74,7 @@ class StudyPrediction:
     study_id: int
     probs: np.ndarray
     targets: pd.DataFrame  #: TARGET_COLUMNS
-    seconds: dict[str, float] = field(default_factory=dict)  #: localize, grade
+    timing: Timing = field(default_factory=Timing)  #: stages localize, grade
 
 
 def fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -120,22 +120,20 @@ class Ensemble:
 
     def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
         """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
-        seconds = {"localize": 0.0, "grade": 0.0}
+        timing = Timing()
         points, probs = [], []
         for f in self.folds:
-            t0 = time.perf_counter()
-            located = f.localizer.locate(study)
-            t1 = time.perf_counter()
-            probs.append(f.grader.predict(study, located, tta=tta))
-            seconds["localize"] += t1 - t0
-            seconds["grade"] += time.perf_counter() - t1
-            points.append(located)
-        return combine(int(study.study_id), study, points, np.stack(probs), self.prior, seconds)
+            with timing.measure("localize"):
+                points.append(f.localizer.locate(study))
+            with timing.measure("grade"):
+                probs.append(f.grader.predict(study, points[-1], tta=tta))
+        pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)
+        pred.timing = timing
+        return pred
 
 
 def combine(
     study_id: int, study: Study, points: list[pd.DataFrame], probs: np.ndarray, prior: np.ndarray,
-    seconds: dict[str, float] | None = None,
 ) -> StudyPrediction:
     """Fold outputs -> one prediction: `points` k location tables (25 rows), `probs (k, 25, 3)`."""
     graded = ~np.isnan(probs).any(axis=2)  # (k, 25)
@@ -155,7 +153,7 @@ def combine(
             (str(p.iloc[t]["reason"]) for p in points if str(p.iloc[t]["reason"])), "not located")
         row["flags"] = _flags(study, cond, row, n_graded[t] > 0)
         rows.append(row)
-    return StudyPrediction(study_id, final, pd.DataFrame(rows, columns=list(TARGET_COLUMNS)), seconds or {})
+    return StudyPrediction(study_id, final, pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
 
 
 def prior_prediction(study_id: int, prior: np.ndarray, reason: str) -> StudyPrediction:

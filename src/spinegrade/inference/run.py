@@ -27,6 +27,7 @@ from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import Discovery, StudySource, discover_studies
 from spinegrade.inference.models import Ensemble, StudyPrediction, prior_prediction
 from spinegrade.inference.outputs import errors_frame, prediction_record, write_errors, write_submission
+from spinegrade.inference.timing import Timing
 from spinegrade.inference.worker import read_study, render_job
 from spinegrade.report.overlays import study_panels
 from spinegrade.report.study_report import write_index
@@ -38,8 +39,9 @@ STAGES = ("read", "localize", "grade", "write")
 class PredictResult:
     """What `predict` wrote and how long it took.
 
-    `seconds` sums each stage over the studies (stages overlap in time when `workers > 0`);
-    `wall_s` is the elapsed time of the whole batch, model loading excluded.
+    `timing` sums each stage (`STAGES`) over the studies, as wall and CPU seconds (stages overlap
+    in time when `workers > 0`, and CPU time is not inflated by other programs on the machine);
+    `wall_s` is the elapsed time of the whole batch, model loading (`load_s`) excluded.
     """
 
     out_dir: Path
@@ -48,9 +50,9 @@ class PredictResult:
     index: Path
     study_ids: list[int]
     failed: pd.DataFrame  #: errors.csv rows: study_id, path, reason
-    seconds: dict[str, float] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
     wall_s: float = 0.0
-    load_s: float = 0.0  #: loading the models
+    load_s: float = 0.0
     fail_on_error: bool = False
 
     @property
@@ -91,44 +93,41 @@ def predict(
     found = discover_studies(studies, series_descriptions, workers=workers)
     model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
     errors: list[tuple[int | None, str, str]] = [(None, str(p), f"ignored: {why}") for p, why in found.ignored]
-    seconds = dict.fromkeys(STAGES, 0.0)
+    timing = Timing(dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0))
     preds: list[StudyPrediction] = []
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     with _pool(workers) as pool:
-        writes: list[Future[float]] = []
+        writes: list[Future[Timing]] = []
         bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
-        for source, loaded, read_s in _read_ahead(pool, found, ahead=max(2, workers + 1)):
-            seconds["read"] += read_s
+        for source, loaded, read_timing in _read_ahead(pool, found, ahead=max(2, workers + 1)):
+            timing.add(read_timing)
             pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
             if error:
                 errors.append((source.study_id, str(source.path), error))
-            for stage, s in pred.seconds.items():
-                seconds[stage] += s
+            timing.add(pred.timing)
             preds.append(pred)
             records.append(record)
             writes.append(pool.submit(render_job, out_dir, record, panels))
             bar.update()
         bar.close()
-        t1 = time.perf_counter()
-        submission = write_submission(out_dir / "submission.csv", preds)
-        seconds["write"] += time.perf_counter() - t1
+        with timing.measure("write"):
+            submission = write_submission(out_dir / "submission.csv", preds)
         for w, record in zip(writes, records):
             try:
-                seconds["write"] += w.result()
+                timing.add(w.result())
             except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn must not lose the batch
                 errors.append((record["study_id"], record["path"], f"report not written: {_one_line(exc)}"))
-    t1 = time.perf_counter()
-    errors_path = write_errors(out_dir / "errors.csv", errors)
-    failed = errors_frame(errors)
-    wall = time.perf_counter() - start
-    facts = {"studies": len(preds), "failed": int(failed["study_id"].notna().sum()),
-             "flagged targets": sum(1 for r in records for t in r["targets"] if t["flags"]),
-             "folds": len(ensemble.folds), "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-"}
-    index = write_index(out_dir / "index.html", records, failed, facts)
-    seconds["write"] += time.perf_counter() - t1
+    with timing.measure("write"):
+        errors_path = write_errors(out_dir / "errors.csv", errors)
+        failed = errors_frame(errors)
+        wall = time.perf_counter() - start
+        facts = {"studies": len(preds), "failed": int(failed["study_id"].notna().sum()),
+                 "flagged targets": sum(1 for r in records for t in r["targets"] if t["flags"]),
+                 "folds": len(ensemble.folds), "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-"}
+        index = write_index(out_dir / "index.html", records, failed, facts)
     return PredictResult(out_dir, submission, errors_path, index, [p.study_id for p in preds], failed,
-                         seconds, time.perf_counter() - start, load_s, fail_on_error)
+                         timing, time.perf_counter() - start, load_s, fail_on_error)
 
 
 def _predict_one(
@@ -153,8 +152,8 @@ def _predict_one(
     return pred, prediction_record(pred, source.path, None, model, error=loaded), {}, loaded
 
 
-def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, float]]:
-    """`(source, study or error, seconds)` in discovery order, reading up to `ahead` studies early."""
+def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, Timing]]:
+    """`(source, study or error, timing)` in discovery order, reading up to `ahead` studies early."""
     table = found.series_descriptions
 
     def read(source: StudySource) -> Future:

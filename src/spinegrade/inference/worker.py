@@ -5,7 +5,6 @@ This module imports no torch, so the forkserver's workers start quickly.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,19 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study
+from spinegrade.inference.timing import Timing
 from spinegrade.report.overlays import Panel
 
 
-def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) -> tuple[Study | str, float]:
-    """`(study, seconds)`, or `(reason, seconds)` when the study cannot be used."""
-    t0 = time.perf_counter()
+def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) -> tuple[Study | str, Timing]:
+    """`(study, timing)`, or `(reason, timing)` when the study cannot be used (stage "read")."""
+    timing = Timing()
+    with timing.measure("read"):
+        out = _read(source, series_descriptions)
+    return out, timing
+
+
+def _read(source: StudySource, series_descriptions: pd.DataFrame | None) -> Study | str:
     try:
         out: Study | str = load_source(source, series_descriptions)
     except DicomError as exc:
@@ -30,11 +36,12 @@ def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) ->
         out = str(exc)
     except Exception as exc:  # noqa: BLE001 - malformed data can break any reader; the batch goes on
         out = f"unexpected error while reading: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return out, time.perf_counter() - t0
+    return out
 
 
-def render_job(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]) -> float:
-    """Write the study's predictions.json, overlays and report.html; returns the seconds taken."""
-    t0 = time.perf_counter()
-    render_study(out_dir, record, panels)
-    return time.perf_counter() - t0
+def render_job(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]) -> Timing:
+    """Write the study's predictions.json, overlays and report.html (stage "write")."""
+    timing = Timing()
+    with timing.measure("write"):
+        render_study(out_dir, record, panels)
+    return timing
