@@ -83,3 +83,13 @@ def test_draw_panel_writes_direction_letters() -> None:
     fig, axes = new_figure(3, 3)
     draw_panel(axes[0, 0], Panel(np.zeros((4, 4)), (1.0, 1.0), "t", [], ("R", "L", "A", "P")))
     assert [t.get_text() for t in axes[0, 0].texts] == ["R", "L", "A", "P"]
+
+
+def test_label_shifts_keep_labels_apart() -> None:
+    from spinegrade.report.overlays import _label_shifts
+
+    ys = [10.0, 30.0, 11.0, 50.0]
+    shifts = _label_shifts(ys, 4.0)
+    placed = sorted(y + s for y, s in zip(ys, shifts))
+    assert min(np.diff(placed)) >= 4.0 - 1e-9
+    assert shifts[0] == 0.0 and shifts[3] == 0.0 and shifts[2] == pytest.approx(3.0)
