@@ -16,7 +16,7 @@ from spinegrade.cli import app
 def test_demo_runs_end_to_end_and_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--studies", "6", "--test-studies", "2", "--config", "tiny",
-            "--workers", "0", "localize.optim.epochs=1", "grade.optim.epochs=2"]
+            "--folds", "2", "--workers", "0", "localize.optim.epochs=1", "grade.optim.epochs=2"]
     runner = CliRunner()
     first = runner.invoke(app, args, terminal_width=200)
     assert first.exit_code == 0, first.output

@@ -330,8 +330,9 @@ def predict(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")]
     = Path("spinegrade-demo"),
-    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 120,
-    test_studies: Annotated[int, typer.Option("--test-studies", help="held-out synthetic studies to predict")] = 20,
+    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 60,
+    test_studies: Annotated[int, typer.Option("--test-studies", help="held-out synthetic studies to predict")] = 10,
+    folds: Annotated[int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")] = 2,
     config: Annotated[str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")]
     = "demo",
     overrides: Annotated[Optional[list[str]], typer.Argument(
@@ -347,7 +348,7 @@ def demo(
     from spinegrade.demo import demo as run_demo
     from spinegrade.training.evaluate import metrics_table
 
-    result = run_demo(out, studies=studies, test_studies=test_studies, config=config,
+    result = run_demo(out, studies=studies, test_studies=test_studies, folds=folds, config=config,
                       overrides=overrides or [], seed=seed, workers=workers)
     console.print(metrics_table(result.cv_metrics))
     table = Table("term", "model", "prior", "oracle",

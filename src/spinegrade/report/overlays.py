@@ -175,13 +175,13 @@ def _sagittal_panel(study: Study, rows: pd.DataFrame, series_type: str, what: st
         marks = [Mark(float(r.x), float(r.y), f"{LEVEL_LABELS[r.level]}  {_probs_text(r)}", _probs(r),
                      int(r.slice_index) == s) for r in on_stack.itertuples()]
         stype = next((x.series_type for x in study.series if x.series_id == sid), series_type)
-        return _panel(vol, s, f"{what} · {stype} · series {sid} · instance {vol.instance_numbers[s]}", marks)
+        return _panel(vol, s, f"{what} · instance {vol.instance_numbers[s]}\n{stype} · series {sid}", marks)
     series = study.first(series_type)
     if series is None or not series.stacks:
         return None
     vol = max(series.stacks, key=lambda v: v.shape[0])
     s = vol.shape[0] // 2
-    return _panel(vol, s, f"{what} not located · {series_type} · series {series.series_id} · mid slice", [])
+    return _panel(vol, s, f"{what} not located · mid slice\n{series_type} · series {series.series_id}", [])
 
 
 def _axial_panel(study: Study, targets: pd.DataFrame, level: str) -> Panel | None:
@@ -199,7 +199,7 @@ def _axial_panel(study: Study, targets: pd.DataFrame, level: str) -> Panel | Non
         if same:
             side = "L" if r.condition == _SUBARTICULAR["left"] else "R"
             marks.append(Mark(float(r.x), float(r.y), side, _probs(r), int(r.slice_index) == s))
-    title = f"{LEVEL_LABELS[level]} · series {sid} · instance {vol.instance_numbers[s]}\n" + " · ".join(
+    title = f"{LEVEL_LABELS[level]} · instance {vol.instance_numbers[s]} · series {sid}\n" + " · ".join(
         f"{'left' if r.condition == _SUBARTICULAR['left'] else 'right'} {_probs_text(r)}" for r in rows.itertuples())
     return _panel(vol, s, title, marks)
 
