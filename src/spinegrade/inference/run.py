@@ -87,10 +87,10 @@ def predict(
     The batch never stops at a bad study: see `PredictResult.failed` and `exit_code`.
     """
     out_dir = Path(out_dir)
+    found = discover_studies(studies, series_descriptions, workers=workers)  # before torch starts threads
     t0 = time.perf_counter()
     ensemble = Ensemble.load(run_dir, device=device, folds=folds)
     load_s = time.perf_counter() - t0
-    found = discover_studies(studies, series_descriptions, workers=workers)
     model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
     errors: list[tuple[int | None, str, str]] = [(None, str(p), f"ignored: {why}") for p, why in found.ignored]
     timing = Timing(dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0))
