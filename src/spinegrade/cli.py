@@ -119,6 +119,15 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="config overr
 FoldOpt = Annotated[int, typer.Option(help="held-out fold: train on the others, evaluate on it")]
 
 
+def _config_and_fold(data_root: Path, config: str, overrides: list[str] | None, fold: int):  # type: ignore[no-untyped-def]
+    """The config with its overrides, and the (training, held-out) study ids of `fold`."""
+    from spinegrade.config import load_config
+    from spinegrade.localize.train import fold_split
+
+    cfg = load_config(config, overrides or [])
+    return (cfg, *fold_split(data_root, cfg, fold))
+
+
 @localize_app.command("train")
 def localize_train(
     data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
@@ -128,11 +137,10 @@ def localize_train(
     overrides: SetOpt = None,
 ) -> None:
     """Train the sagittal and axial heatmap models on every fold but `--fold`."""
-    from spinegrade.config import load_config, save_config
-    from spinegrade.localize.train import fold_split, train_localizer
+    from spinegrade.config import save_config
+    from spinegrade.localize.train import train_localizer
 
-    cfg = load_config(config, overrides or [])
-    train_ids, held = fold_split(data_root, cfg, fold)
+    cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     save_config(cfg, out / "config.yaml")
     console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
     console.print(f"localiser: {train_localizer(data_root, train_ids, out, cfg)}")
@@ -150,12 +158,9 @@ def localize_evaluate(
     """Localisation report on the held-out fold, with the mean-position baseline in the same run."""
     from rich.table import Table
 
-    from spinegrade.config import load_config
     from spinegrade.localize.evaluate import evaluate_localizer
-    from spinegrade.localize.train import fold_split
 
-    cfg = load_config(config, overrides or [])
-    train_ids, held = fold_split(data_root, cfg, fold)
+    cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     out = out or model / "eval"
     report = evaluate_localizer(data_root, model, held, train_ids, out, cfg)
     table = Table("group", "who", "points", "missed", "median mm", "p90 mm", "slice<=1", "level right",
@@ -383,13 +388,11 @@ def grade_train(
     overrides: SetOpt = None,
 ) -> None:
     """Train the grader on the TRUE points of every fold but `--fold` (validation loss on `--fold`)."""
-    from spinegrade.config import load_config, save_config
+    from spinegrade.config import save_config
     from spinegrade.data.tables import load_tables
     from spinegrade.grade import train_grader
-    from spinegrade.localize.train import fold_split
 
-    cfg = load_config(config, overrides or [])
-    train_ids, held = fold_split(data_root, cfg, fold)
+    cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     tables = load_tables(data_root)
     save_config(cfg, out / "config.yaml")
     console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
@@ -411,14 +414,11 @@ def grade_evaluate(
     """Score the grader on the held-out fold from TRUE points, next to the prior (and oracle.csv)."""
     from rich.table import Table
 
-    from spinegrade.config import load_config
     from spinegrade.constants import SCORE_TERMS
     from spinegrade.grade.evaluate import evaluate_grader
-    from spinegrade.localize.train import fold_split
     from spinegrade.training.device import resolve_device
 
-    cfg = load_config(config, overrides or [])
-    train_ids, held = fold_split(data_root, cfg, fold)
+    cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     report = evaluate_grader(data_root, model, held, train_ids, out=model.parent,
                              device=str(resolve_device(cfg.device)), cache=cache, tta=tta)
     table = Table("predictions", "score", *SCORE_TERMS,
