@@ -129,7 +129,7 @@ def _grid(
     return rows, cols, dy, dx
 
 
-def _centred_positions(
+def _centred_stack(
     centre: np.ndarray,
     r: np.ndarray,
     c: np.ndarray,
@@ -138,11 +138,13 @@ def _centred_positions(
     dy: float,
     dx: float,
     offsets: np.ndarray,
-) -> np.ndarray:
-    """IPPs (n, 3) of slices whose image centres lie at centre + offset * n."""
+    thickness: float,
+) -> Stack:
+    """A stack with orientation (r, c) whose slice centres lie at centre + offset * n (n = r x c)."""
     normal = np.cross(r, c)
     corner = -(cols - 1) / 2 * dx * r - (rows - 1) / 2 * dy * c
-    return centre + corner + offsets[:, None] * normal
+    positions = centre + corner + offsets[:, None] * normal
+    return Stack(r, c, (dy, dx), rows, cols, positions, thickness)
 
 
 def sagittal_plan(
@@ -163,15 +165,7 @@ def sagittal_plan(
         [rng.normal(0, 1.5), rng.uniform(-0.06, 0.06) * fov_y, rng.uniform(-0.06, 0.06) * fov_z]
     )
     offsets = (np.arange(n) - (n - 1) / 2) * step
-    stack = Stack(
-        r,
-        c,
-        (dy, dx),
-        rows,
-        cols,
-        _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
-        thickness,
-    )
+    stack = _centred_stack(centre, r, c, rows, cols, dy, dx, offsets, thickness)
     return SeriesPlan(description, contrast, [stack], [_instance_numbers(rng, n)])
 
 
@@ -195,17 +189,7 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
         step = thickness + rng.uniform(0.0, 0.6)
         n = int(np.ceil((hi - lo) / step)) + 1
         offsets = (np.arange(n) - (n - 1) / 2) * step
-        stacks.append(
-            Stack(
-                r,
-                c,
-                (dy, dx),
-                rows,
-                cols,
-                _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
-                thickness,
-            )
-        )
+        stacks.append(_centred_stack(centre, r, c, rows, cols, dy, dx, offsets, thickness))
     else:
         step = thickness + rng.uniform(-0.5, 0.3)
         for level in reversed(LEVELS):  # sorted inferior -> superior, like the continuous stack
@@ -219,17 +203,7 @@ def axial_plan(ph: Phantom, rng: np.random.Generator, size: str) -> SeriesPlan:
             centre = ph.disc_centres[level] + (
                 shift - (shift @ n_vec) * n_vec
             )  # shift within the plane
-            stacks.append(
-                Stack(
-                    r,
-                    c,
-                    (dy, dx),
-                    rows,
-                    cols,
-                    _centred_positions(centre, r, c, rows, cols, dy, dx, offsets),
-                    thickness,
-                )
-            )
+            stacks.append(_centred_stack(centre, r, c, rows, cols, dy, dx, offsets, thickness))
     total = sum(len(s.positions) for s in stacks)
     numbers = _instance_numbers(rng, total)
     split = np.cumsum([len(s.positions) for s in stacks])[:-1]
