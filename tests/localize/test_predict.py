@@ -16,7 +16,7 @@ from spinegrade.config import LocalizeConfig
 from spinegrade.constants import LEVELS, SAGITTAL_T1, TARGETS
 from spinegrade.data.tables import load_tables
 from spinegrade.dicom import load_study
-from spinegrade.localize.dataset import AXIAL_CHANNELS, SAGITTAL_CHANNELS
+from spinegrade.localize.dataset import AXIAL_CHANNELS, SAGITTAL_CHANNELS, PreparedStacks
 from spinegrade.localize.predict import LOCATION_COLUMNS, Localizer, Point, StackHeat, axial_slices
 from spinegrade.localize.train import build_net
 
@@ -116,3 +116,19 @@ def test_canal_slice_and_pixel_come_from_the_highest_peak(phantom_root: Path, lo
     assert np.allclose(canal[["x", "y"]].to_numpy(dtype=float), 13.0)
     assert np.allclose(canal.world_x, vol.voxel_to_world([[13, 13, 6]])[0, 0])
     assert set(canal.level) == set(LEVELS)
+
+
+def test_a_shared_memo_prepares_each_stack_once_and_changes_nothing(phantom_root: Path, localizer: Localizer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import spinegrade.localize.dataset as dataset
+
+    study = load_study(phantom_root / "train_images" / "101")
+    alone = localizer.locate(study)
+    calls: list[int] = []
+    real = dataset.prepare_stack
+    monkeypatch.setattr(dataset, "prepare_stack", lambda vol, size: calls.append(id(vol)) or real(vol, size))
+    memo = PreparedStacks()
+    first, second = localizer.locate(study, memo), localizer.locate(study, memo)  # two folds, one study
+    pd.testing.assert_frame_equal(first, alone)
+    pd.testing.assert_frame_equal(second, alone)
+    assert len(calls) == len(set(calls)) > 0  # each stack prepared once, although located twice

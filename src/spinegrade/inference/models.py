@@ -24,6 +24,7 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
 from spinegrade.inference.timing import Timing
+from spinegrade.localize.dataset import PreparedStacks
 from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
 from spinegrade.training.device import resolve_device
 from spinegrade.training.run import CONFIG_YAML, GRADER_DIR, GRADER_MODEL, LOCALIZER_DIR, load_prior
@@ -122,9 +123,10 @@ class Ensemble:
         """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
         timing = Timing()
         points, probs = [], []
+        prepared = PreparedStacks()  # each stack is normalised and resized once, for all folds
         for f in self.folds:
             with timing.measure("localize"):
-                points.append(f.localizer.locate(study))
+                points.append(f.localizer.locate(study, prepared))
             with timing.measure("grade"):
                 probs.append(f.grader.predict(study, points[-1], tta=tta))
         pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)

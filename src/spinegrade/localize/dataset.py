@@ -46,18 +46,39 @@ MIN_AXIAL_AMPLITUDE = 0.3
 NEGATIVE_AMPLITUDE, NEGATIVE_EVERY = 0.01, 3
 
 
+#: Intensity percentiles of a stack are taken on at most about this many pixels (a regular subsample).
+PERCENTILE_PIXELS = 1 << 20
+
+
 def prepare_stack(volume: Volume, size: int) -> np.ndarray:
     """Volume pixels `(s, rows, cols)` -> `(s, size, size)` float16 in [0, 1].
 
-    Intensities are scaled by the stack's 1st and 99.5th percentiles; slices are resized with
+    Intensities are scaled by the stack's 1st and 99.5th percentiles (of a regular subsample of at
+    most ~`PERCENTILE_PIXELS` pixels: the same in training and inference); slices are resized with
     bilinear, antialiased interpolation (`align_corners=False`, the convention of `targets`).
     """
     px = volume.pixels.astype(np.float32)
-    lo, hi = np.percentile(px, [1.0, 99.5])
+    step = max(1, int(np.ceil(np.sqrt(px.size / PERCENTILE_PIXELS))))
+    lo, hi = np.percentile(px[:, ::step, ::step], [1.0, 99.5])
     px = np.clip((px - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     t = torch.from_numpy(px)[:, None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return t[:, 0].numpy().astype(np.float16)
+
+
+class PreparedStacks:
+    """Memo of :func:`prepare_stack` for the stacks of one study, shared by several localisers
+    (the folds of a run) so that each stack is normalised and resized once."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[int, int], tuple[Volume, np.ndarray]] = {}
+
+    def get(self, volume: Volume, size: int) -> np.ndarray:
+        """`prepare_stack(volume, size)`, computed on first use."""
+        key = (id(volume), size)
+        if key not in self._memo:  # the volume is kept in the memo, so its id cannot be reused
+            self._memo[key] = (volume, prepare_stack(volume, size))
+        return self._memo[key][1]
 
 
 def slice_input(prepared: np.ndarray, index: int) -> np.ndarray:

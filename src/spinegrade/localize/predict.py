@@ -35,9 +35,9 @@ from spinegrade.localize.dataset import (
     CANAL,
     FORAMEN,
     SUBARTICULAR,
+    PreparedStacks,
     all_slice_inputs,
     main_stack,
-    prepare_stack,
     slice_input,
 )
 from spinegrade.localize.decode import decode_heatmaps
@@ -124,22 +124,27 @@ class Localizer:
             peak.append(b.cpu().numpy())
         return np.concatenate(xy), np.concatenate(peak)
 
-    def stack_heat(self, study: Study, series_type: str) -> StackHeat | None:
+    def stack_heat(self, study: Study, series_type: str, prepared: PreparedStacks) -> StackHeat | None:
         """Run the sagittal network on every slice of the study's main stack of `series_type`."""
         found = main_stack(study, series_type)
         if found is None:
             return None
         series_id, vol = found
         stack_index = next(i for i, v in enumerate(study.first(series_type).stacks) if v is vol)
-        xy, peak = self.heat(self.sagittal, all_slice_inputs(prepare_stack(vol, self.cfg.image_size)))
+        xy, peak = self.heat(self.sagittal, all_slice_inputs(prepared.get(vol, self.cfg.image_size)))
         xy = from_heatmap(xy.reshape(-1, 2), vol.shape[1:], self.cfg.image_size,
                           self.cfg.heatmap_stride).reshape(xy.shape)
         return StackHeat(series_id, stack_index, vol, xy, peak)
 
-    def locate(self, study: Study) -> pd.DataFrame:
-        """All 25 targets of `study` -> one row each (`LOCATION_COLUMNS`), reason empty when located."""
+    def locate(self, study: Study, prepared: PreparedStacks | None = None) -> pd.DataFrame:
+        """All 25 targets of `study` -> one row each (`LOCATION_COLUMNS`), reason empty when located.
+
+        `prepared` shares the normalised, resized stacks between several localisers (the folds of
+        a run) that see the same study.
+        """
+        prepared = prepared or PreparedStacks()
         points: dict[tuple[str, str], Point | str] = {}
-        t2, t1 = self.stack_heat(study, SAGITTAL_T2), self.stack_heat(study, SAGITTAL_T1)
+        t2, t1 = self.stack_heat(study, SAGITTAL_T2, prepared), self.stack_heat(study, SAGITTAL_T1, prepared)
         canal_src, method = (t2, "sagittal_t2") if t2 is not None else (t1, "sagittal_t1_fallback")
         for i, level in enumerate(LEVELS):
             if canal_src is None:
@@ -149,7 +154,7 @@ class Localizer:
         for i, level in enumerate(LEVELS):
             for cond, found in zip(FORAMEN, self._foramina(t1, points[(CANAL, level)], i)):
                 points[(cond, level)] = found
-        points.update(self._axial(study, {lv: points[(CANAL, lv)] for lv in LEVELS}))
+        points.update(self._axial(study, {lv: points[(CANAL, lv)] for lv in LEVELS}, prepared))
         return location_table(study, points)
 
     def _foramina(self, t1: StackHeat | None, canal: Point | str, i: int) -> tuple[Point | str, Point | str]:
@@ -168,7 +173,7 @@ class Localizer:
             out.append(t1.point(int(cand[t1.peak[cand, len(LEVELS) + i].argmax()]), len(LEVELS) + i, "sagittal_t1"))
         return out[0], out[1]
 
-    def _axial(self, study: Study, canal: dict[str, Point | str]) -> dict[tuple[str, str], Point | str]:
+    def _axial(self, study: Study, canal: dict[str, Point | str], prepared: PreparedStacks) -> dict[tuple[str, str], Point | str]:
         """Subarticular points: the axial slice nearest each level's canal point, then the axial net."""
         out: dict[tuple[str, str], Point | str] = {}
         jobs = []
@@ -180,8 +185,8 @@ class Localizer:
         if not jobs:
             return out
         vols = {(h.series_id, h.stack_index): _stack(study, h.series_id, h.stack_index) for _, h in jobs}
-        prepared = {k: prepare_stack(v, self.cfg.image_size) for k, v in vols.items()}
-        images = np.stack([slice_input(prepared[(h.series_id, h.stack_index)], h.slice_index) for _, h in jobs])
+        images = np.stack([slice_input(prepared.get(vols[(h.series_id, h.stack_index)], self.cfg.image_size),
+                                       h.slice_index) for _, h in jobs])
         xy, peak = self.heat(self.axial, images)
         for (level, h), pxy, pk in zip(jobs, xy, peak):
             vol = vols[(h.series_id, h.stack_index)]
