@@ -234,3 +234,21 @@ def test_combine_means_graded_folds_and_falls_back_to_prior(tiny: dict[str, Path
     assert FLAG_FOLDS_DISAGREE in t["flags"][0]
     nothing = combine(1, study, [_points(None)], np.full((1, 25, 3), np.nan), prior)
     assert nothing.targets.series_id.isna().all() and (nothing.targets.reason == "no series").all()
+
+
+def test_ensemble_calibrates_each_graded_row_with_its_groups_temperature() -> None:
+    from spinegrade.grade.calibrate import apply_temperature
+    from spinegrade.inference.models import Ensemble
+
+    ens = Ensemble([], np.full((25, 3), 1 / 3), torch.device("cpu"),
+                   {"spinal": 2.0, "foraminal": 1.0, "subarticular": 0.5})
+    probs = np.tile([0.7, 0.2, 0.1], (25, 1))
+    probs[3] = np.nan  # a spinal target that was not graded stays NaN
+    out = ens.calibrate(probs)
+    spinal = [t for t, (c, _) in enumerate(TARGETS) if c == "spinal_canal_stenosis"]
+    sub = [t for t, (c, _) in enumerate(TARGETS) if c.endswith("subarticular_stenosis")]
+    np.testing.assert_allclose(out[spinal[0]], apply_temperature(probs[:1], 2.0)[0])
+    np.testing.assert_allclose(out[sub], apply_temperature(probs[sub], 0.5))
+    assert np.isnan(out[3]).all() and 3 in spinal
+    foramen = [t for t, (c, _) in enumerate(TARGETS) if "foraminal" in c]
+    np.testing.assert_allclose(out[foramen], probs[foramen])

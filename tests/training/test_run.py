@@ -18,7 +18,8 @@ from spinegrade.config import load_config, save_config
 from spinegrade.constants import CONDITIONS, SEVERITIES, TARGET_COLUMNS, TARGETS
 from spinegrade.errors import ConfigError
 from spinegrade.metrics import constant_prior_submission, score
-from spinegrade.training.evaluate import evaluate
+from spinegrade.grade.calibrate import CALIBRATION_JSON
+from spinegrade.training.evaluate import OOF_CALIBRATED, evaluate
 from spinegrade.training.run import (
     FOLD_JSON,
     LOCALIZATION_ERRORS,
@@ -121,8 +122,13 @@ def test_evaluate_recomputes_metrics_from_saved_files(
 ) -> None:
     run, root, labels = hand_run
     metrics = evaluate(run, labels, data_root=root)
-    oof = pd.read_csv(run / OOF_PREDICTIONS)
-    assert metrics["model"]["score"]["score"] == pytest.approx(score(labels, oof).score)
+    raw, calibrated = pd.read_csv(run / OOF_PREDICTIONS), pd.read_csv(run / OOF_CALIBRATED)
+    assert metrics["model"]["score"]["score"] == pytest.approx(score(labels, calibrated).score)
+    assert metrics["model_uncalibrated"]["score"] == pytest.approx(score(labels, raw).score)
+    # random predictions: the cross-fitted temperatures flatten them, which can only help here
+    assert metrics["model"]["score"]["score"] < metrics["model_uncalibrated"]["score"]
+    temps = json.loads((run / CALIBRATION_JSON).read_text())
+    assert set(temps["folds"]) == {"0", "1"} and metrics["temperatures"] == temps["final"]
     oracle = pd.read_csv(root / "oracle.csv")
     assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
     folds = pd.read_csv(run / "folds.csv")

@@ -3,7 +3,8 @@
 Per study, each fold localises the 25 targets with its own localiser and grades them with its own
 grader from those points (exactly what its out-of-fold evaluation measured). The probabilities
 are the mean over the folds that graded the target; a target no fold could grade gets the run's
-class prior (`prior.csv`) and a flag. The point reported for a target is the folds' medoid in LPS
+class prior (`prior.csv`) and a flag. Each fold's probabilities are first divided by the run's
+temperatures (`calibration.json`: one per condition group, fitted out of fold; none: T = 1). The point reported for a target is the folds' medoid in LPS
 millimetres (the located point closest, in sum, to the other folds' points); `spread_mm` is the
 largest distance of another fold's point from it.
 """
@@ -19,10 +20,11 @@ import pandas as pd
 import torch
 
 from spinegrade.config import load_config
-from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
+from spinegrade.constants import GROUP_OF_CONDITION, SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
 from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
+from spinegrade.grade.calibrate import apply_temperature, load_temperatures
 from spinegrade.inference.timing import Timing
 from spinegrade.localize.dataset import PreparedStacks
 from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
@@ -93,10 +95,23 @@ def fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
 class Ensemble:
     """All folds of a run: `predict(study)` localises, grades, averages and fills from the prior."""
 
-    def __init__(self, folds: list[FoldModels], prior: np.ndarray, device: torch.device) -> None:
+    def __init__(self, folds: list[FoldModels], prior: np.ndarray, device: torch.device,
+                 temperatures: dict[str, float] | None = None) -> None:
         self.folds = folds
         self.prior = prior
         self.device = device
+        temps = temperatures or {}
+        #: `(25,)` the temperature of each target's condition group (1 where none is given)
+        self.target_t = np.array([temps.get(GROUP_OF_CONDITION[c], 1.0) for c, _ in TARGETS])
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """One fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated, same shape."""
+        out = probs.copy()
+        for t in np.unique(self.target_t):
+            rows = (self.target_t == t) & ~np.isnan(probs).any(axis=1)
+            if rows.any():
+                out[rows] = apply_temperature(probs[rows], float(t))
+        return out
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | None = None, folds: list[int] | None = None) -> Ensemble:
@@ -117,7 +132,7 @@ class Ensemble:
                             f"fold_<k>/{GRADER_DIR}/{GRADER_MODEL})")
         models = [FoldModels(k, Localizer.load(d / LOCALIZER_DIR, dev), Grader.load(d / GRADER_DIR / GRADER_MODEL, dev))
                   for k, d in found]
-        return cls(models, load_prior(run_dir), dev)
+        return cls(models, load_prior(run_dir), dev, load_temperatures(run_dir))
 
     def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
         """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
@@ -128,7 +143,7 @@ class Ensemble:
             with timing.measure("localize"):
                 points.append(f.localizer.locate(study, prepared))
             with timing.measure("grade"):
-                probs.append(f.grader.predict(study, points[-1], tta=tta))
+                probs.append(self.calibrate(f.grader.predict(study, points[-1], tta=tta)))
         pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)
         pred.timing = timing
         return pred

@@ -5,6 +5,10 @@
 `run.json`, or given), and writes `metrics.json`, `localization.json` and `figures/`. Nothing is
 re-trained or re-predicted, so it is cheap and deterministic.
 
+The model's figures are those of the calibrated OOF predictions (`oof_calibrated.csv`: the grader's
+temperatures cross-fitted over folds, `spinegrade.grade.calibrate`); `model_uncalibrated` scores the
+raw ones. `calibration.json` holds the temperatures that prediction applies.
+
 Comparators, all on exactly the studies of the OOF file:
 - `prior`: the constant class prior fitted on each fold's *training* labels (`prior_table`, lightly
   smoothed), predicted for its held-out studies: the honest baseline, fitted like the model;
@@ -22,9 +26,10 @@ import pandas as pd
 from rich.table import Table
 
 from spinegrade.constants import SCORE_TERMS, parse_row_id
-from spinegrade.data.tables import load_tables
+from spinegrade.data.tables import labels_long, load_tables
+from spinegrade.grade.calibrate import cross_fit, write_calibration
 from spinegrade.errors import DataError
-from spinegrade.io import write_json
+from spinegrade.io import write_json, write_with
 from spinegrade.metrics import constant_prior_submission, detailed_metrics, read_submission, score
 from spinegrade.training.run import (
     LOCALIZATION_ERRORS,
@@ -36,11 +41,12 @@ from spinegrade.training.run import (
     run_info,
 )
 
-METRICS_JSON, LOCALIZATION_JSON, FIGURES_DIR, ORACLE_CSV = (
+METRICS_JSON, LOCALIZATION_JSON, FIGURES_DIR, ORACLE_CSV, OOF_CALIBRATED = (
     "metrics.json",
     "localization.json",
     "figures",
     "oracle.csv",
+    "oof_calibrated.csv",
 )
 
 
@@ -69,21 +75,27 @@ def evaluate(
             raise DataError(f"{run_dir}: no data root recorded in run.json; pass --data DATA_ROOT")
         labels = load_tables(root).labels
     assert labels is not None
-    oof = read_submission(oof_path)
+    raw = read_submission(oof_path)
     folds = read_folds(run_dir)
-    studies = sorted({parse_row_id(r)[0] for r in oof["row_id"]})
+    studies = sorted({parse_row_id(r)[0] for r in raw["row_id"]})
     scored = labels[labels["study_id"].isin(studies)]
     if len(scored) != len(studies):
         raise DataError(
             f"{run_dir}: {len(studies) - len(scored)} OOF studies are not in the labels "
             f"(wrong --data?)"
         )
+    fold_of = dict(zip(folds["study_id"].astype(int), folds["fold"].astype(int)))
+    oof, calibration = cross_fit(raw, labels_long(scored), fold_of)
+    write_calibration(run_dir, calibration)
+    write_with(run_dir / OOF_CALIBRATED, lambda tmp: oof.to_csv(tmp, index=False))
     metrics: dict[str, Any] = {
         "studies": len(studies),
         "folds": done,
         "folds_total": int(folds["fold"].max()) + 1,
         "coverage": _coverage_note(done, folds, len(studies)),
         "model": detailed_metrics(scored, oof),
+        "model_uncalibrated": score(scored, raw).to_dict(),
+        "temperatures": calibration["final"],
         "prior": score(scored, oof_prior(labels, folds, done)).to_dict(),
         "prior_in_sample": score(scored, constant_prior_submission(scored)).to_dict(),
         "oracle": _oracle_score(root, scored, studies),
@@ -151,6 +163,7 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     table = Table(
         "term",
         "model",
+        "uncalibrated",
         "prior (OOF)",
         "oracle",
         "rows",
@@ -167,7 +180,7 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
 
         rows = "" if term == "score" else str(model["n_rows"][term])
         bold = term == "score"
-        cells = [get(model), get(prior), get(oracle)]
+        cells = [get(model), get(metrics.get("model_uncalibrated")), get(prior), get(oracle)]
         table.add_row(*(f"[bold]{c}[/]" if bold else c for c in (term, *cells)), rows)
     if metrics.get("ratio_to_oracle"):
         table.caption = f"model / oracle = {metrics['ratio_to_oracle']:.3f}"
