@@ -335,7 +335,7 @@ def predict(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")]
     = Path("spinegrade-demo"),
-    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 60,
+    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 80,
     test_studies: Annotated[int, typer.Option("--test-studies", help="held-out synthetic studies to predict")] = 10,
     folds: Annotated[int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")] = 2,
     config: Annotated[str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")]

@@ -67,7 +67,7 @@ class DemoResult:
 def demo(
     out_dir: str | Path = "spinegrade-demo",
     *,
-    studies: int = 60,
+    studies: int = 80,
     test_studies: int = 10,
     folds: int = 2,
     config: str = "demo",
