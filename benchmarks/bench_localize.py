@@ -1,11 +1,11 @@
-"""Localisation time of one `full`-size synthetic study on CPU, after the model is loaded.
+"""Localisation time of one `full`-size synthetic study (CPU by default, `--device cuda`), model loaded.
 
 Compares, in one run, the Localizer as shipped (every slice of a stack in one batch) with the plain
 alternative (the same network run slice by slice, batch size 1), per series type and end to end.
 Network weights do not change the time, so an untrained localiser of the chosen config is used
 unless `--model` names a trained one.
 
-    .venv/bin/python benchmarks/bench_localize.py [--config demo] [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/bench_localize.py [--config demo] [--threads 2] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from spinegrade.dicom import load_study
 from spinegrade.localize.dataset import AXIAL_CHANNELS, SAGITTAL_CHANNELS, PreparedStacks
 from spinegrade.localize.predict import Localizer
 from spinegrade.localize.train import build_net
+from spinegrade.training.device import describe, resolve_device
 
 
 def timed(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -57,11 +59,13 @@ def main() -> None:
         start = time.perf_counter()
         study = load_study(root / "train_images" / str(sid), load_tables(root).series)
         read_s = time.perf_counter() - start
+    device = resolve_device(args.device)
     if args.model is not None:
-        loc = Localizer.load(args.model, "cpu")
+        loc = Localizer.load(args.model, device)
     else:
         lc = cfg.localize
-        loc = Localizer(build_net(lc, SAGITTAL_CHANNELS).eval(), build_net(lc, AXIAL_CHANNELS).eval(), lc)
+        nets = [build_net(lc, channels).to(device).eval() for channels in (SAGITTAL_CHANNELS, AXIAL_CHANNELS)]
+        loc = Localizer(nets[0], nets[1], lc, device)
     fresh = PreparedStacks  # a new memo per call: every timing includes the stack preparation
     t2 = loc.stack_heat(study, SAGITTAL_T2, fresh())
     canal = {lv: (t2.point(int(t2.peak[:, i].argmax()), i, "bench") if t2 else "none") for i, lv in enumerate(LEVELS)}
@@ -79,7 +83,7 @@ def main() -> None:
         plain = timed(fn, args.repeats)
         rows.append((name, batched, plain))
     table = Table("part", "batched (s)", "slice by slice (s)", "speed-up",
-                  title=f"localisation of one full-size study, {args.threads} CPU threads, "
+                  title=f"localisation of one full-size study on {describe(device, args.threads)}, "
                         f"{cfg.localize.backbone} at {cfg.localize.image_size} px (DICOM read: {read_s:.2f} s)")
     for name, batched, plain in rows:
         table.add_row(name, f"{batched:.3f}", f"{plain:.3f}", f"{plain / batched:.2f}x")

@@ -14,7 +14,7 @@ default config, i.e. the "default model") with `--folds` folds is built from the
 `--data DATA_ROOT` (an RSNA-layout folder with train_images/) is used.
 
     .venv/bin/python benchmarks/bench_predict.py [--studies 6] [--size full] [--folds 1] [--workers 2]
-        [--config NAME] [--run RUN_DIR] [--data DATA_ROOT] [--threads 2] [--repeats 2]
+        [--config NAME] [--run RUN_DIR] [--data DATA_ROOT] [--threads 2] [--repeats 2] [--device cpu]
 
 Each method runs `--repeats` times, taking turns, and its fastest round is printed: the first
 round pays one-off costs (page cache, oneDNN kernels for new input shapes) whichever method it is.
@@ -39,6 +39,7 @@ from spinegrade.grade.train import train_grader
 from spinegrade.inference import predict
 from spinegrade.inference.run import STAGES, PredictResult
 from spinegrade.localize.train import train_localizer
+from spinegrade.training.device import describe, resolve_device
 from spinegrade.training.run import prior_table
 
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a trained run folder instead")
     parser.add_argument("--data", type=Path, default=None, help="an RSNA-layout folder instead of generating")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (the models' device)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds; the methods take turns (the first round warms caches) and the best is kept")
     args = parser.parse_args()
@@ -86,14 +88,16 @@ def main() -> None:
         results: dict[str, PredictResult] = {}
         for r in range(args.repeats):  # the methods take turns; each keeps its fastest round
             for name, workers in methods[:: 1 if r % 2 == 0 else -1]:
-                res = predict(run, data / "train_images", tmp / f"out_{workers}", workers=workers, progress=False)
+                res = predict(run, data / "train_images", tmp / f"out_{workers}", workers=workers, progress=False,
+                              device=args.device)
                 if name not in results or res.wall_s < results[name].wall_s:
                     results[name] = res
         results = {name: results[name] for name, _ in methods}
     n = len(next(iter(results.values())).study_ids)
     model = args.run or f"untrained {args.config or 'default'} config, {args.folds} fold(s)"
     table = Table("stage (s / study)", *results, title=f"predict: {n} {args.size} studies, "
-                  f"{len(os.sched_getaffinity(0))} cores, torch threads {args.threads}, model: {model}")
+                  f"{len(os.sched_getaffinity(0))} cores, models on {describe(resolve_device(args.device), args.threads)}, "
+                  f"model: {model}")
     for stage in STAGES:
         table.add_row(f"{stage}: wall / CPU", *(f"{r.timing.wall[stage] / n:.2f} / {r.timing.cpu[stage] / n:.2f}"
                                                for r in results.values()))
@@ -101,7 +105,7 @@ def main() -> None:
     table.add_row("all stages: CPU", *(f"{v:.2f}" for v in total_cpu.values()))
     table.add_row("[bold]wall s / study[/]", *(f"[bold]{r.wall_s / n:.2f}[/]" for r in results.values()))
     table.add_row("studies / s", *(f"{r.studies_per_s:.3f}" for r in results.values()))
-    table.add_row("model loading (s, once)", *(f"{r.load_s:.1f}" for r in results.values()))
+    table.add_row("of which model loading (s)", *(f"{r.load_s:.1f}" for r in results.values()))
     console.print(table)
     base, fast = results.values()
     console.print(f"speed-up of the pipeline: {base.wall_s / fast.wall_s:.2f}x")

@@ -1,4 +1,4 @@
-"""Grader training throughput on CPU: where do the crops come from, and what does it cost?
+"""Grader training throughput (CPU by default, `--device cuda`): where do the crops come from, and what does it cost?
 
 Trains the grader for one epoch (the shared loop, same model, same augmentation, same studies) with
 three data sources, in one run, and prints samples (studies) per second and the loop's split of the
@@ -12,7 +12,7 @@ time between waiting for data and computing (`FitResult.timings`):
 Set-up time (caching, reading, cutting patches) is printed separately. Usage:
 
     python benchmarks/bench_train_throughput.py [--data RSNA_DIR] [--studies 24] [--config demo]
-        [--set grade.crop_px=24 ...] [--workers 0] [--threads 2]
+        [--set grade.crop_px=24 ...] [--workers 0] [--threads 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from spinegrade.dicom import load_study
 from spinegrade.grade.dataset import GradeDataset, label_vector, locate_targets
 from spinegrade.grade.loss import grade_loss
 from spinegrade.grade.train import augment_params, build_model, crop_params, forward
+from spinegrade.training.device import describe, resolve_device
 from spinegrade.training.loop import fit
 
 
@@ -56,7 +57,7 @@ class DicomPerSample(Dataset):
         return one[0]
 
 
-def run(name: str, make, cfg, out: Path, workers: int) -> dict[str, float | str]:  # type: ignore[no-untyped-def]
+def run(name: str, make, cfg, out: Path, workers: int, device: torch.device) -> dict[str, float | str]:  # type: ignore[no-untyped-def]
     """Build a data set with `make()` (timed), train one epoch on it, return a table row."""
     tick = time.perf_counter()
     data = make()
@@ -64,7 +65,7 @@ def run(name: str, make, cfg, out: Path, workers: int) -> dict[str, float | str]
     torch.manual_seed(0)
     model = build_model(cfg.grade)
     result = fit(model, data, None, lambda o, b: grade_loss(o, b["labels"]), cfg.grade.optim, out / name.split()[0],
-                 device=torch.device("cpu"), num_workers=workers, forward=forward, desc=name, seed=0)
+                 device=device, num_workers=workers, forward=forward, desc=name, seed=0)
     t = result.timings
     return {"source": name, "setup_s": setup, "studies": t["samples"], "data_s": t["data_s"],
             "compute_s": t["compute_s"], "samples_per_s": t["samples_per_s"],
@@ -79,8 +80,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     cfg = load_config(args.config, [*args.overrides, "grade.optim.epochs=1"])
     console = Console(width=140)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -106,14 +109,14 @@ def main() -> None:
                                              augment_params(cfg.grade), patches=patches)
 
         rows = [
-            run("patches (cache)", lambda: cached(True), cfg, tmp / "runs", args.workers),
-            run("volumes (cache)", lambda: cached(False), cfg, tmp / "runs", args.workers),
+            run("patches (cache)", lambda: cached(True), cfg, tmp / "runs", args.workers, device),
+            run("volumes (cache)", lambda: cached(False), cfg, tmp / "runs", args.workers, device),
             run("DICOM per sample", lambda: DicomPerSample(images, ids, coords, labels, cfg.grade), cfg,
-                tmp / "runs", args.workers),
+                tmp / "runs", args.workers, device),
         ]
     g = cfg.grade
-    table = Table(title=f"grader training, 1 epoch on {len(ids)} studies, CPU ({torch.get_num_threads()} threads, "
-                        f"{args.workers} workers): {g.backbone}, {g.slices}x{g.crop_px}px crops, batch {g.optim.batch_size}")
+    table = Table(title=f"grader training, 1 epoch on {len(ids)} studies, {describe(device, args.threads)}, "
+                        f"{args.workers} loader workers: {g.backbone}, {g.slices}x{g.crop_px}px crops, batch {g.optim.batch_size}")
     for col in ("source", "setup s", "studies/s", "crops/s", "data s", "compute s", "data share"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:

@@ -21,3 +21,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available on this machine")
     return device
+
+
+def describe(device: torch.device, threads: int | None = None) -> str:
+    """Human-readable name for benchmark titles: the GPU's model, or CPU with its thread count."""
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    return f"CPU ({threads or torch.get_num_threads()} threads)"
