@@ -38,6 +38,7 @@ from spinegrade.io import write_json, write_with  # noqa: E402
 from spinegrade.localize.baseline import MeanPositionBaseline  # noqa: E402
 from spinegrade.localize.dataset import world_points  # noqa: E402
 from spinegrade.localize.predict import Localizer  # noqa: E402
+from spinegrade.report.figures import save_png  # noqa: E402
 
 REPORT_JSON, REPORT_PNG, PREDICTIONS_CSV = "localize_report.json", "localize_report.png", "predictions.csv"
 
@@ -134,7 +135,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     axes[0].legend()
     fig.suptitle(f"Localisation on {report['studies']} out-of-fold studies")
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    save_png(fig, path)
     plt.close(fig)
     return Path(path)
 

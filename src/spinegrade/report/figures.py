@@ -10,6 +10,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from spinegrade.io import write_with
 #: Colours of the three severities (normal_mild, moderate, severe), colour-blind friendly.
 SEVERITY_COLORS: tuple[str, ...] = ("#4c9f70", "#f2b134", "#d1495b")
 DPI = 100
+#: zlib level of written PNGs. Measured on the three overlays of a full-size study (8 MR-like panels):
+#: level 6 (PIL's default) 0.82 s and 1.20 MB, level 3 0.56 s and 1.24 MB, level 1 0.56 s and 1.34 MB.
+PNG_COMPRESS_LEVEL = 3
 
 
 def new_figure(
@@ -35,13 +39,17 @@ def new_figure(
 def png_bytes(fig: Figure, *, dpi: int = DPI) -> bytes:
     """The figure rendered as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    _savefig(fig, buf, dpi)
     return buf.getvalue()
 
 
 def save_png(fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI) -> Path:
     """Atomically write the figure as PNG to `path`; returns the path."""
-    return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return write_with(path, lambda tmp: _savefig(fig, tmp, dpi))
+
+
+def _savefig(fig: Figure, target: Any, dpi: int) -> None:
+    fig.savefig(target, format="png", dpi=dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
 
 
 def heatmap(

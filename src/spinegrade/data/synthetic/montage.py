@@ -22,7 +22,7 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
 )
 from spinegrade.errors import DataError
-from spinegrade.io import write_with
+from spinegrade.report.figures import save_png
 
 #: The conditions annotated on each series type (the montage features these).
 FEATURED = {
@@ -120,7 +120,7 @@ def montage(
         )
     fig.suptitle(f"{series_type}: labelled points by severity ({root.name})", fontsize=12)
     fig.tight_layout()
-    out = write_with(out_png, lambda p: fig.savefig(p, dpi=80, format="png"))
+    out = save_png(fig, out_png, dpi=80)
     plt.close(fig)
     return out
 
