@@ -290,8 +290,9 @@ def predict(
                                                  "folder, or a folder of DICOM files in any arrangement")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (submission.csv, errors.csv, "
                                                           "index.html, studies/<id>/...)")],
-    workers: Annotated[int, typer.Option(help="worker processes reading studies and writing reports "
-                                              "(0: all in this process)")] = 2,
+    workers: Annotated[Optional[int], typer.Option(
+        help="worker processes reading studies and writing reports (0: all in this process; default: "
+             "0 on 2 cores or fewer, else half the cores, at most 4)", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="average with the left/right-flipped crops")] = False,
     fail_on_error: Annotated[bool, typer.Option(
         "--fail-on-error", help="exit with status 1 when any study could not be read or predicted "

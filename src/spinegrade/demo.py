@@ -128,12 +128,14 @@ def _synthetic(folder: Path, n: int, seed: int, workers: int, progress: bool) ->
 def _predictions(run_dir: Path, test_data: Path, out: Path, workers: int, progress: bool) -> None:
     """Predict the held-out set unless a submission newer than every trained model exists."""
     from spinegrade.inference import predict
+    from spinegrade.inference.run import default_workers
 
     sub = out / "submission.csv"
     models = list(run_dir.glob("fold_*/grader/model.pt")) + list(run_dir.glob("fold_*/localizer/*/model.pt"))
     if sub.is_file() and models and sub.stat().st_mtime > max(p.stat().st_mtime for p in models):
         return
-    predict(run_dir, test_data / "train_images", out, workers=workers, progress=progress)
+    # at most `workers`, and none on small machines, where the pipeline is slower than one process
+    predict(run_dir, test_data / "train_images", out, workers=min(workers, default_workers()), progress=progress)
 
 
 @contextlib.contextmanager

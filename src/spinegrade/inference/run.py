@@ -3,13 +3,21 @@
 Pipeline. Studies are read (DICOM decoded, stacks built) in `workers` processes, a few studies
 ahead of the model; the models (every fold, see `inference.models`) run in this process; each
 study's predictions.json, overlays and report.html are written by the same worker processes while
-the model goes on with the next study. A study that cannot be read, or that the models fail on,
-gets the prior in the submission, a row in errors.csv, a report saying so, and the batch goes on.
+the model goes on with the next study. The workers start, and the first reads are queued, before
+the models are loaded, so that the workers' start-up (a few seconds: a fresh interpreter importing
+pydicom, pandas and matplotlib) overlaps the loading. A study that cannot be read, or that the
+models fail on, gets the prior in the submission, a row in errors.csv, a report saying so, and the
+batch goes on.
+
+`workers=None` picks `default_workers()`: none on a machine of 2 cores or fewer, where the worker
+processes compete with torch for the cores and the pipeline measured slower than the plain loop
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 import traceback
 from collections import deque
@@ -41,7 +49,8 @@ class PredictResult:
 
     `timing` sums each stage (`STAGES`) over the studies, as wall and CPU seconds (stages overlap
     in time when `workers > 0`, and CPU time is not inflated by other programs on the machine);
-    `wall_s` is the elapsed time of the whole batch, model loading (`load_s`) excluded.
+    `wall_s` is the elapsed time of the whole batch after the studies were found: model loading
+    (`load_s`, which overlaps the workers' start-up) included.
     """
 
     out_dir: Path
@@ -71,7 +80,7 @@ def predict(
     studies: str | Path,
     out_dir: str | Path,
     *,
-    workers: int = 2,
+    workers: int | None = None,
     tta: bool = False,
     fail_on_error: bool = False,
     series_descriptions: str | Path | None = None,
@@ -83,24 +92,26 @@ def predict(
 
     `studies`: an RSNA images folder, one study folder, or DICOM files in any arrangement (see
     `inference.discover`). `workers` processes read studies and write reports (0: all in this
-    process). `tta` averages with the left/right-mirrored crops. `folds` restricts the ensemble.
-    The batch never stops at a bad study: see `PredictResult.failed` and `exit_code`.
+    process; None: `default_workers()`). `tta` averages with the left/right-mirrored crops. `folds`
+    restricts the ensemble. The batch never stops at a bad study: see `PredictResult.failed` and
+    `exit_code`.
     """
     out_dir = Path(out_dir)
+    workers = default_workers() if workers is None else workers
     found = discover_studies(studies, series_descriptions, workers=workers)  # before torch starts threads
-    t0 = time.perf_counter()
-    ensemble = Ensemble.load(run_dir, device=device, folds=folds)
-    load_s = time.perf_counter() - t0
-    model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
     errors: list[tuple[int | None, str, str]] = [(None, str(p), f"ignored: {why}") for p, why in found.ignored]
     timing = Timing(dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0))
     preds: list[StudyPrediction] = []
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     with _pool(workers) as pool:
+        reads = _read_ahead(pool, found, ahead=max(2, workers + 1))  # the workers start now
+        ensemble = Ensemble.load(run_dir, device=device, folds=folds)
+        load_s = time.perf_counter() - start
+        model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
         writes: list[Future[Timing]] = []
         bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
-        for source, loaded, read_timing in _read_ahead(pool, found, ahead=max(2, workers + 1)):
+        for source, loaded, read_timing in reads:
             timing.add(read_timing)
             pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
             if error:
@@ -153,25 +164,39 @@ def _predict_one(
 
 
 def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, Timing]]:
-    """`(source, study or error, timing)` in discovery order, reading up to `ahead` studies early."""
+    """`(source, study or error, timing)` in discovery order, reading up to `ahead` studies early.
+
+    The first `ahead` reads are submitted at once, before the first item is asked for.
+    """
     table = found.series_descriptions
 
     def read(source: StudySource) -> Future:
         own = None if table is None else table[table["study_id"] == source.study_id]
         return pool.submit(read_study, source, own)
 
-    pending: deque[tuple[StudySource, Future]] = deque()
     sources = iter(found.studies)
+    pending: deque[tuple[StudySource, Future]] = deque()
     for source in sources:
         pending.append((source, read(source)))
         if len(pending) >= ahead:
             break
-    while pending:
-        source, fut = pending.popleft()
-        nxt = next(sources, None)
-        if nxt is not None:
-            pending.append((nxt, read(nxt)))
-        yield (source, *fut.result())
+
+    def results() -> Iterator[tuple[StudySource, Study | str, Timing]]:
+        while pending:
+            source, fut = pending.popleft()
+            nxt = next(sources, None)
+            if nxt is not None:
+                pending.append((nxt, read(nxt)))
+            yield (source, *fut.result())
+
+    return results()
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Worker processes for `predict`: 0 on 2 cores or fewer, else half the cores, at most 4."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores // 2)
 
 
 class _Inline(Executor):
@@ -196,4 +221,4 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["STAGES", "PredictResult", "predict"]
+__all__ = ["STAGES", "PredictResult", "default_workers", "predict"]
