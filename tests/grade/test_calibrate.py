@@ -44,6 +44,14 @@ def test_the_fitted_temperature_undoes_over_confidence() -> None:
     assert weighted_log_loss(apply_temperature(sharp, t), labels) < weighted_log_loss(sharp, labels) - 0.05
 
 
+def test_calibration_never_sharpens() -> None:
+    labels = np.repeat([0, 1, 2], [600, 300, 100])
+    q = np.array([0.6, 0.6, 0.4]) / 1.6  # the best constant (see above); softened by T = 3 ...
+    soft = apply_temperature(np.tile(q, (len(labels), 1)), 3.0)
+    # ... would be undone by T = 1/3, but temperatures below 1 are not fitted
+    assert fit_temperature(soft, labels) == pytest.approx(1.0, abs=0.01)
+
+
 def _rows(study: int, p: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"row_id": [row_id(study, c, lv) for c, lv in TARGETS],
                          **{s: p[:, k] for k, s in enumerate(SEVERITIES)}})
