@@ -138,11 +138,11 @@ def localization_report(run_dir: str | Path, done: list[int]) -> dict[str, Any]:
     """Out-of-fold localisation figures of the model and the mean-position baseline (summarize)."""
     from spinegrade.localize.evaluate import summarize
 
-    frames = [
-        pd.read_csv(fold_dir(run_dir, k) / LOCALIZATION_ERRORS)
-        for k in done
-        if (fold_dir(run_dir, k) / LOCALIZATION_ERRORS).stat().st_size > 1
-    ]
+    paths = [fold_dir(run_dir, k) / LOCALIZATION_ERRORS for k in done]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: missing (an incomplete copy of the run folder?)")
+    frames = [pd.read_csv(p) for p in paths if p.stat().st_size > 1]
     errors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if errors.empty:
         return {"studies": 0, "model": None, "baseline": None}
