@@ -25,8 +25,15 @@ from .conftest import NO_AXIAL
 TRAIN = [9000, 9001, 9002, 9003, 9004, 9005]
 
 
+#: A small grader with little augmentation, so that 6 studies are learnt in ~20 s of CPU (the
+#: `tiny` config's grader augments more, to generalise across studies, and learns these 6 slower).
+MEMORISE = ["grade.backbone=test_resnet", "grade.crop_mm=24", "grade.crop_px=16", "grade.slice_shift=0",
+            "grade.coord_jitter_mm=0.5", "grade.angle_deg=5", "grade.dim=32", "grade.optim.epochs=6",
+            "grade.optim.batch_size=2", "grade.optim.lr=0.002"]
+
+
 def _cfg():  # type: ignore[no-untyped-def]
-    return load_config("tiny", ["data.num_workers=0"])
+    return load_config("tiny", ["data.num_workers=0", *MEMORISE])
 
 
 @pytest.fixture(scope="module")
