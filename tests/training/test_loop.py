@@ -140,3 +140,10 @@ def test_two_process_ddp_agrees_and_finishes(tmp_path: Path) -> None:
 def test_single_process_is_not_distributed() -> None:
     info = distributed.current()
     assert not info.enabled and info.is_main and info.world_size == 1
+
+
+def test_progress_false_draws_no_bars(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fit(make_model(), LinearToy(), None, mse, OPT, tmp_path / "quiet", device=torch.device("cpu"), progress=False)
+    assert capsys.readouterr().err == ""
+    fit(make_model(), LinearToy(), None, mse, OPT, tmp_path / "shown", device=torch.device("cpu"))
+    assert "train 1/" in capsys.readouterr().err

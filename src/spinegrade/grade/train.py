@@ -124,7 +124,7 @@ def train_grader(
     device = resolve_device(cfg.device)
     result = fit(model, train_set, val_set if len(val_set) else None, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
                  gcfg.optim, out_dir, device=device, num_workers=cfg.data.num_workers,
-                 forward=forward, desc="grade", seed=cfg.data.seed, meta=meta)
+                 forward=forward, desc="grade", seed=cfg.data.seed, meta=meta, progress=progress)
     if distributed.current().is_main:
         state = load_checkpoint(result.checkpoint)
         if not state["meta"].get("bn_recalibrated"):

@@ -122,7 +122,7 @@ def train_localizer(
                               lcfg.sigma_px, augment=True, flip_pairs=flips)
         fit(net, data, None, loss, lcfg.optim, out_dir / sub, device=device,
             num_workers=0, desc=f"localize {sub}", seed=cfg.data.seed,
-            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)})
+            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)}, progress=progress)
     return out_dir
 
 

@@ -67,12 +67,14 @@ def fit(
     desc: str = "train",
     seed: int = 0,
     meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> FitResult:
     """Train `model` in place for `optim.epochs` epochs and return its history.
 
     Resumes from `out_dir/last.pt` when present; when `out_dir/model.pt` exists the run is complete
     and only the weights are loaded. `meta` is stored in `model.pt` (e.g. the model's build args).
-    Under torchrun every process calls `fit`; only rank 0 writes files and shows progress.
+    Under torchrun every process calls `fit`; only rank 0 writes files and shows progress (a bar per
+    epoch unless `progress` is False).
     """
     out_dir = Path(out_dir)
     info = distributed.current()
@@ -132,7 +134,7 @@ def fit(
             sampler.generator = torch.Generator().manual_seed(seed + epoch)
         train_loss, epoch_t = _train_one_epoch(
             train_model, ema, loader, loss_fn, forward, optimizer, scheduler, optim, device,
-            use_amp, f"{desc} {epoch + 1}/{optim.epochs}", info.is_main, timings,
+            use_amp, f"{desc} {epoch + 1}/{optim.epochs}", info.is_main and progress, timings,
         )
         record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                   "seconds": epoch_t}
