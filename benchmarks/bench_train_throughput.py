@@ -108,6 +108,8 @@ def main() -> None:
             return GradeDataset.from_studies(studies, coords, labels, crop_params(cfg.grade),
                                              augment_params(cfg.grade), patches=patches)
 
+        if device.type == "cuda":  # untimed: CUDA and cuDNN start-up would land on the first row
+            run("warm-up (not shown)", lambda: cached(True), cfg, tmp / "warm", args.workers, device)
         rows = [
             run("patches (cache)", lambda: cached(True), cfg, tmp / "runs", args.workers, device),
             run("volumes (cache)", lambda: cached(False), cfg, tmp / "runs", args.workers, device),
