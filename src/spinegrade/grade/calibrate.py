@@ -13,6 +13,7 @@ fold there is nothing to cross-fit from, and the predictions are left as they ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,23 @@ def fit_group_temperatures(rows: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def calibrate_probs(probs: np.ndarray, conditions: Sequence[str], temperatures: dict[str, float]) -> np.ndarray:
+    """`probs (n, 3)` of targets of `conditions (n,)` -> a copy with each condition group's
+    temperature applied; rows holding NaN (not graded) stay as they are."""
+    out = np.array(probs, dtype=np.float64)
+    group = np.array([GROUP_OF_CONDITION[c] for c in conditions])
+    graded = ~np.isnan(out).any(axis=1)
+    for g, t in temperatures.items():
+        m = (group == g) & graded
+        if m.any():
+            out[m] = apply_temperature(out[m], t)
+    return out
+
+
 def calibrate_rows(rows: pd.DataFrame, temperatures: dict[str, float]) -> pd.DataFrame:
     """A copy of submission-like `rows` (with a `condition` column) with each group's temperature applied."""
     out = rows.copy()
-    group = out["condition"].map(GROUP_OF_CONDITION)
-    for g, t in temperatures.items():
-        m = (group == g).to_numpy()
-        if m.any():
-            out.loc[m, list(SEVERITIES)] = apply_temperature(out.loc[m, list(SEVERITIES)].to_numpy(), t)
+    out[list(SEVERITIES)] = calibrate_probs(out[list(SEVERITIES)].to_numpy(), out["condition"].tolist(), temperatures)
     return out
 
 

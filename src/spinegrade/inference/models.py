@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 
 from spinegrade.config import load_config
-from spinegrade.constants import GROUP_OF_CONDITION, SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
+from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
 from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
-from spinegrade.grade.calibrate import apply_temperature, load_temperatures
+from spinegrade.grade.calibrate import calibrate_probs, load_temperatures
 from spinegrade.inference.timing import Timing
 from spinegrade.localize.dataset import PreparedStacks
 from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
@@ -100,18 +100,11 @@ class Ensemble:
         self.folds = folds
         self.prior = prior
         self.device = device
-        temps = temperatures or {}
-        #: `(25,)` the temperature of each target's condition group (1 where none is given)
-        self.target_t = np.array([temps.get(GROUP_OF_CONDITION[c], 1.0) for c, _ in TARGETS])
+        self.temperatures = dict(temperatures or {})  #: per condition group; a missing group keeps T = 1
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         """One fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated, same shape."""
-        out = probs.copy()
-        for t in np.unique(self.target_t):
-            rows = (self.target_t == t) & ~np.isnan(probs).any(axis=1)
-            if rows.any():
-                out[rows] = apply_temperature(probs[rows], float(t))
-        return out
+        return calibrate_probs(probs, [c for c, _ in TARGETS], self.temperatures)
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | None = None, folds: list[int] | None = None) -> Ensemble:
