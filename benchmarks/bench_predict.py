@@ -106,6 +106,7 @@ def main() -> None:
     table.add_row("[bold]wall s / study[/]", *(f"[bold]{r.wall_s / n:.2f}[/]" for r in results.values()))
     table.add_row("studies / s", *(f"{r.studies_per_s:.3f}" for r in results.values()))
     table.add_row("of which model loading (s)", *(f"{r.load_s:.1f}" for r in results.values()))
+    table.add_row("first study read after (s)", *(f"{r.first_study_s:.1f}" for r in results.values()))
     console.print(table)
     base, fast = results.values()
     console.print(f"speed-up of the pipeline: {base.wall_s / fast.wall_s:.2f}x")

@@ -62,6 +62,7 @@ class PredictResult:
     timing: Timing = field(default_factory=Timing)
     wall_s: float = 0.0
     load_s: float = 0.0
+    first_study_s: float = 0.0  #: from the start until the model had its first study (after loading and worker start-up)
     fail_on_error: bool = False
 
     @property
@@ -111,7 +112,9 @@ def predict(
         model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
         writes: list[Future[Timing]] = []
         bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
+        first_study_s = 0.0
         for source, loaded, read_timing in reads:
+            first_study_s = first_study_s or time.perf_counter() - start
             timing.add(read_timing)
             pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
             if error:
@@ -138,7 +141,7 @@ def predict(
                  "folds": len(ensemble.folds), "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-"}
         index = write_index(out_dir / "index.html", records, failed, facts)
     return PredictResult(out_dir, submission, errors_path, index, [p.study_id for p in preds], failed,
-                         timing, time.perf_counter() - start, load_s, fail_on_error)
+                         timing, time.perf_counter() - start, load_s, first_study_s, fail_on_error)
 
 
 def _predict_one(
