@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,26 @@ AXIAL_IOP = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 
 MakeSeries = Callable[..., Path]
 MakeStudy = Callable[..., Path]
+
+#: Where the real RSNA data lives: `../shared/data` beside the repository (CI has it; a fresh clone
+#: does not), or `$SPINEGRADE_SHARED_DATA`. Its licence forbids copying it into the repository.
+SHARED_DATA = Path(os.environ.get("SPINEGRADE_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[[str], Path]:
+    """`shared_data("rsna_dicom")` -> that folder of the real data, or skip the test saying which
+    folder is absent. The one door through which tests reach `../shared`."""
+
+    def get(name: str) -> Path:
+        folder = SHARED_DATA / name
+        if not folder.is_dir():
+            pytest.skip(f"real RSNA data not here: {folder} is absent (../shared/data/{name}; "
+                        "non-commercial licence, never in the repository)")
+        return folder
+
+    return get
 
 
 @pytest.fixture
@@ -72,3 +93,9 @@ def make_study(tmp_path: Path, make_series: MakeSeries) -> MakeStudy:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def rsna(shared_data: Callable[[str], Path]) -> Path:
+    """The real RSNA label tables (`../shared/data/rsna`: train.csv, descriptions, 20% of coordinates)."""
+    return shared_data("rsna")

@@ -15,8 +15,6 @@ from typer.testing import CliRunner
 from spinegrade.cli import app
 from spinegrade.constants import TARGET_COLUMNS
 
-RSNA = Path("/work/shared/data/rsna")
-needs_rsna = pytest.mark.skipif(not (RSNA / "train.csv").is_file(), reason="real RSNA files absent")
 SPINEGRADE = Path(sys.executable).with_name("spinegrade")
 runner = CliRunner()
 
@@ -29,10 +27,9 @@ def _labels_csv(tmp_path: Path, study: int = 44036939) -> Path:
     return path
 
 
-@needs_rsna
-def test_score_json_and_table(tmp_path: Path) -> None:
+def test_score_json_and_table(rsna: Path, tmp_path: Path) -> None:
     labels = _labels_csv(tmp_path)
-    args = ["score", "--labels", str(labels), "--submission", str(RSNA / "sample_submission.csv")]
+    args = ["score", "--labels", str(labels), "--submission", str(rsna / "sample_submission.csv")]
     out = runner.invoke(app, [*args, "--json"])
     assert out.exit_code == 0, out.output
     result = json.loads(out.output)
@@ -42,9 +39,8 @@ def test_score_json_and_table(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "any_severe_spinal" in table.output and "1.0986" in table.output
 
 
-@needs_rsna
-def test_score_error_is_one_line_without_traceback(tmp_path: Path) -> None:
-    sub = pd.read_csv(RSNA / "sample_submission.csv")
+def test_score_error_is_one_line_without_traceback(rsna: Path, tmp_path: Path) -> None:
+    sub = pd.read_csv(rsna / "sample_submission.csv")
     sub.loc[0, "severe"] = -1.0
     bad = tmp_path / "bad.csv"
     sub.to_csv(bad, index=False)
@@ -58,9 +54,8 @@ def test_score_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert len(lines) == 1 and "negative" in lines[0] and lines[0].startswith("error:")
 
 
-@needs_rsna
-def test_validate_real_data_exits_zero_with_warnings() -> None:
-    out = runner.invoke(app, ["validate", str(RSNA), "--json"])
+def test_validate_real_data_exits_zero_with_warnings(rsna: Path) -> None:
+    out = runner.invoke(app, ["validate", str(rsna), "--json"])
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
     assert report["ok"] is True

@@ -30,8 +30,6 @@ from spinegrade.metrics import (
     score_files,
 )
 
-RSNA = Path("/work/shared/data/rsna")
-needs_rsna = pytest.mark.skipif(not (RSNA / "train.csv").is_file(), reason="real RSNA files absent")
 SPINAL = "spinal_canal_stenosis"
 LEFT_FORAMEN = "left_neural_foraminal_narrowing"
 RIGHT_SUBART = "right_subarticular_stenosis"
@@ -119,16 +117,15 @@ def test_all_blank_group_is_nan_and_left_out_of_the_mean() -> None:
     assert result.score == pytest.approx(sum(others) / 3)
 
 
-@needs_rsna
 @pytest.mark.parametrize(("severe_level", "any_term"), [(None, math.log(1.5)), ("l4_l5", math.log(3))])
-def test_sample_submission_uniform(tmp_path: Path, severe_level: str | None, any_term: float) -> None:
+def test_sample_submission_uniform(rsna: Path, tmp_path: Path, severe_level: str | None, any_term: float) -> None:
     cells = {f"{SPINAL}_l3_l4": "moderate", f"{LEFT_FORAMEN}_l5_s1": "moderate"}
     if severe_level:
         cells[f"{SPINAL}_{severe_level}"] = "severe"
     labels = make_labels({44036939: cells})
     labels_csv = tmp_path / "labels.csv"
     labels.to_csv(labels_csv, index=False)
-    result = score_files(labels_csv, RSNA / "sample_submission.csv")
+    result = score_files(labels_csv, rsna / "sample_submission.csv")
     # uniform 1/3: every 3-class term is log 3 whatever the weights; any-severe p = 1/3:
     # label 0 -> -log(2/3) = log 1.5, label 1 -> -log(1/3) = log 3
     expected = [math.log(3)] * 3 + [any_term]
@@ -171,15 +168,14 @@ def _independent_prior_score(train_csv: Path) -> float:
     return float(np.mean(terms))
 
 
-@needs_rsna
-def test_constant_prior_on_real_train_matches_independent_numpy() -> None:
+def test_constant_prior_on_real_train_matches_independent_numpy(rsna: Path) -> None:
     from spinegrade.data.tables import read_labels
 
-    labels = read_labels(RSNA / "train.csv")
+    labels = read_labels(rsna / "train.csv")
     sub = constant_prior_submission(labels)
     assert len(sub) == 25 * 1975
     result = score(labels, sub)
-    assert result.score == pytest.approx(_independent_prior_score(RSNA / "train.csv"), rel=1e-10)
+    assert result.score == pytest.approx(_independent_prior_score(rsna / "train.csv"), rel=1e-10)
     assert 0.78 < result.score < 0.80  # the known figure for a constant prior (0.7897)
     plain = score(labels, constant_prior_submission(labels, weighted=False, per="condition"))
     assert plain.score > result.score  # the weighted per-target prior is the better constant

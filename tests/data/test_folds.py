@@ -13,16 +13,12 @@ from spinegrade.data.folds import make_folds, study_strata
 from spinegrade.data.tables import read_labels
 from spinegrade.errors import DataError
 
-RSNA = Path("/work/shared/data/rsna")
-needs_rsna = pytest.mark.skipif(not (RSNA / "train.csv").is_file(), reason="real RSNA files absent")
-
 
 @pytest.fixture(scope="module")
-def labels() -> pd.DataFrame:
-    return read_labels(RSNA / "train.csv")
+def labels(rsna: Path) -> pd.DataFrame:
+    return read_labels(rsna / "train.csv")
 
 
-@needs_rsna
 @pytest.mark.parametrize("k", [5, 4])
 def test_real_folds_cover_each_study_once_and_are_balanced(labels: pd.DataFrame, k: int) -> None:
     folds = make_folds(labels, k=k, seed=42)
@@ -37,7 +33,6 @@ def test_real_folds_cover_each_study_once_and_are_balanced(labels: pd.DataFrame,
     assert (share - overall).abs().max() < 0.015, share.to_dict()  # ~6 studies of ~400 at most
 
 
-@needs_rsna
 def test_real_folds_are_deterministic(labels: pd.DataFrame) -> None:
     first = make_folds(labels, seed=42)
     shuffled = labels.sample(frac=1.0, random_state=0)

@@ -17,16 +17,12 @@ from spinegrade.data.tables import (
 )
 from spinegrade.errors import DataError
 
-RSNA = Path("/work/shared/data/rsna")
-needs_rsna = pytest.mark.skipif(not (RSNA / "train.csv").is_file(), reason="real RSNA files absent")
-
 
 @pytest.fixture(scope="module")
-def real():
-    return load_tables(RSNA)
+def real(rsna: Path):
+    return load_tables(rsna)
 
 
-@needs_rsna
 def test_real_files_load(real) -> None:
     assert real.labels.shape == (1975, 26)
     assert list(real.labels.columns) == ["study_id", *TARGET_COLUMNS]
@@ -40,7 +36,6 @@ def test_real_files_load(real) -> None:
     assert real.coordinates["x"].dtype == np.float64
 
 
-@needs_rsna
 def test_real_labels_long(real) -> None:
     long = labels_long(real.labels)
     assert len(long) == 1975 * 25
@@ -52,7 +47,6 @@ def test_real_labels_long(real) -> None:
     assert first["row_id"] == "4003253_spinal_canal_stenosis_l1_l2"
 
 
-@needs_rsna
 def test_real_validation_finds_exactly_the_five_spinal_points_on_t1(real) -> None:
     report = validate_tables(real)
     assert report.ok, report.summary()
@@ -67,9 +61,8 @@ def test_real_validation_finds_exactly_the_five_spinal_points_on_t1(real) -> Non
     assert report.to_dict()["ok"] is True
 
 
-@needs_rsna
-def test_real_test_split() -> None:
-    tables = load_tables(RSNA, split="test")
+def test_real_test_split(rsna: Path) -> None:
+    tables = load_tables(rsna, split="test")
     assert tables.labels is None and tables.coordinates is None
     assert tables.series["study_id"].tolist() == [44036939] * 3
 

@@ -32,7 +32,6 @@ from spinegrade.report.inspect import (
     target_correlation,
 )
 
-REAL = Path("/work/shared/data/rsna")
 STUDIES = (101, 202)
 #: series id -> (study, description, slices, rows, cols, row_dir, col_dir)
 SAG = ((0, 1, 0), (0, 0, -1))
@@ -120,9 +119,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     return root, inspect_dataset(root, out, workers=2, progress=False)
 
 
-@pytest.mark.skipif(not (REAL / "train.csv").is_file(), reason="real RSNA label files not present")
-def test_real_label_files_give_the_known_facts(tmp_path: Path) -> None:
-    result = inspect_dataset(REAL, tmp_path, progress=False)
+def test_real_label_files_give_the_known_facts(rsna: Path, tmp_path: Path) -> None:
+    result = inspect_dataset(rsna, tmp_path, progress=False)
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert facts == json.loads(json.dumps(result.summary))
     assert facts["studies"] == 1975 and facts["series"] == 6294
