@@ -4,4 +4,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-exec .venv/bin/python -m pytest -n 2 --timeout 1200 "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadscope --timeout 1200 "$@"

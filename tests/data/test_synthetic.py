@@ -228,7 +228,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(
     assert _hash_folder(again.out_dir) == _hash_folder(out)
     runner = CliRunner()
     res = runner.invoke(
-        app, ["synth", str(tmp_path / "c"), "--studies", "1", "--seed", str(SEED + 1)]
+        app, ["synth", "--out", str(tmp_path / "c"), "--studies", "1", "--seed", str(SEED + 1)]
     )
     assert res.exit_code == 0, res.output
     assert "oracle" in res.output and "constant prior" in res.output
@@ -242,7 +242,7 @@ def test_refuses_non_empty_folder_and_bad_size(synth: tuple[Path, object], tmp_p
         generate(out, 1, 0)
     with pytest.raises(DataError, match="unknown size"):
         generate(tmp_path / "x", 1, 0, size="huge")
-    res = CliRunner().invoke(app, ["synth", str(out), "--studies", "1"])
+    res = CliRunner().invoke(app, ["synth", "--out", str(out), "--studies", "1"])
     assert res.exit_code != 0
 
 

@@ -13,7 +13,7 @@ from spinegrade.dicom import classify_series, load_series, load_study, nearest_a
 from spinegrade.dicom.study import describe, series_type_from_description
 from spinegrade.errors import DicomError
 
-from .conftest import ramp, rot_x
+from .conftest import rot_x
 
 
 def test_make_study_loads_with_types_from_dicom(make_study):

@@ -10,6 +10,23 @@ import numpy.typing as npt
 
 from spinegrade.errors import DicomError
 
+#: A slice normal within this angle of an LPS axis names the plane (x sagittal, y coronal, z axial);
+#: farther from every axis the stack is oblique. Lumbar axial blocks are tilted to their disc, at
+#: L5/S1 by up to about 35 degrees, so the tolerance is wider than a "true axial" would need.
+PLANE_TOLERANCE_DEG = 40.0
+PLANES = ("sagittal", "coronal", "axial")
+
+
+def plane_of(normal: npt.ArrayLike, tolerance_deg: float = PLANE_TOLERANCE_DEG) -> str:
+    """`sagittal` / `coronal` / `axial` when the slice normal (3,) is within `tolerance_deg` of the
+    patient x / y / z axis, `oblique` when it is farther from all three, `unknown` when degenerate."""
+    n = np.abs(np.asarray(normal, dtype=np.float64).reshape(3))
+    norm = float(np.linalg.norm(n))
+    if not norm or not np.isfinite(norm):
+        return "unknown"
+    k = int(np.argmax(n))
+    return PLANES[k] if n[k] / norm >= np.cos(np.deg2rad(tolerance_deg)) else "oblique"
+
 
 @dataclass(frozen=True)
 class SeriesMeta:
@@ -71,6 +88,11 @@ class Volume:
     def normal(self) -> np.ndarray:
         """Unit slice normal n = r x c, shape (3,); slices are sorted along it."""
         return self.orientation[:, 2]
+
+    @property
+    def plane(self) -> str:
+        """`plane_of(self.normal)`: sagittal, coronal, axial or oblique."""
+        return plane_of(self.normal)
 
     @property
     def spacing(self) -> tuple[float, float, float]:

@@ -9,7 +9,6 @@ from spinegrade.data.synthetic.labels import (
     oracle_independent,
     oracle_joint,
 )
-from spinegrade.data.synthetic.montage import montage
 from spinegrade.data.synthetic.phantom import Phantom, Tissue, make_phantom
 
 __all__ = [
@@ -22,7 +21,6 @@ __all__ = [
     "find_labels_root",
     "generate",
     "make_phantom",
-    "montage",
     "oracle_independent",
     "oracle_joint",
 ]
