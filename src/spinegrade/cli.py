@@ -250,20 +250,25 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="random seed (same seed: same bytes)")] = 0,
     size: Annotated[str, typer.Option("--size", help="'small' (fast, ~128 px) or 'full' (256-640 px)")] = "small",
     workers: Annotated[int, typer.Option("--workers", help="worker processes (0: in this process)")] = 0,
-    labels_root: Annotated[Optional[Path], typer.Option("--labels-root", help="folder with the real train.csv")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        "--labels", "--labels-root",
+        help="folder with the real train.csv (default: $SPINEGRADE_RSNA_DIR or ../shared/data/rsna "
+             "if found, else the bundled label model)")] = None,
     reader_noise: Annotated[Optional[float], typer.Option("--reader-noise", help="label noise s of the latent model (default: calibrated)")] = None,
 ) -> None:
-    """Generate synthetic studies in the RSNA layout with oracle.csv; print the oracle's score."""
+    """Generate synthetic studies in the RSNA layout with oracle.csv; print the label source and
+    the oracle's score."""
     from rich.table import Table
 
     from spinegrade.data.synthetic import READER_NOISE, generate
 
-    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels_root=labels_root,
+    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels=labels,
                        reader_noise=READER_NOISE if reader_noise is None else reader_noise)
     table = Table("what", "value", title=f"synthetic studies in {out_dir}")
     for name, value in summary.table():
         table.add_row(name, value)
     console.print(table)
+    console.print(f"labels drawn from: {summary.label_source}", soft_wrap=True, highlight=False)
 
 
 @app.command("dicom-info")
