@@ -237,7 +237,7 @@ def test_bare_clone_draws_from_the_bundled_model(bare: None, tmp_path: Path) -> 
     record = json.loads((tmp_path / "a" / LABELS_JSON).read_text())
     assert record["kind"] == "bundled" and record["label_model_version"] == model.version
     assert pd.read_csv(tmp_path / "a" / "synth_latent.csv")["real_row"].tolist() == [-1]
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "b"), "--studies", "1",
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "b"), "--studies", "1",
                                    "--seed", str(SEED)])
     assert res.exit_code == 0, res.output
     assert "labels drawn from: bundled label model v1" in res.output
@@ -253,7 +253,7 @@ def test_labels_option_takes_a_folder_and_refuses_one_without_train_csv(
     """`--labels DIR` (alias `--labels-root`) draws from the train.csv in DIR, whatever else is
     found; a DIR without one is an error naming it."""
     out, _ = synth
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "r"), "--studies", "1",
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "r"), "--studies", "1",
                                    "--labels-root", str(out)])
     assert res.exit_code == 0, res.output
     assert f"labels drawn from: real train.csv at {out / 'train.csv'}" in res.output
@@ -261,7 +261,7 @@ def test_labels_option_takes_a_folder_and_refuses_one_without_train_csv(
     drawn = LabelRows.from_labels(load_tables(tmp_path / "r").labels).codes[0]
     assert any((drawn == row).all() for row in rows)  # one of DIR's rows
     assert (tmp_path / "r" / "oracle_joint.csv").is_file()
-    res = CliRunner().invoke(app, ["synth", str(tmp_path / "e"), "--studies", "1",
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "e"), "--studies", "1",
                                    "--labels", str(tmp_path)])
     assert isinstance(res.exception, DataError) and "no train.csv" in str(res.exception)
     assert not (tmp_path / "e").exists()
