@@ -133,8 +133,10 @@ def make_cases(data: bytes, seed: int = SEED) -> dict[str, bytes]:
     for i in range(N_TRUNCATED):  # half cut inside the header, half anywhere
         end = int(rng.integers(0, start + 16 if i % 2 == 0 else len(data)))
         cases[f"truncated_{i}_at_{end}"] = data[:end]
-    for kind, lo, hi, n_max, count in (("header", 0, start, 8, N_HEADER_FLIPS),
-                                       ("pixels", start, len(data), 64, N_PIXEL_FLIPS)):
+    for kind, lo, hi, n_max, count in (
+        ("header", 0, start, 8, N_HEADER_FLIPS),
+        ("pixels", start, len(data), 64, N_PIXEL_FLIPS),
+    ):
         for i in range(count):
             buf = bytearray(data)
             for pos in rng.integers(lo, hi, size=int(rng.integers(1, n_max + 1))):
@@ -151,7 +153,7 @@ def make_cases(data: bytes, seed: int = SEED) -> dict[str, bytes]:
         cases[f"pair_{i}_{value}+{edit}"] = _edited(broken, [EDITS[edit]])
     pos = data.index(RLE_UID)
     for name, uid in SYNTAXES.items():
-        cases[name] = data[:pos] + uid + data[pos + len(RLE_UID):]
+        cases[name] = data[:pos] + uid + data[pos + len(RLE_UID) :]
     return cases
 
 
@@ -198,9 +200,11 @@ def test_hostile_files_load_or_raise_a_clean_error(shared_data, tmp_path):
             counts[outcome.split(":")[0]] += 1
             if outcome.startswith("escape"):
                 escapes.append(f"{name} via {reader}: {outcome[8:]}")
-    print(f"\n{len(cases)} hostile files x {len(READERS)} readers: loaded {counts['loaded']}, "
-          f"clean errors {counts['clean']}, escapes {counts['escape']}; "
-          f"raw warnings {len(raw_warnings)}")
+    print(
+        f"\n{len(cases)} hostile files x {len(READERS)} readers: loaded {counts['loaded']}, "
+        f"clean errors {counts['clean']}, escapes {counts['escape']}; "
+        f"raw warnings {len(raw_warnings)}"
+    )
     for line in escapes[:20] + raw_warnings[:10]:
         print("  " + line)
     assert escapes == []

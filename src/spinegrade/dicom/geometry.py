@@ -32,6 +32,8 @@ class SeriesMeta:
     echo_time: float | None = None
     repetition_time: float | None = None
     inversion_time: float | None = None
+    scanning_sequence: str | None = None
+    sequence_name: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

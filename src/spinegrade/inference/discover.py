@@ -35,9 +35,15 @@ from pathlib import Path
 import pandas as pd
 
 from spinegrade.data.tables import read_series
-from spinegrade.dicom import Series, SliceHeader, Study, load_study, read_header, read_slice
+from spinegrade.dicom import (
+    SliceHeader,
+    Study,
+    load_study,
+    read_header,
+    read_slice,
+    series_from_stacks,
+)
 from spinegrade.dicom.series import build_stacks
-from spinegrade.dicom.study import _make_series  # the type decision of load_study, reused as is
 from spinegrade.errors import DataError, DicomError, SpinegradeError
 
 IMAGES, STUDY, LOOSE = "images", "study", "loose"
@@ -227,11 +233,12 @@ def _load_loose(source: StudySource) -> Study:
         by_series[header.series_uid].append((header, pixels))
     folders = {uid: Path(os.path.commonpath([h.path.parent for h, _ in s])) for uid, s in by_series.items()}
     shared = Counter(folders.values())
-    series = []
+    loaded = []
     for uid, slices in by_series.items():
         num = _folder_num(folders[uid]) if shared[folders[uid]] == 1 else None
         sid = num if num is not None and num != source.study_id else uid_to_id(uid)
-        series.append(_make_series(sid, build_stacks(slices, folders[uid]), {}))  # type: ignore[arg-type]
+        loaded.append((sid, build_stacks(slices, folders[uid])))  # type: ignore[arg-type]
+    series = series_from_stacks(loaded)  # the type decision of load_study, with no table
     if not series:
         why = "; ".join(skipped[:3]) if skipped else "no files"
         raise DicomError(source.path, f"no usable series in the study ({why})")
