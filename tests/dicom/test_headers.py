@@ -56,7 +56,8 @@ def test_missing_and_empty_folders(tmp_path):
 
 @pytest.mark.parametrize("case, expect", [
     ("garbage", "not a readable DICOM file"),
-    ("truncated_header", "missing geometry tag"),  # pydicom reads the elements before the cut
+    ("truncated_header", "no data elements read"),  # cut in the first element: pydicom reads none
+    ("truncated_elements", "missing geometry tag"),  # pydicom keeps the elements before the cut
     ("truncated_pixels", "pixel data"),
     ("no_pixels", "no pixel data"),
     ("no_ipp", "ImagePositionPatient"),
@@ -69,10 +70,9 @@ def test_bad_file_names_the_file_and_reason(write, case, expect):
     data = bad.read_bytes()
     if case == "garbage":
         bad.write_bytes(b"this is not dicom at all" * 20)
-    elif case == "truncated_header":
-        bad.write_bytes(data[:300])
-    elif case == "truncated_pixels":
-        bad.write_bytes(data[:-100])
+    elif case.startswith("truncated_"):
+        bad.write_bytes({"truncated_header": data[:300], "truncated_elements": data[:600],
+                         "truncated_pixels": data[:-100]}[case])
     else:
         tag = {"no_pixels": "PixelData", "no_ipp": "ImagePositionPatient", "no_iop": "ImageOrientationPatient",
                "no_spacing": "PixelSpacing"}[case]

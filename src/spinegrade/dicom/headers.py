@@ -102,9 +102,12 @@ def list_dicom_files(series_dir: str | Path) -> list[Path]:
 def read_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
     """`pydicom.dcmread` that turns unreadable files into `DicomError`."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on hostile bytes
         raise DicomError(path, f"not a readable DICOM file ({_first_line(exc)})") from None
+    if len(ds) == 0:  # what pydicom returns for a file cut inside an undefined-length element
+        raise DicomError(path, "not a readable DICOM file (no data elements read: truncated?)")
+    return ds
 
 
 def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
@@ -242,6 +245,9 @@ class _Notes(logging.Handler):
 
 
 _LOG = logging.getLogger(__name__)
+_PYDICOM_LOG = logging.getLogger("pydicom")
+#: The one collector of pydicom's log records (a process reads one file at a time).
+_HELD = _Notes()
 #: Notes already logged in this process (each is logged once, for the first file that shows it).
 _LOGGED: set[str] = set()
 
@@ -253,25 +259,25 @@ def pydicom_notes(path: str | Path) -> Iterator[None]:
     A DicomError raised inside gets the first note appended to its reason; after a successful
     read each note not logged before in this process is logged once, as one line naming `path`.
     """
-    logger = logging.getLogger("pydicom")
-    notes, propagate = _Notes(), logger.propagate
-    logger.addHandler(notes)
-    logger.propagate = False
+    _HELD.messages = []
+    propagate = _PYDICOM_LOG.propagate
+    _PYDICOM_LOG.addHandler(_HELD)
+    _PYDICOM_LOG.propagate = False
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             try:
                 yield
             finally:
-                messages = notes.messages + [str(w.message) for w in seen]
+                messages = _HELD.messages + [str(w.message) for w in seen]
     except DicomError as exc:
         first = _note(messages[0], path) if messages else ""
         if first and first not in exc.reason:
             raise DicomError(exc.path, f"{exc.reason}; pydicom: {first}") from None
         raise
     finally:
-        logger.removeHandler(notes)
-        logger.propagate = propagate
+        _PYDICOM_LOG.removeHandler(_HELD)
+        _PYDICOM_LOG.propagate = propagate
     new = [n for n in dict.fromkeys(_note(m, path) for m in messages) if n not in _LOGGED]
     if new:
         _LOGGED.update(new)
