@@ -16,6 +16,7 @@ from spinegrade.constants import AXIAL_T2, LEVELS, SAGITTAL_T1, SAGITTAL_T2
 from spinegrade.data.tables import read_coordinates, read_series
 from spinegrade.dicom import (
     Study,
+    Volume,
     load_study,
     nearest_axial_slice,
     read_series_headers,
@@ -75,6 +76,12 @@ def undescribed(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[in
     return {sid: load_study(out / folder) for sid, folder in FOLDERS.items()}
 
 
+def slice_origins(vol: Volume) -> np.ndarray:
+    """(slices, 3) LPS mm of pixel (0, 0) of each slice of `vol`, by its affine."""
+    k = np.arange(vol.shape[0])
+    return vol.voxel_to_world(np.c_[np.zeros_like(k), np.zeros_like(k), k])
+
+
 def test_rle_pixels_equal_an_independent_decoder(root: Path):
     pytest.importorskip("rle", reason="pylibjpeg-rle (the test extra) is the independent decoder")
     from pydicom.pixels import pixel_array
@@ -108,10 +115,8 @@ def test_tilted_axial_stacks(studies, coords, root, sid):
         for h in read_series_headers(root / FOLDERS[sid] / str(axial.series_id))
     }
     for v in stacks:  # each stack regular: every file's IPP where the stack's affine puts it
-        k = np.arange(v.shape[0])
-        predicted = v.voxel_to_world(np.c_[np.zeros_like(k), np.zeros_like(k), k])
         actual = np.array([headers[int(i)].position for i in v.instance_numbers])
-        np.testing.assert_allclose(predicted, actual, atol=0.01)
+        np.testing.assert_allclose(slice_origins(v), actual, atol=0.01)
         assert np.all(np.diff(actual @ v.normal) > 0)
     labelled = coords[
         (coords.study_id == sid) & coords.condition.str.endswith("subarticular_stenosis")
@@ -134,19 +139,11 @@ def test_tilted_axial_stacks(studies, coords, root, sid):
 def test_sagittal_instance_order_is_opposite_between_studies(studies, sid, instance_one_on):
     for series_type in (SAGITTAL_T1, SAGITTAL_T2):
         [vol] = studies[sid].first(series_type).stacks
-        x = vol.voxel_to_world(
-            np.c_[np.zeros(vol.shape[0]), np.zeros(vol.shape[0]), np.arange(vol.shape[0])]
-        )[:, 0]
+        x = slice_origins(vol)[:, 0]
         one = int(np.flatnonzero(vol.instance_numbers == 1)[0])
         assert x[one] == (x.min() if instance_one_on == "right" else x.max())  # LPS: +x is left
         assert sorted(vol.instance_numbers.tolist()) == list(range(1, vol.shape[0] + 1))
-        steps = np.diff(
-            vol.voxel_to_world(
-                np.c_[np.zeros(vol.shape[0]), np.zeros(vol.shape[0]), np.arange(vol.shape[0])]
-            )
-            @ vol.normal
-        )
-        assert np.all(steps > 0)  # sorted along its own normal either way
+        assert np.all(np.diff(slice_origins(vol) @ vol.normal) > 0)  # sorted along its normal
 
 
 @pytest.mark.parametrize("sid", TRAINING)
