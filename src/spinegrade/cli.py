@@ -275,13 +275,18 @@ def synth(
 def dicom_info(
     path: Annotated[Path, typer.Argument(help="a study folder (<study_id>/<series_id>/*.dcm) or one series folder")],
     workers: Annotated[int, typer.Option(help="worker processes reading series (0: in this process)")] = 0,
+    descriptions: Annotated[Optional[Path], typer.Option(
+        help="a *_series_descriptions.csv to type the series by (default: the headers)")] = None,
 ) -> None:
-    """Read a study or series and print its stacks: type, size, spacing, normal, instance numbers."""
+    """Read a study or series and print its stacks: type (and how it was decided), size, spacing,
+    normal, instance numbers."""
     from rich.table import Table
 
+    from spinegrade.data.tables import read_series
     from spinegrade.dicom.study import describe
 
-    rows, skipped = describe(path, workers=workers)
+    table = None if descriptions is None else read_series(descriptions)
+    rows, skipped = describe(path, table, workers=workers)
     table = Table(*rows[0].keys(), title=str(path))
     for row in rows:
         table.add_row(*row.values())

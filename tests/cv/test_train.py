@@ -15,7 +15,14 @@ import torch
 
 from spinegrade.cli import main
 from spinegrade.config import load_config, save_config
-from spinegrade.constants import CONDITIONS, SEVERITIES, TARGET_COLUMNS, TARGETS
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    CONDITIONS,
+    LEVEL_LABELS,
+    SEVERITIES,
+    TARGET_COLUMNS,
+    TARGETS,
+)
 from spinegrade.errors import ConfigError
 from spinegrade.metrics import constant_prior_submission, score
 from spinegrade.cv.evaluate import evaluate
@@ -106,9 +113,10 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
         prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])]).to_csv(
             fdir / PRIOR_CSV, index=False)
         _submission(held, rng).to_csv(fdir / OOF_PREDICTIONS, index=False)
-        pd.DataFrame({"study_id": np.repeat(held, 25), "graded": True, "reason": ""}).to_csv(
-            fdir / OOF_POINTS, index=False
-        )
+        pd.DataFrame({"study_id": np.repeat(held, 25),
+                      "condition": [CONDITION_LABELS[c] for c, _ in TARGETS] * len(held),
+                      "level": [LEVEL_LABELS[lv] for _, lv in TARGETS] * len(held),
+                      "graded": True, "reason": ""}).to_csv(fdir / OOF_POINTS, index=False)
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
         (fdir / "grader" / "history.json").write_text(
             json.dumps(

@@ -68,6 +68,6 @@ def test_repr_is_short(oblique):
     ],
 )
 def test_plane_of_a_normal_has_one_tolerance(normal, plane) -> None:
-    assert PLANE_TOLERANCE_DEG == 40.0
+    assert 40.0 < PLANE_TOLERANCE_DEG < 45.0  # a 40-degree L5/S1 block is axial; no normal has two planes
     assert plane_of(normal) == plane
     assert plane_of(np.negative(normal)) == plane

@@ -34,7 +34,7 @@ from spinegrade.errors import DataError, SpinegradeError
 from spinegrade.io import write_with
 
 #: Bump when the file layout changes: every entry is then rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: series typed by dicom.study.series_from_stacks with pixel contrast
 
 
 @dataclass

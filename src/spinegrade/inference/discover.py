@@ -195,11 +195,12 @@ def _load_loose(source: StudySource) -> Study:
     by_series, skipped = read_by_series(source.files or ())
     folders = {uid: Path(os.path.commonpath([h.path.parent for h, _ in s])) for uid, s in by_series.items()}
     shared = Counter(folders.values())
-    series = []
+    loaded = []
     for uid, slices in by_series.items():
         num = _folder_num(folders[uid]) if shared[folders[uid]] == 1 else None
         sid = num if num is not None and num != source.study_id else uid_to_id(uid)
-        series.append(series_from_stacks(sid, build_stacks(slices, folders[uid])))
+        loaded.append((sid, build_stacks(slices, folders[uid])))
+    series = series_from_stacks(loaded)  # the type decision of load_study, with no table
     if not series:
         why = "; ".join(skipped[:3]) if skipped else "no files"
         raise DicomError(source.path, f"no usable series in the study ({why})")
