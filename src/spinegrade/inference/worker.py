@@ -15,11 +15,13 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study
-from spinegrade.timing import Timing
 from spinegrade.report.overlays import Panel
+from spinegrade.timing import Timing
 
 
-def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) -> tuple[Study | str, Timing]:
+def read_study(
+    source: StudySource, series_descriptions: pd.DataFrame | None
+) -> tuple[Study | str, Timing]:
     """`(study, timing)`, or `(reason, timing)` when the study cannot be used (stage "read")."""
     timing = Timing()
     with timing.measure("read"):
@@ -34,12 +36,15 @@ def _read(source: StudySource, series_descriptions: pd.DataFrame | None) -> Stud
         out = exc.reason if exc.path == source.path else str(exc)
     except SpinegradeError as exc:
         out = str(exc)
-    except Exception as exc:  # noqa: BLE001 - malformed data can break any reader; the batch goes on
-        out = f"unexpected error while reading: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except Exception as exc:  # noqa: BLE001 - malformed data breaks any reader; batch goes on
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        out = f"unexpected error while reading: {type(exc).__name__}: {first}"
     return out
 
 
-def render_job(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]) -> Timing:
+def render_job(
+    out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]
+) -> Timing:
     """Write the study's predictions.json, overlays and report.html (stage "write")."""
     timing = Timing()
     with timing.measure("write"):
