@@ -149,6 +149,8 @@ def _to_volume(stack: Sequence[Slice], folder: Path) -> Volume:
         affine=make_affine(first.position, first.orientation, first.pixel_spacing, step),
         instance_numbers=np.array([-1 if h.instance_number is None else h.instance_number for h in headers], dtype=np.int64),
         meta=meta,
+        sop_instance_uids=tuple(h.sop_instance_uid for h in headers),
+        sop_class_uids=tuple(h.sop_class_uid for h in headers),
     )
 
 
