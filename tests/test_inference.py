@@ -1,8 +1,8 @@
 """Inference: study discovery, fold ensembling, and `predict` end to end on a tiny run.
 
-The run is built once per module from 3 small synthetic studies with the stage APIs and zero
-training epochs (an untrained network is enough to check outputs, robustness and geometry; model
-quality is measured by `spinegrade train` / `evaluate`, not here).
+The run is the session's `tiny` run (tests/conftest.py): 3 small synthetic studies, zero training
+epochs (an untrained network is enough to check outputs, robustness and geometry; model quality is
+measured by `spinegrade train` / `evaluate`, not here).
 """
 
 from __future__ import annotations
@@ -19,43 +19,12 @@ import torch
 from typer.testing import CliRunner
 
 from spinegrade.cli import app
-from spinegrade.config import load_config, save_config
 from spinegrade.constants import AXIAL_T2, SEVERITIES, TARGETS, row_id
-from spinegrade.data.synthetic import generate
-from spinegrade.data.tables import load_tables
 from spinegrade.dicom import read_header
-from spinegrade.grade.train import train_grader
 from spinegrade.inference import discover_studies, predict, uid_to_id
 from spinegrade.inference.discover import IMAGES, LOOSE, STUDY, load_source
 from spinegrade.inference.models import FLAG_FOLDS_DISAGREE, FLAG_MISSING_SERIES, FLAG_PRIOR, combine
 from spinegrade.localize.predict import LOCATION_COLUMNS
-from spinegrade.localize.train import train_localizer
-from spinegrade.training.run import prior_table
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`data` (3 synthetic studies), `run` (one untrained fold, the contract's layout), `complete`
-    (id of a study with all three series types)."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("inference")
-    data, run = root / "data", root / "run"
-    generate(data, 3, seed=5, size="small", progress=False)
-    tables = load_tables(data)
-    # untrained: speed and plumbing only; this localiser's untrained output still places the
-    # sagittal points (the test below relies on it); the `tiny` config's untrained one does not
-    untrained = ["localize.optim.epochs=0", "grade.optim.epochs=0", "data.num_workers=0",
-                 "localize.backbone=resnet18", "localize.image_size=64", "localize.heatmap_stride=4"]
-    cfg = load_config("tiny", untrained)
-    run.mkdir()
-    save_config(cfg, run / "config.yaml")
-    prior_table(tables.labels).to_csv(run / "prior.csv", index=False)
-    ids = sorted(int(s) for s in tables.labels.study_id)
-    train_localizer(data, ids, run / "fold_0" / "localizer", cfg, cache_dir=root / "cache", progress=False)
-    train_grader(data, ids, tables.coordinates, tables.labels, run / "fold_0" / "grader", cfg, progress=False)
-    types = tables.series.groupby("study_id").series_description.apply(set)
-    complete = next(s for s in ids if len(types[s]) == 3)
-    return {"data": data, "run": run, "complete": complete, "root": root}
 
 
 def _batch(tiny: dict[str, Path], dest: Path) -> dict[str, int]:
