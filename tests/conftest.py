@@ -112,18 +112,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from spinegrade.training.run import prior_table
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the untrained weights: the same whatever ran before in the session
     root = tmp_path_factory.mktemp("inference")
     data, run = root / "data", root / "run"
     generate(data, 3, seed=5, size="small", progress=False)
     tables = load_tables(data)
     untrained = ["localize.optim.epochs=0", "grade.optim.epochs=0", "data.num_workers=0",
-                 "localize.backbone=resnet18", "localize.image_size=64", "localize.heatmap_stride=4"]
+                 "localize.backbone=resnet18", "localize.image_size=64",
+                 "localize.heatmap_stride=4"]
     cfg = load_config("tiny", untrained)
     run.mkdir()
     save_config(cfg, run / "config.yaml")
     prior_table(tables.labels).to_csv(run / "prior.csv", index=False)
     ids = sorted(int(s) for s in tables.labels.study_id)
-    train_localizer(data, ids, run / "fold_0" / "localizer", cfg, cache_dir=root / "cache", progress=False)
+    train_localizer(data, ids, run / "fold_0" / "localizer", cfg, cache_dir=root / "cache",
+                    progress=False)
     train_grader(data, ids, tables.coordinates, tables.labels, run / "fold_0" / "grader", cfg,
                  progress=False)
     types = tables.series.groupby("study_id").series_description.apply(set)

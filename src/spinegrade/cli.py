@@ -287,8 +287,8 @@ def dicom_info(
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
     studies: Annotated[Optional[Path], typer.Argument(
-        help="RSNA test_images/ or train_images/ folder, one study folder, or a folder of DICOM files "
-             "in any arrangement (not with --dicomweb)", show_default=False)] = None,
+        help="RSNA test_images/ or train_images/ folder, one study folder, or a folder of DICOM "
+             "files in any arrangement (not with --dicomweb)", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (submission.csv, errors.csv, "
                                                           "index.html, studies/<id>/...)")] = ...,
     workers: Annotated[Optional[int], typer.Option(
@@ -308,15 +308,16 @@ def predict(
         "--dicom-out", help="also write each study's DICOM SR and overlay images "
                             "(studies/<id>/dicom/; always on with --dicomweb)")] = False,
     dicomweb: Annotated[Optional[str], typer.Option(
-        "--dicomweb", help="DICOMweb root of a PACS (e.g. http://localhost:8042/dicom-web): fetch the "
-                           "--study studies from it instead of a folder; credentials from "
-                           "SPINEGRADE_DICOMWEB_TOKEN or SPINEGRADE_DICOMWEB_USER/_PASSWORD",
+        "--dicomweb", help="DICOMweb root of a PACS (e.g. http://localhost:8042/dicom-web): "
+                           "fetch the --study studies from it instead of a folder; credentials "
+                           "from SPINEGRADE_DICOMWEB_TOKEN or SPINEGRADE_DICOMWEB_USER/_PASSWORD",
         show_default=False)] = None,
     study: Annotated[Optional[list[str]], typer.Option(
         "--study", help="StudyInstanceUID to fetch with --dicomweb (repeat for several)",
         show_default=False)] = None,
     store: Annotated[bool, typer.Option(
-        "--store", help="with --dicomweb: store the SR and overlays back into each study (STOW-RS)")] = False,
+        "--store", help="with --dicomweb: store the SR and overlays back into each study "
+                        "(STOW-RS)")] = False,
 ) -> None:
     """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML reports.
 
@@ -343,7 +344,8 @@ def predict(
         result = web.predict
         for uid, sid in web.study_ids.items():
             stored = f", {len(web.stored[uid])} instance(s) stored" if uid in web.stored else ""
-            console.print(f"study {uid}: {out / 'studies' / str(sid)}{stored}", soft_wrap=True, highlight=False)
+            console.print(f"study {uid}: {out / 'studies' / str(sid)}{stored}", soft_wrap=True,
+                          highlight=False)
     else:
         from spinegrade.inference import predict as run_predict
 

@@ -32,11 +32,15 @@ from spinegrade.inference.dicomweb import ENV_PASSWORD, ENV_TOKEN, ENV_USER
 
 USER, PASSWORD = "spinegrade", "not-a-secret"
 REFUSED_PATIENT = "STOW-REFUSED"
-FORBIDDEN_TAG = "stow-forbidden"  #: `copy_study(..., FORBIDDEN_TAG)` makes the study FORBIDDEN_STUDY
+FORBIDDEN_TAG = (
+    "stow-forbidden"  #: `copy_study(..., FORBIDDEN_TAG)` makes the study FORBIDDEN_STUDY
+)
 FORBIDDEN_STUDY = make_uid("test-study", FORBIDDEN_TAG)
-_PLUGIN_GLOBS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
-                 "/usr/lib/orthanc/libOrthancDicomWeb.so*",
-                 "/usr/lib/x86_64-linux-gnu/orthanc/plugins/libOrthancDicomWeb.so*")
+_PLUGIN_GLOBS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so*",
+    "/usr/lib/x86_64-linux-gnu/orthanc/plugins/libOrthancDicomWeb.so*",
+)
 _LUA_FILTER = f"""
 function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
   if method == 'POST' and string.find(uri, '/studies/{FORBIDDEN_STUDY}', 1, true) then
@@ -93,21 +97,31 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A running Orthanc with DICOMweb (see the module docstring), stopped after the session."""
     binary, plugin = shutil.which("Orthanc"), _plugin()
     if binary is None or plugin is None:
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed "
-                    "(Debian/Ubuntu: sudo bash scripts/system-packages.sh)")
+        pytest.skip(
+            "Orthanc with its DICOMweb plugin is not installed "
+            "(Debian/Ubuntu: sudo bash scripts/system-packages.sh)"
+        )
     folder = tmp_path_factory.mktemp("orthanc")
     port = _free_port()
     (folder / "filter.lua").write_text(_LUA_FILTER)
     config: dict[str, Any] = {
-        "Name": "spinegrade-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-        "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
-        "Plugins": [plugin], "LuaScripts": [str(folder / "filter.lua")],
+        "Name": "spinegrade-test",
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [plugin],
+        "LuaScripts": [str(folder / "filter.lua")],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(folder / "orthanc.log", "wb")
-    proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, proc, folder / "orthanc.log")
@@ -145,8 +159,9 @@ def pacs(orthanc: Orthanc, monkeypatch: pytest.MonkeyPatch) -> Orthanc:
     return orthanc
 
 
-def copy_study(src: Path, dest: Path, tag: str, drop_series: Sequence[str] = (),
-               **attributes: Any) -> tuple[str, list[Path]]:
+def copy_study(
+    src: Path, dest: Path, tag: str, drop_series: Sequence[str] = (), **attributes: Any
+) -> tuple[str, list[Path]]:
     """Copy the study folder `src` into `dest` with new UIDs derived from `tag` (so that each test
     has its own study on the shared server), without the series folders `drop_series`, and with
     the given attributes set (e.g. PatientName="Doe^Jane"). Returns (StudyInstanceUID, files)."""
@@ -158,7 +173,9 @@ def copy_study(src: Path, dest: Path, tag: str, drop_series: Sequence[str] = (),
         ds = pydicom.dcmread(f)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = make_uid("test-series", tag, ds.SeriesInstanceUID)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = make_uid("test-sop", tag, ds.SOPInstanceUID)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = make_uid(
+            "test-sop", tag, ds.SOPInstanceUID
+        )
         for keyword, value in attributes.items():
             setattr(ds, keyword, value)
         target = dest / f.relative_to(src)
@@ -197,7 +214,9 @@ def read_findings(path: Path | pydicom.Dataset) -> dict[str, Finding]:
     for g in groups:
         probs, point, ref = {}, None, None
         for m in g.get_measurements(name=dc.PROBABILITY):
-            probs[severity_of[m[0].ContentSequence[0].ConceptCodeSequence[0].CodeValue]] = float(m.value)
+            probs[severity_of[m[0].ContentSequence[0].ConceptCodeSequence[0].CodeValue]] = float(
+                m.value
+            )
         evaluations = g.get_qualitative_evaluations()
         roi = getattr(g, "roi", None)
         if roi is not None:
@@ -205,12 +224,18 @@ def read_findings(path: Path | pydicom.Dataset) -> dict[str, Finding]:
             point = tuple(float(v) for v in roi.value[0])
             ref = roi.ContentSequence[0].ReferencedSOPSequence[0]
         site = g.finding_sites[0]
-        lat = next((m.ConceptCodeSequence[0].CodeValue for m in getattr(site, "ContentSequence", [])), None)
+        lat = next(
+            (m.ConceptCodeSequence[0].CodeValue for m in getattr(site, "ContentSequence", [])), None
+        )
         out[g.tracking_identifier] = Finding(
             (g.finding_type.value, g.finding_type.scheme_designator),
-            (site.value.value, site.value.scheme_designator), lat,
+            (site.value.value, site.value.scheme_designator),
+            lat,
             next(severity_of[e.value.value] for e in evaluations if e.name == dc.SEVERITY),
-            probs, [e.value.value for e in evaluations if e.name == dc.FLAG], point,
+            probs,
+            [e.value.value for e in evaluations if e.name == dc.FLAG],
+            point,
             None if ref is None else str(ref.ReferencedSOPClassUID),
-            None if ref is None else str(ref.ReferencedSOPInstanceUID))
+            None if ref is None else str(ref.ReferencedSOPInstanceUID),
+        )
     return out

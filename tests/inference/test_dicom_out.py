@@ -27,9 +27,18 @@ from spinegrade.inference.models import FLAG_NOT_LOCATED
 from .conftest import copy_study, read_findings
 
 RICH, PLAIN, CORRUPT = 900010, 900011, 900012  # study folders of the batch
-PATIENT = dict(PatientName="Doe^Jane", PatientID="P-0042", PatientBirthDate="19500102", PatientSex="F",
-               StudyDate="20240301", StudyTime="101500", AccessionNumber="ACC-7",
-               ReferringPhysicianName="House^Gregory", StudyID="S-12", StudyDescription="MR LUMBAR SPINE")
+PATIENT = dict(
+    PatientName="Doe^Jane",
+    PatientID="P-0042",
+    PatientBirthDate="19500102",
+    PatientSex="F",
+    StudyDate="20240301",
+    StudyTime="101500",
+    AccessionNumber="ACC-7",
+    ReferringPhysicianName="House^Gregory",
+    StudyID="S-12",
+    StudyDescription="MR LUMBAR SPINE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +53,23 @@ def batch(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dic
     shutil.copytree(source, images / str(PLAIN))
     (images / str(CORRUPT) / "7").mkdir(parents=True)
     (images / str(CORRUPT) / "7" / "1.dcm").write_bytes(b"not a dicom file " * 20)
-    result = CliRunner().invoke(app, ["predict", str(tiny["run"]), str(images), "--out", str(out),
-                                      "--dicom-out", "--workers", "1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(tiny["run"]),
+            str(images),
+            "--out",
+            str(out),
+            "--dicom-out",
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    findings = {s: read_findings(out / "studies" / str(s) / "dicom" / "sr.dcm") for s in (RICH, PLAIN)}
+    findings = {
+        s: read_findings(out / "studies" / str(s) / "dicom" / "sr.dcm") for s in (RICH, PLAIN)
+    }
     return {"images": images, "out": out, "run": tiny["run"], "findings": findings}
 
 
@@ -60,11 +82,15 @@ def _dicom(batch: dict[str, Any], study: int, name: str) -> Path:
 
 
 @pytest.mark.parametrize("study", [RICH, PLAIN])
-def test_sr_findings_equal_the_submission_and_predictions(batch: dict[str, Any], study: int) -> None:
+def test_sr_findings_equal_the_submission_and_predictions(
+    batch: dict[str, Any], study: int
+) -> None:
     findings = batch["findings"][study]
     record = _record(batch, study)
     sub = pd.read_csv(batch["out"] / "submission.csv").set_index("row_id")
-    assert sorted(findings) == sorted(t["row_id"] for t in record["targets"]) and len(findings) == 25
+    assert (
+        sorted(findings) == sorted(t["row_id"] for t in record["targets"]) and len(findings) == 25
+    )
     for t in record["targets"]:
         f = findings[t["row_id"]]
         row = sub.loc[t["row_id"], list(SEVERITIES)].to_numpy(dtype=float)
@@ -72,7 +98,10 @@ def test_sr_findings_equal_the_submission_and_predictions(batch: dict[str, Any],
         probs = np.array([f.probabilities[s] for s in SEVERITIES])
         np.testing.assert_allclose(probs, row, rtol=1e-5)  # the submission prints 6 digits
         np.testing.assert_allclose(probs, [t["probabilities"][s] for s in SEVERITIES], rtol=1e-12)
-        assert f.finding == (dc.CONDITION_CODES[t["condition"]].value, dc.CONDITION_CODES[t["condition"]].scheme_designator)
+        assert f.finding == (
+            dc.CONDITION_CODES[t["condition"]].value,
+            dc.CONDITION_CODES[t["condition"]].scheme_designator,
+        )
         assert f.site == (dc.LEVEL_CODES[t["level"]].value, "SCT")
         side = dc.laterality(t["condition"])
         assert f.laterality == (None if side is None else side.value)
@@ -96,26 +125,38 @@ def test_every_point_is_on_the_instance_predictions_json_names(batch: dict[str, 
         located += 1
         source = files[(t["series_id"], t["instance_number"])]
         assert (f.sop_instance_uid, f.sop_class_uid) == (source.SOPInstanceUID, source.SOPClassUID)
-        np.testing.assert_allclose(f.point, [t["pixel"]["x"] + 0.5, t["pixel"]["y"] + 0.5], atol=1e-4)
+        np.testing.assert_allclose(
+            f.point, [t["pixel"]["x"] + 0.5, t["pixel"]["y"] + 0.5], atol=1e-4
+        )
     assert located >= 15  # every sagittal target (see tests/test_inference.py)
 
 
 def test_patient_and_study_are_copied_never_invented(batch: dict[str, Any]) -> None:
-    sources = {s: pydicom.dcmread(next((batch["images"] / str(s)).rglob("*.dcm"))) for s in (RICH, PLAIN)}
+    sources = {
+        s: pydicom.dcmread(next((batch["images"] / str(s)).rglob("*.dcm"))) for s in (RICH, PLAIN)
+    }
     series_uids = set()
     for study, source in sources.items():
         objects = [pydicom.dcmread(p) for p in sorted(_dicom(batch, study, "").glob("*.dcm"))]
         assert [o.SOPClassUID for o in objects].count(ComprehensiveSRStorage) == 1
         for ds in objects:
-            assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.Manufacturer == "spinegrade"
+            assert (
+                ds.StudyInstanceUID == source.StudyInstanceUID and ds.Manufacturer == "spinegrade"
+            )
             for keyword in STUDY_ATTRIBUTES:
                 assert keyword in ds and ds[keyword].value == source.get(keyword, ds[keyword].value)
-                if keyword not in source:  # absent in the source: present and empty, as type 2 allows
+                if (
+                    keyword not in source
+                ):  # absent in the source: present and empty, as type 2 allows
                     assert ds[keyword].value in ("", None), keyword
             series_uids.add(ds.SeriesInstanceUID)
         assert source.SeriesInstanceUID not in series_uids
     rich = pydicom.dcmread(_dicom(batch, RICH, "sr.dcm"))
-    assert (str(rich.PatientName), rich.PatientBirthDate, rich.AccessionNumber) == ("Doe^Jane", "19500102", "ACC-7")
+    assert (str(rich.PatientName), rich.PatientBirthDate, rich.AccessionNumber) == (
+        "Doe^Jane",
+        "19500102",
+        "ACC-7",
+    )
     assert rich.StudyDescription == "MR LUMBAR SPINE"  # the rest of the study module too
     assert len(series_uids) == 4  # an SR series and an overlay series per study, all new
 
@@ -128,12 +169,15 @@ def test_overlays_are_the_report_pictures_marked_not_for_diagnosis(batch: dict[s
         ds = pydicom.dcmread(folder / "dicom" / f"overlay_{png.stem}.dcm")
         assert ds.SOPClassUID == SecondaryCaptureImageStorage and ds.Modality == "OT"
         assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and ds.BurnedInAnnotation == "YES"
-        assert "not for diagnostic use" in ds.ImageComments and "not for diagnostic use" in ds.SeriesDescription
+        assert (
+            "not for diagnostic use" in ds.ImageComments
+            and "not for diagnostic use" in ds.SeriesDescription
+        )
         with Image.open(png) as im:
             rgb = np.asarray(im.convert("RGB"))
         assert ds.pixel_array.shape == (rgb.shape[0] + BANNER_PX, rgb.shape[1], 3)
         np.testing.assert_array_equal(ds.pixel_array[: rgb.shape[0]], rgb)  # the picture, unchanged
-        assert ds.pixel_array[rgb.shape[0]:].max() == 255  # the banner's white text
+        assert ds.pixel_array[rgb.shape[0] :].max() == 255  # the banner's white text
 
 
 def test_a_failed_study_gets_no_sr_and_says_so(batch: dict[str, Any]) -> None:
@@ -144,15 +188,21 @@ def test_a_failed_study_gets_no_sr_and_says_so(batch: dict[str, Any]) -> None:
     errors = pd.read_csv(batch["out"] / "errors.csv")
     assert errors.study_id.tolist() == [CORRUPT]
     listed = _record(batch, RICH)["dicom"]["files"]
-    assert sorted(listed) == sorted(f"dicom/{p.name}" for p in _dicom(batch, RICH, "").glob("*.dcm"))
+    assert sorted(listed) == sorted(
+        f"dicom/{p.name}" for p in _dicom(batch, RICH, "").glob("*.dcm")
+    )
     for name, uid in listed.items():
         assert pydicom.dcmread(_dicom(batch, RICH, Path(name).name)).SOPInstanceUID == uid
 
 
 def test_dciodvfy_finds_no_error(batch: dict[str, Any]) -> None:
     if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (Debian dicom3tools) is not installed: bash scripts/system-packages.sh")
-    files = sorted(_dicom(batch, RICH, "").glob("*.dcm")) + sorted(_dicom(batch, PLAIN, "").glob("*.dcm"))
+        pytest.skip(
+            "dciodvfy (Debian dicom3tools) is not installed: bash scripts/system-packages.sh"
+        )
+    files = sorted(_dicom(batch, RICH, "").glob("*.dcm")) + sorted(
+        _dicom(batch, PLAIN, "").glob("*.dcm")
+    )
     assert len(files) == 8
     for path in files:
         proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
@@ -165,13 +215,14 @@ def test_dciodvfy_finds_no_error(batch: dict[str, Any]) -> None:
 def test_dsrdump_reads_the_sr(batch: dict[str, Any]) -> None:
     if shutil.which("dsrdump") is None:
         pytest.skip("dsrdump (Debian dcmtk) is not installed: bash scripts/system-packages.sh")
-    proc = subprocess.run(["dsrdump", str(_dicom(batch, RICH, "sr.dcm"))], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        ["dsrdump", str(_dicom(batch, RICH, "sr.dcm"))], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "Comprehensive SR Document" in text and "Doe^Jane (F, 1950-01-02, #P-0042)" in text
     assert text.count('"Measurement Group"') == 25
-    assert 'Level of L4/L5 intervertebral disc' in text and "Spinal stenosis" in text
+    assert "Level of L4/L5 intervertebral disc" in text and "Spinal stenosis" in text
 
 
 def test_fingerprint_follows_the_run_folder(batch: dict[str, Any], tmp_path: Path) -> None:

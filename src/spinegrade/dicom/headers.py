@@ -34,8 +34,8 @@ _DECODER_HINTS = (
 
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 _OTHER = ("InstanceNumber", "SliceThickness", "RescaleSlope", "RescaleIntercept", "StudyInstanceUID",
-          "SeriesInstanceUID", "SeriesDescription", "Manufacturer", "EchoTime", "RepetitionTime", "InversionTime",
-          "SOPInstanceUID", "SOPClassUID")
+          "SeriesInstanceUID", "SeriesDescription", "Manufacturer", "EchoTime", "RepetitionTime",
+          "InversionTime", "SOPInstanceUID", "SOPClassUID")
 _TAGS = {kw: tag_for_keyword(kw) for kw in _GEOMETRY + _OTHER}
 _PIXEL_TAGS = {kw: tag_for_keyword(kw) for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel",
                                                    "PixelRepresentation", "NumberOfFrames")}
@@ -70,7 +70,7 @@ class SliceHeader:
     repetition_time: float | None = None
     inversion_time: float | None = None
     sop_instance_uid: str = ""  #: SOPInstanceUID ("" when absent): what an SR refers to
-    sop_class_uid: str = ""  #: SOPClassUID ("" when absent)
+    sop_class_uid: str = ""  #: SOPClassUID, else the file meta's MediaStorageSOPClassUID, else ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -138,7 +138,7 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
         repetition_time=_opt_float(v["RepetitionTime"]),
         inversion_time=_opt_float(v["InversionTime"]),
         sop_instance_uid=str(v["SOPInstanceUID"] or ""),
-        sop_class_uid=str(v["SOPClassUID"] or ""),
+        sop_class_uid=str(v["SOPClassUID"] or (meta or {}).get("MediaStorageSOPClassUID", "")),
     )
 
 

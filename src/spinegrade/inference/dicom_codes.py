@@ -32,8 +32,11 @@ PRIVATE_SCHEME = "99SPINEGRADE"
 
 def coding_scheme() -> CodingSchemeIdentificationItem:
     """The Coding Scheme Identification item that declares `99SPINEGRADE` in a document."""
-    return CodingSchemeIdentificationItem(designator=PRIVATE_SCHEME, name="spinegrade codes",
-                                          responsible_organization="the spinegrade project")
+    return CodingSchemeIdentificationItem(
+        designator=PRIVATE_SCHEME,
+        name="spinegrade codes",
+        responsible_organization="the spinegrade project",
+    )
 
 
 def _private(value: str, meaning: str) -> Code:
@@ -45,24 +48,40 @@ CONDITION_CODES: dict[str, Code] = {
     "spinal_canal_stenosis": Code("76107001", "SCT", "Spinal stenosis"),
     "left_neural_foraminal_narrowing": _private("FORAMINAL", "Neural foraminal narrowing"),
     "right_neural_foraminal_narrowing": _private("FORAMINAL", "Neural foraminal narrowing"),
-    "left_subarticular_stenosis": _private("SUBARTICULAR", "Subarticular (lateral recess) stenosis"),
-    "right_subarticular_stenosis": _private("SUBARTICULAR", "Subarticular (lateral recess) stenosis"),
+    "left_subarticular_stenosis": _private(
+        "SUBARTICULAR", "Subarticular (lateral recess) stenosis"
+    ),
+    "right_subarticular_stenosis": _private(
+        "SUBARTICULAR", "Subarticular (lateral recess) stenosis"
+    ),
 }
-LEVEL_CODES: dict[str, Code] = dict(zip(LEVELS, (
-    Code("243920003", "SCT", "Level of L1/L2 intervertebral disc"),
-    Code("243921004", "SCT", "Level of L2/L3 intervertebral disc"),
-    Code("243922006", "SCT", "Level of L3/L4 intervertebral disc"),
-    Code("243923001", "SCT", "Level of L4/L5 intervertebral disc"),
-    Code("243927000", "SCT", "Level of L5/S1 intervertebral disc"),
-)))
-LATERALITY_CODES: dict[str, Code] = {"left": Code("7771000", "SCT", "Left"),
-                                     "right": Code("24028007", "SCT", "Right")}
+LEVEL_CODES: dict[str, Code] = dict(
+    zip(
+        LEVELS,
+        (
+            Code("243920003", "SCT", "Level of L1/L2 intervertebral disc"),
+            Code("243921004", "SCT", "Level of L2/L3 intervertebral disc"),
+            Code("243922006", "SCT", "Level of L3/L4 intervertebral disc"),
+            Code("243923001", "SCT", "Level of L4/L5 intervertebral disc"),
+            Code("243927000", "SCT", "Level of L5/S1 intervertebral disc"),
+        ),
+    )
+)
+LATERALITY_CODES: dict[str, Code] = {
+    "left": Code("7771000", "SCT", "Left"),
+    "right": Code("24028007", "SCT", "Right"),
+}
 SEVERITY = Code("246112005", "SCT", "Severity")
-SEVERITY_CODES: dict[str, Code] = dict(zip(SEVERITIES, (
-    _private("NORMAL_MILD", "Normal/Mild"),
-    Code("6736007", "SCT", "Moderate"),
-    Code("24484000", "SCT", "Severe"),
-)))
+SEVERITY_CODES: dict[str, Code] = dict(
+    zip(
+        SEVERITIES,
+        (
+            _private("NORMAL_MILD", "Normal/Mild"),
+            Code("6736007", "SCT", "Moderate"),
+            Code("24484000", "SCT", "Severe"),
+        ),
+    )
+)
 PROBABILITY = Code("122157", "DCM", "Probability")
 PROBABILITY_UNIT = Code("{probability}", "UCUM", "probability")
 CONFIDENCE = _private("LOC_CONFIDENCE", "Localisation confidence (heatmap peak)")
@@ -86,7 +105,21 @@ def laterality(condition: str) -> Code | None:
 
 
 __all__ = [
-    "CONDITION_CODES", "CONFIDENCE", "FLAG", "IMAGING_PROCEDURE", "LATERALITY_CODES", "LEVEL_CODES",
-    "MILLIMETRE", "NO_UNITS", "PRIVATE_SCHEME", "PROBABILITY", "PROBABILITY_UNIT", "SEVERITY",
-    "SEVERITY_CODES", "SPREAD", "coding_scheme", "flag_code", "laterality",
+    "CONDITION_CODES",
+    "CONFIDENCE",
+    "FLAG",
+    "IMAGING_PROCEDURE",
+    "LATERALITY_CODES",
+    "LEVEL_CODES",
+    "MILLIMETRE",
+    "NO_UNITS",
+    "PRIVATE_SCHEME",
+    "PROBABILITY",
+    "PROBABILITY_UNIT",
+    "SEVERITY",
+    "SEVERITY_CODES",
+    "SPREAD",
+    "coding_scheme",
+    "flag_code",
+    "laterality",
 ]

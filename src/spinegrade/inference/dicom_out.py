@@ -55,13 +55,24 @@ DICOM_DIR = "dicom"  #: under OUT/studies/<id>/
 SR_FILE = "sr.dcm"
 MANUFACTURER = "spinegrade"
 SR_SERIES_NUMBER, OVERLAY_SERIES_NUMBER = 9001, 9002  #: high, to sort after the acquired series
-DISCLAIMER = ("Research use only, not for diagnostic use: computed by the spinegrade algorithm, "
-              "not reviewed by a physician.")
+DISCLAIMER = (
+    "Research use only, not for diagnostic use: computed by the spinegrade algorithm, "
+    "not reviewed by a physician."
+)
 BANNER = "spinegrade - research use only - NOT FOR DIAGNOSTIC USE"  #: burned into each overlay
 BANNER_PX = 28
 #: Type 2 attributes of the Patient and General Study modules: copied from the source, or empty.
-STUDY_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                    "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+STUDY_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 class DicomOutputError(SpinegradeError):
@@ -80,8 +91,11 @@ class Provenance:
 
     def parameters(self) -> list[str]:
         """The algorithm parameters written into the SR (TID 4019)."""
-        return [f"run folder sha256 {self.fingerprint}",
-                f"folds {','.join(map(str, self.folds))}", f"tta {str(self.tta).lower()}"]
+        return [
+            f"run folder sha256 {self.fingerprint}",
+            f"folds {','.join(map(str, self.folds))}",
+            f"tta {str(self.tta).lower()}",
+        ]
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,7 @@ def spinegrade_version() -> str:
         return "unknown"
 
 
-# --- planning (main process: needs the read study and the run folder) ------------------------------
+# --- planning (main process: needs the read study and the run folder) --------------------------
 
 
 def run_provenance(run_dir: str | Path, folds: Sequence[int], tta: bool) -> Provenance:
@@ -138,7 +152,13 @@ def run_provenance(run_dir: str | Path, folds: Sequence[int], tta: bool) -> Prov
     """
     from spinegrade.grade.calibrate import CALIBRATION_JSON  # torch: main process only
     from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR
-    from spinegrade.training.run import CONFIG_YAML, GRADER_DIR, GRADER_MODEL, LOCALIZER_DIR, PRIOR_CSV
+    from spinegrade.training.run import (
+        CONFIG_YAML,
+        GRADER_DIR,
+        GRADER_MODEL,
+        LOCALIZER_DIR,
+        PRIOR_CSV,
+    )
 
     run_dir = Path(run_dir)
     files = [CONFIG_YAML, PRIOR_CSV, CALIBRATION_JSON]
@@ -156,8 +176,13 @@ def run_provenance(run_dir: str | Path, folds: Sequence[int], tta: bool) -> Prov
     return Provenance(spinegrade_version(), digest.hexdigest(), tuple(sorted(folds)), tta)
 
 
-def plan_dicom(study: Study | None, source: StudySource, record: dict[str, Any],
-               overlays: Iterable[str], provenance: Provenance) -> DicomJob | None:
+def plan_dicom(
+    study: Study | None,
+    source: StudySource,
+    record: dict[str, Any],
+    overlays: Iterable[str],
+    provenance: Provenance,
+) -> DicomJob | None:
     """The job that writes a study's SR and overlays, or None for a failed study.
 
     One header of the source's files gives the patient and study attributes; `overlays` are the
@@ -171,14 +196,27 @@ def plan_dicom(study: Study | None, source: StudySource, record: dict[str, Any],
     study_uid = next(v.meta.study_uid for s in study.series for v in s.stacks)
     files = source.files or sorted(p for p in source.path.rglob("*") if p.is_file())
     header = _study_header(files, study_uid)
-    seed = (study_uid, provenance.version, provenance.fingerprint, provenance.folds, provenance.tta,
-            hashlib.sha256("|".join(sorted(s.sop_instance_uid for s in sources.values())).encode())
-            .hexdigest())
+    seed = (
+        study_uid,
+        provenance.version,
+        provenance.fingerprint,
+        provenance.folds,
+        provenance.tta,
+        hashlib.sha256(
+            "|".join(sorted(s.sop_instance_uid for s in sources.values())).encode()
+        ).hexdigest(),
+    )
     names = [n for n in OVERLAYS if n in set(overlays)]
-    uids = {key: make_uid("spinegrade", key, *seed) for key in ("sr_series", "sr", "overlay_series", *names)}
+    uids = {
+        key: make_uid("spinegrade", key, *seed)
+        for key in ("sr_series", "sr", "overlay_series", *names)
+    }
     job = DicomJob(header, sources, provenance, names, uids)
-    record["dicom"] = {"files": {f"{DICOM_DIR}/{f}": uid for f, uid in job.files.items()},
-                       "sr_series_uid": uids["sr_series"], "overlay_series_uid": uids["overlay_series"]}
+    record["dicom"] = {
+        "files": {f"{DICOM_DIR}/{f}": uid for f, uid in job.files.items()},
+        "sr_series_uid": uids["sr_series"],
+        "overlay_series_uid": uids["overlay_series"],
+    }
     return job
 
 
@@ -192,8 +230,12 @@ def _sources(study: Study, targets: Sequence[Mapping[str, Any]]) -> dict[str, So
         vol = series[t["series_id"]].stacks[t["stack_index"]]
         k = t["slice_index"]
         if not vol.sop_instance_uids or not vol.sop_instance_uids[k]:
-            raise DicomError(vol.meta.path, f"slice {k} has no SOPInstanceUID: the SR cannot refer to it")
-        out[t["row_id"]] = SourceImage(vol.sop_class_uids[k], vol.sop_instance_uids[k], vol.meta.series_uid)
+            raise DicomError(
+                vol.meta.path, f"slice {k} has no SOPInstanceUID: the SR cannot refer to it"
+            )
+        out[t["row_id"]] = SourceImage(
+            vol.sop_class_uids[k], vol.sop_instance_uids[k], vol.meta.series_uid
+        )
     return out
 
 
@@ -205,6 +247,8 @@ def _study_header(files: Iterable[Path], study_uid: str) -> Dataset:
         except DicomError:
             continue
         if ds.get("StudyInstanceUID") == study_uid and "SOPInstanceUID" in ds:
+            if "SOPClassUID" not in ds and "MediaStorageSOPClassUID" in ds.file_meta:
+                ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID  # as RSNA's files have it
             for keyword in STUDY_ATTRIBUTES:  # type 2: present, empty when the source lacks it
                 if keyword not in ds:
                     setattr(ds, keyword, None)
@@ -218,45 +262,72 @@ def _study_header(files: Iterable[Path], study_uid: str) -> Dataset:
 def build_sr(record: Mapping[str, Any], job: DicomJob) -> hd.sr.ComprehensiveSR:
     """The study's TID 1500 Measurement Report (see the module docstring)."""
     p = job.provenance
-    algorithm = hd.sr.AlgorithmIdentification(name=MANUFACTURER, version=p.version,
-                                              parameters=p.parameters())
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=MANUFACTURER, version=p.version, parameters=p.parameters()
+    )
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=make_uid("spinegrade-device", p.fingerprint), name=MANUFACTURER,
-        manufacturer_name=MANUFACTURER, model_name=f"spinegrade {p.version}",
-        serial_number=p.fingerprint[:16])
-    context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+        uid=make_uid("spinegrade-device", p.fingerprint),
+        name=MANUFACTURER,
+        manufacturer_name=MANUFACTURER,
+        model_name=f"spinegrade {p.version}",
+        serial_number=p.fingerprint[:16],
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
     report = hd.sr.MeasurementReport(
-        observation_context=context, procedure_reported=dc.IMAGING_PROCEDURE,
-        imaging_measurements=[_finding(t, job, algorithm) for t in record["targets"]])
+        observation_context=context,
+        procedure_reported=dc.IMAGING_PROCEDURE,
+        imaging_measurements=[_finding(t, job, algorithm) for t in record["targets"]],
+    )
     return hd.sr.ComprehensiveSR(
         evidence=[job.header, *(_evidence(s, job.header) for s in job.sources.values())],
-        content=report, series_instance_uid=job.uids["sr_series"], series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=job.uids["sr"], instance_number=1, manufacturer=MANUFACTURER,
-        is_complete=True, is_final=False, is_verified=False,
+        content=report,
+        series_instance_uid=job.uids["sr_series"],
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=job.uids["sr"],
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
         series_description="spinegrade grading (research use, not for diagnosis)",
-        manufacturer_model_name="spinegrade", software_versions=p.version,
-        coding_schemes=[dc.coding_scheme()])
+        manufacturer_model_name="spinegrade",
+        software_versions=p.version,
+        coding_schemes=[dc.coding_scheme()],
+    )
 
 
-def _finding(t: Mapping[str, Any], job: DicomJob,
-             algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.Template:
+def _finding(
+    t: Mapping[str, Any], job: DicomJob, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.Template:
     """One target as a TID 1410 group (located) or a TID 1501 group (not located)."""
     args: dict[str, Any] = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=make_uid("spinegrade-finding", job.uids["sr"], t["row_id"]), identifier=t["row_id"]),
-        finding_type=dc.CONDITION_CODES[t["condition"]], algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(dc.LEVEL_CODES[t["level"]], laterality=dc.laterality(t["condition"]))],
+            uid=make_uid("spinegrade-finding", job.uids["sr"], t["row_id"]), identifier=t["row_id"]
+        ),
+        finding_type=dc.CONDITION_CODES[t["condition"]],
+        algorithm_id=algorithm,
+        finding_sites=[
+            hd.sr.FindingSite(dc.LEVEL_CODES[t["level"]], laterality=dc.laterality(t["condition"]))
+        ],
         measurements=_measurements(t),
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(dc.SEVERITY, dc.SEVERITY_CODES[t["most_likely"]]),
-                                 *(hd.sr.QualitativeEvaluation(dc.FLAG, dc.flag_code(f)) for f in t["flags"])])
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(dc.SEVERITY, dc.SEVERITY_CODES[t["most_likely"]]),
+            *(hd.sr.QualitativeEvaluation(dc.FLAG, dc.flag_code(f)) for f in t["flags"]),
+        ],
+    )
     source = job.sources.get(t["row_id"])
     if source is None:
         return hd.sr.MeasurementsAndQualitativeEvaluations(**args)
     point = np.array([[t["pixel"]["x"] + 0.5, t["pixel"]["y"] + 0.5]])
-    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=point,
-                               source_image=hd.sr.SourceImageForRegion(source.sop_class_uid,
-                                                                       source.sop_instance_uid))
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POINT,
+        graphic_data=point,
+        source_image=hd.sr.SourceImageForRegion(source.sop_class_uid, source.sop_instance_uid),
+    )
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **args)
 
 
@@ -265,14 +336,22 @@ def _measurements(t: Mapping[str, Any]) -> list[hd.sr.Measurement]:
     out = []
     for severity, p in t["probabilities"].items():
         m = hd.sr.Measurement(name=dc.PROBABILITY, value=float(p), unit=dc.PROBABILITY_UNIT)
-        m[0].ContentSequence = [hd.sr.CodeContentItem(
-            name=dc.SEVERITY, value=dc.SEVERITY_CODES[severity],
-            relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD)]
+        m[0].ContentSequence = [
+            hd.sr.CodeContentItem(
+                name=dc.SEVERITY,
+                value=dc.SEVERITY_CODES[severity],
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD,
+            )
+        ]
         out.append(m)
     if t["confidence"] is not None:
-        out.append(hd.sr.Measurement(name=dc.CONFIDENCE, value=float(t["confidence"]), unit=dc.NO_UNITS))
+        out.append(
+            hd.sr.Measurement(name=dc.CONFIDENCE, value=float(t["confidence"]), unit=dc.NO_UNITS)
+        )
     if t["spread_mm"] is not None:
-        out.append(hd.sr.Measurement(name=dc.SPREAD, value=float(t["spread_mm"]), unit=dc.MILLIMETRE))
+        out.append(
+            hd.sr.Measurement(name=dc.SPREAD, value=float(t["spread_mm"]), unit=dc.MILLIMETRE)
+        )
     return out
 
 
@@ -289,13 +368,22 @@ def build_overlay(png: str | Path, name: str, number: int, job: DicomJob) -> hd.
     with Image.open(png) as im:
         pixels = _with_banner(im.convert("RGB"))
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=job.header, pixel_array=pixels, photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
-        series_instance_uid=job.uids["overlay_series"], series_number=OVERLAY_SERIES_NUMBER,
-        sop_instance_uid=job.uids[name], instance_number=number, manufacturer=MANUFACTURER,
+        ref_dataset=job.header,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        patient_orientation=("L", "P"),
+        series_instance_uid=job.uids["overlay_series"],
+        series_number=OVERLAY_SERIES_NUMBER,
+        sop_instance_uid=job.uids[name],
+        instance_number=number,
+        manufacturer=MANUFACTURER,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description="spinegrade overlays (not for diagnostic use)",
-        manufacturer_model_name="spinegrade", software_versions=job.provenance.version)
+        manufacturer_model_name="spinegrade",
+        software_versions=job.provenance.version,
+    )
     sc.PatientOrientation = None  # several planes side by side: each panel carries its letters
     sc.BodyPartExamined = job.header.get("BodyPartExamined") or "LSPINE"  # unpaired: no Laterality
     sc.BurnedInAnnotation = "YES"
@@ -305,7 +393,7 @@ def build_overlay(png: str | Path, name: str, number: int, job: DicomJob) -> hd.
 
 
 def _with_banner(image: Image.Image) -> np.ndarray:
-    """The image (H, W) with a black strip below it saying it is not for diagnosis: (H + 28, W, 3)."""
+    """The RGB image (H, W) over a black strip saying it is not for diagnosis: (H + 28, W, 3)."""
     out = Image.new("RGB", (image.width, image.height + BANNER_PX), "black")
     out.paste(image, (0, 0))
     draw = ImageDraw.Draw(out)
@@ -322,16 +410,35 @@ def write_study_dicom(folder: str | Path, record: Mapping[str, Any], job: DicomJ
     folder = Path(folder)
     try:
         with warnings.catch_warnings():  # a one-part PatientName is the source's: copied as it is
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+            warnings.filterwarnings(
+                "ignore", message=".*unlikely to represent the intended person name"
+            )
             objects = {SR_FILE: build_sr(record, job)}
             for number, name in enumerate(job.overlays, start=1):
-                objects[overlay_file(name)] = build_overlay(folder / f"{name}.png", name, number, job)
+                objects[overlay_file(name)] = build_overlay(
+                    folder / f"{name}.png", name, number, job
+                )
     except (ValueError, TypeError, AttributeError, OSError) as exc:
-        raise DicomOutputError(f"study {record['study_id']}: DICOM outputs not built "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    return [write_with(folder / DICOM_DIR / f, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True))
-            for f, ds in objects.items()]
+        raise DicomOutputError(
+            f"study {record['study_id']}: DICOM outputs not built "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    return [
+        write_with(
+            folder / DICOM_DIR / f, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True)
+        )
+        for f, ds in objects.items()
+    ]
 
 
-__all__ = ["DicomJob", "DicomOutputError", "Provenance", "build_overlay", "build_sr", "plan_dicom",
-           "run_provenance", "spinegrade_version", "write_study_dicom"]
+__all__ = [
+    "DicomJob",
+    "DicomOutputError",
+    "Provenance",
+    "build_overlay",
+    "build_sr",
+    "plan_dicom",
+    "run_provenance",
+    "spinegrade_version",
+    "write_study_dicom",
+]

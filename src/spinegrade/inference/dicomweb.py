@@ -43,7 +43,9 @@ from spinegrade.inference.outputs import study_dir
 from spinegrade.inference.run import PredictResult, predict
 from spinegrade.io import write_with
 
-ENV_USER, ENV_PASSWORD, ENV_TOKEN = (f"SPINEGRADE_DICOMWEB_{k}" for k in ("USER", "PASSWORD", "TOKEN"))
+ENV_USER, ENV_PASSWORD, ENV_TOKEN = (
+    f"SPINEGRADE_DICOMWEB_{k}" for k in ("USER", "PASSWORD", "TOKEN")
+)
 FETCH_DIR = ".fetch"
 IMAGE_MODALITIES = ("MR", "")  #: series fetched ("": no Modality, as in the RSNA files)
 TIMEOUT_S = 60.0
@@ -91,22 +93,34 @@ def connect(url: str, timeout: float = TIMEOUT_S) -> DICOMwebClient:
     elif user:
         session.auth = (user, os.environ.get(ENV_PASSWORD, ""))
     client = DICOMwebClient(url.rstrip("/"), session=session, timeout=timeout)
-    client.set_http_retry_params(max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS)
+    client.set_http_retry_params(
+        max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS
+    )
     return client
 
 
 def find_series(client: DICOMwebClient, study_uid: str) -> list[SeriesInfo]:
     """QIDO-RS: the series of a study (DicomwebError when the server has no such study)."""
-    found = _call(client, f"QIDO-RS of study {study_uid}",
-                  lambda: client.search_for_series(study_instance_uid=study_uid), not_found=[])
+    found = _call(
+        client,
+        f"QIDO-RS of study {study_uid}",
+        lambda: client.search_for_series(study_instance_uid=study_uid),
+        not_found=[],
+    )
     if not found:
         raise DicomwebError([f"{client.base_url}: no study {study_uid} on the server"])
     out = []
     for item in found:
         ds = Dataset.from_json(item)
         n = ds.get("NumberOfSeriesRelatedInstances")
-        out.append(SeriesInfo(str(ds.SeriesInstanceUID), str(ds.get("Modality") or ""),
-                              str(ds.get("SeriesDescription") or ""), None if n in (None, "") else int(n)))
+        out.append(
+            SeriesInfo(
+                str(ds.SeriesInstanceUID),
+                str(ds.get("Modality") or ""),
+                str(ds.get("SeriesDescription") or ""),
+                None if n in (None, "") else int(n),
+            )
+        )
     return out
 
 
@@ -119,22 +133,33 @@ def image_series(study_uid: str, series: Sequence[SeriesInfo]) -> list[SeriesInf
     return wanted
 
 
-def fetch_studies(client: DICOMwebClient, plans: dict[str, list[SeriesInfo]], dest: Path,
-                  progress: bool = True) -> int:
+def fetch_studies(
+    client: DICOMwebClient, plans: dict[str, list[SeriesInfo]], dest: Path, progress: bool = True
+) -> int:
     """WADO-RS: every planned series into `dest/<study>/<series>/<sop>.dcm`; returns the count."""
     total = sum(s.instances or 0 for series in plans.values() for s in series) or None
     with tqdm(total=total, desc="fetch", unit="instance", disable=not progress) as bar:
         for study_uid, series in plans.items():
             for s in series:
-                _call(client, f"WADO-RS of series {s.uid}",
-                      lambda s=s: _save_series(client, study_uid, s.uid, dest / study_uid / s.uid, bar))
+                _call(
+                    client,
+                    f"WADO-RS of series {s.uid}",
+                    lambda s=s: _save_series(
+                        client, study_uid, s.uid, dest / study_uid / s.uid, bar
+                    ),
+                )
         return bar.n
 
 
-def _save_series(client: DICOMwebClient, study_uid: str, series_uid: str, folder: Path, bar: tqdm) -> None:
+def _save_series(
+    client: DICOMwebClient, study_uid: str, series_uid: str, folder: Path, bar: tqdm
+) -> None:
     """Stream one series' instances into `folder`, one file each, counting them on `bar`."""
     for ds in client.iter_series(study_uid, series_uid, media_types=_ANY_SYNTAX):
-        write_with(folder / f"{ds.SOPInstanceUID}.dcm", lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True))
+        write_with(
+            folder / f"{ds.SOPInstanceUID}.dcm",
+            lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True),
+        )
         bar.update()
 
 
@@ -154,9 +179,12 @@ def store_study(client: DICOMwebClient, study_uid: str, files: Sequence[Path]) -
         response = _response_dataset(exc.response)
         status = f"HTTP {exc.response.status_code} {exc.response.reason}".strip()
     except requests.RequestException as exc:
-        raise DicomwebError([f"{client.base_url}: STOW-RS of study {study_uid} failed "
-                             f"({_short(exc)})"]) from None
-    reasons = {str(i.ReferencedSOPInstanceUID): _failure(i) for i in response.get("FailedSOPSequence", [])}
+        raise DicomwebError(
+            [f"{client.base_url}: STOW-RS of study {study_uid} failed ({_short(exc)})"]
+        ) from None
+    reasons = {
+        str(i.ReferencedSOPInstanceUID): _failure(i) for i in response.get("FailedSOPSequence", [])
+    }
     series = sorted({str(ds.SeriesInstanceUID) for ds in datasets})
     kept = _instances_on_server(client, study_uid, series)
     if all(u in kept for u in names):
@@ -164,24 +192,42 @@ def store_study(client: DICOMwebClient, study_uid: str, files: Sequence[Path]) -
     refused: dict[str, list[str]] = {}  # reason -> files
     for u, name in names.items():
         if u not in kept:
-            refused.setdefault(reasons.get(u) or status or "answered as stored, not on the server", []).append(name)
+            refused.setdefault(
+                reasons.get(u) or status or "answered as stored, not on the server", []
+            ).append(name)
     why = "; ".join(f"{', '.join(files)} ({reason})" for reason, files in refused.items())
     stored = ", ".join(name for u, name in names.items() if u in kept) or "nothing"
-    raise DicomwebError([f"{client.base_url}: STOW-RS refused for study {study_uid}: {why}; stored: {stored}"])
+    raise DicomwebError(
+        [f"{client.base_url}: STOW-RS refused for study {study_uid}: {why}; stored: {stored}"]
+    )
 
 
 def _instances_on_server(client: DICOMwebClient, study_uid: str, series: Sequence[str]) -> set[str]:
     """QIDO-RS: the SOP Instance UIDs the server holds in these series of the study."""
     found: set[str] = set()
     for uid in series:
-        items = _call(client, f"QIDO-RS of series {uid}", lambda uid=uid: client.search_for_instances(
-            study_instance_uid=study_uid, series_instance_uid=uid), not_found=[])
+        items = _call(
+            client,
+            f"QIDO-RS of series {uid}",
+            lambda uid=uid: client.search_for_instances(
+                study_instance_uid=study_uid, series_instance_uid=uid
+            ),
+            not_found=[],
+        )
         found.update(str(Dataset.from_json(i).SOPInstanceUID) for i in items)
     return found
 
 
-def predict_dicomweb(run_dir: str | Path, url: str, study_uids: Sequence[str], out_dir: str | Path, *,
-                     store: bool = False, progress: bool = True, **predict_kwargs: Any) -> DicomwebResult:
+def predict_dicomweb(
+    run_dir: str | Path,
+    url: str,
+    study_uids: Sequence[str],
+    out_dir: str | Path,
+    *,
+    store: bool = False,
+    progress: bool = True,
+    **predict_kwargs: Any,
+) -> DicomwebResult:
     """Fetch, predict and (with `store`) store back the studies `study_uids` of the server `url`.
 
     `predict_kwargs` go to `inference.predict` (workers, tta, device, folds, ...). See the module
@@ -196,17 +242,22 @@ def predict_dicomweb(run_dir: str | Path, url: str, study_uids: Sequence[str], o
     fetch_root = out_dir / FETCH_DIR
     shutil.rmtree(fetch_root, ignore_errors=True)
     fetch_studies(client, plans, fetch_root, progress)
-    result = predict(run_dir, fetch_root, out_dir, progress=progress, dicom_out=True, **predict_kwargs)
+    result = predict(
+        run_dir, fetch_root, out_dir, progress=progress, dicom_out=True, **predict_kwargs
+    )
     ids = {uid: uid_to_id(uid) for uid in plans}
     records = {uid: _record(out_dir, sid) for uid, sid in ids.items()}
-    problems = [p for uid, r in records.items() for p in _problems(uid, r)]
+    failed = result.failed.dropna(subset=["study_id"])
+    errors = {uid: failed.reason[failed.study_id == sid].tolist() for uid, sid in ids.items()}
+    problems = [p for uid, r in records.items() for p in _problems(uid, r, errors[uid])]
     if problems:
         raise DicomwebError([*problems, f"outputs in {out_dir}, nothing stored"])
     stored: dict[str, list[str]] = {}
     if not store:
         return DicomwebResult(result, ids, stored)
     for uid, record in records.items():
-        files = [study_dir(out_dir, ids[uid]) / f for f in record["dicom"]["files"]]  # type: ignore[index]
+        assert record is not None  # _problems refused the studies without one
+        files = [study_dir(out_dir, ids[uid]) / f for f in record["dicom"]["files"]]
         try:
             stored[uid] = store_study(client, uid, files)
         except DicomwebError as exc:
@@ -220,20 +271,27 @@ def _record(out_dir: Path, study_id: int) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _problems(study_uid: str, record: dict[str, Any] | None) -> list[str]:
-    """Why a study's results must not be stored (empty when they can)."""
+def _problems(study_uid: str, record: dict[str, Any] | None, errors: Sequence[str]) -> list[str]:
+    """Why a study's results must not be stored (empty when they can); `errors` are its rows of
+    errors.csv."""
     if record is None:
         return [f"study {study_uid}: no prediction was written"]
-    if record["status"] != "ok":
-        return [f"study {study_uid}: {record['error']}"]
+    if errors:
+        return [f"study {study_uid}: {reason}" for reason in errors]
     missing: dict[str, set[str]] = {}
     for t in record["targets"]:
         if FLAG_MISSING_SERIES in t["flags"]:
-            missing.setdefault(SERIES_OF_CONDITION[t["condition"]], set()).add(t["condition"].replace("_", " "))
-    out = [f"study {study_uid}: no {kind} series (needed for {', '.join(sorted(conditions))})"
-           for kind, conditions in sorted(missing.items())]
+            missing.setdefault(SERIES_OF_CONDITION[t["condition"]], set()).add(
+                t["condition"].replace("_", " ")
+            )
+    out = [
+        f"study {study_uid}: no {kind} series (needed for {', '.join(sorted(conditions))})"
+        for kind, conditions in sorted(missing.items())
+    ]
     if not out and not record.get("dicom", {}).get("files"):
-        out.append(f"study {study_uid}: {record.get('dicom', {}).get('reason', 'no DICOM outputs')}")
+        out.append(
+            f"study {study_uid}: {record.get('dicom', {}).get('reason', 'no DICOM outputs')}"
+        )
     return out
 
 
@@ -245,11 +303,14 @@ def _call(client: DICOMwebClient, what: str, fn: Callable[[], T], not_found: T |
         code = exc.response.status_code
         if code == 404 and not_found is not None:
             return not_found
-        hint = (f" (set {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN})" if code in (401, 403) else "")
-        raise DicomwebError([f"{client.base_url}: {what} refused: HTTP {code} "
-                             f"{exc.response.reason}{hint}"]) from None
+        hint = f" (set {ENV_USER} and {ENV_PASSWORD}, or {ENV_TOKEN})" if code in (401, 403) else ""
+        raise DicomwebError(
+            [f"{client.base_url}: {what} refused: HTTP {code} {exc.response.reason}{hint}"]
+        ) from None
     except requests.ConnectionError as exc:
-        raise DicomwebError([f"{client.base_url}: cannot reach the DICOMweb server ({_short(exc)})"]) from None
+        raise DicomwebError(
+            [f"{client.base_url}: cannot reach the DICOMweb server ({_short(exc)})"]
+        ) from None
     except requests.RequestException as exc:
         raise DicomwebError([f"{client.base_url}: {what} failed ({_short(exc)})"]) from None
 
@@ -257,7 +318,11 @@ def _call(client: DICOMwebClient, what: str, fn: Callable[[], T], not_found: T |
 def _response_dataset(response: requests.Response | None) -> Dataset:
     """The STOW-RS response body as a dataset (empty when there is none or it is not JSON)."""
     try:
-        return Dataset.from_json(response.json()) if response is not None and response.content else Dataset()
+        return (
+            Dataset.from_json(response.json())
+            if response is not None and response.content
+            else Dataset()
+        )
     except ValueError:
         return Dataset()
 
@@ -265,10 +330,20 @@ def _response_dataset(response: requests.Response | None) -> Dataset:
 def _failure(item: Dataset) -> str:
     """A Failed SOP Sequence item's reason, as its code (PS3.18 Table I.2-1) in words when known."""
     code = item.get("FailureReason")
-    words = {0x0110: "processing failure", 0x0122: "SOP class not supported", 0x0124: "not authorized",
-             0xA700: "out of resources", 0xA900: "data set does not match SOP class",
-             0xC000: "cannot understand", 0xC122: "referenced transfer syntax not supported"}
-    return "no reason given" if code is None else f"failure reason 0x{int(code):04X} {words.get(int(code), '')}".strip()
+    words = {
+        0x0110: "processing failure",
+        0x0122: "SOP class not supported",
+        0x0124: "not authorized",
+        0xA700: "out of resources",
+        0xA900: "data set does not match SOP class",
+        0xC000: "cannot understand",
+        0xC122: "referenced transfer syntax not supported",
+    }
+    return (
+        "no reason given"
+        if code is None
+        else f"failure reason 0x{int(code):04X} {words.get(int(code), '')}".strip()
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -276,5 +351,13 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-__all__ = ["DicomwebError", "DicomwebResult", "connect", "fetch_studies", "find_series", "image_series",
-           "predict_dicomweb", "store_study"]
+__all__ = [
+    "DicomwebError",
+    "DicomwebResult",
+    "connect",
+    "fetch_studies",
+    "find_series",
+    "image_series",
+    "predict_dicomweb",
+    "store_study",
+]

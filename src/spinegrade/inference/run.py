@@ -192,7 +192,8 @@ def _plan_dicom(provenance: Provenance | None, source: StudySource, loaded: Stud
 
     study = loaded if isinstance(loaded, Study) else None
     try:
-        return plan_dicom(study, source, record, [n for n, p in panels.items() if p], provenance), ""
+        overlays = [name for name, p in panels.items() if p]
+        return plan_dicom(study, source, record, overlays, provenance), ""
     except SpinegradeError as exc:
         record["dicom"] = {"files": {}, "reason": f"no DICOM SR: {exc}"}
         return None, f"no DICOM SR: {exc}"
