@@ -238,3 +238,36 @@ def test_fingerprint_follows_the_run_folder(batch: dict[str, Any], tmp_path: Pat
     fingerprint = run_provenance(batch["run"], [0], tta=False).fingerprint
     assert {f"run folder sha256 {fingerprint}", "folds 0", "tta false"} <= texts
     assert _record(batch, RICH)["dicom"]["sr_series_uid"] == sr.SeriesInstanceUID
+
+
+def test_a_real_rsna_study(tiny: dict[str, Any], shared_data: Any, tmp_path: Path) -> None:
+    """Real RSNA files lack SOPClassUID (only the file meta has it) and most patient attributes;
+    the SR still refers to each graded instance by its class and UID, and dciodvfy's only errors
+    are the source's own UIDs (RSNA's de-identification made them '100206310.1.1'), which the SR
+    must repeat as they are."""
+    study = shared_data("rsna_dicom") / "train_images" / "100206310"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", str(tiny["run"]), str(study), "--out", str(out),
+                                      "--dicom-out", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    folder = out / "studies" / "100206310"
+    record = json.loads((folder / "predictions.json").read_text())
+    findings = read_findings(folder / "dicom" / "sr.dcm")
+    metas = {}
+    for path in study.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        metas[(int(path.parent.name), int(ds.InstanceNumber))] = ds
+    located = [t for t in record["targets"] if t["series_id"] is not None]
+    assert located
+    for t in located:
+        ds = metas[(t["series_id"], t["instance_number"])]
+        assert "SOPClassUID" not in ds  # as RSNA ships them
+        f = findings[t["row_id"]]
+        assert f.sop_class_uid == ds.file_meta.MediaStorageSOPClassUID
+        assert f.sop_instance_uid == ds.SOPInstanceUID
+    if shutil.which("dciodvfy") is None:
+        return
+    for path in sorted((folder / "dicom").glob("*.dcm")):
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        errors = [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith("Error")]
+        assert all("Illegal root for UID" in x for x in errors), (path.name, errors)

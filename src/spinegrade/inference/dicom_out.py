@@ -28,9 +28,10 @@ left pixel), so a point at `pixel {x, y}` is written as (x + 0.5, y + 0.5).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -282,22 +283,31 @@ def build_sr(record: Mapping[str, Any], job: DicomJob) -> hd.sr.ComprehensiveSR:
         procedure_reported=dc.IMAGING_PROCEDURE,
         imaging_measurements=[_finding(t, job, algorithm) for t in record["targets"]],
     )
-    return hd.sr.ComprehensiveSR(
-        evidence=[job.header, *(_evidence(s, job.header) for s in job.sources.values())],
-        content=report,
-        series_instance_uid=job.uids["sr_series"],
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=job.uids["sr"],
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-        series_description="spinegrade grading (research use, not for diagnosis)",
-        manufacturer_model_name="spinegrade",
-        software_versions=p.version,
-        coding_schemes=[dc.coding_scheme()],
-    )
+    with _source_names_as_they_are():
+        return hd.sr.ComprehensiveSR(
+            evidence=[job.header, *(_evidence(s, job.header) for s in job.sources.values())],
+            content=report,
+            series_instance_uid=job.uids["sr_series"],
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=job.uids["sr"],
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+            series_description="spinegrade grading (research use, not for diagnosis)",
+            manufacturer_model_name="spinegrade",
+            software_versions=p.version,
+            coding_schemes=[dc.coding_scheme()],
+        )
+
+
+@contextlib.contextmanager
+def _source_names_as_they_are() -> Iterator[None]:
+    """Silence highdicom's warning on a one-part PatientName: it is the source's, copied as is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        yield
 
 
 def _finding(
@@ -367,23 +377,24 @@ def build_overlay(png: str | Path, name: str, number: int, job: DicomJob) -> hd.
     """One overlay PNG as an RGB Secondary Capture image of the overlay series."""
     with Image.open(png) as im:
         pixels = _with_banner(im.convert("RGB"))
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=job.header,
-        pixel_array=pixels,
-        photometric_interpretation="RGB",
-        bits_allocated=8,
-        coordinate_system="PATIENT",
-        patient_orientation=("L", "P"),
-        series_instance_uid=job.uids["overlay_series"],
-        series_number=OVERLAY_SERIES_NUMBER,
-        sop_instance_uid=job.uids[name],
-        instance_number=number,
-        manufacturer=MANUFACTURER,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        series_description="spinegrade overlays (not for diagnostic use)",
-        manufacturer_model_name="spinegrade",
-        software_versions=job.provenance.version,
-    )
+    with _source_names_as_they_are():
+        sc = hd.sc.SCImage.from_ref_dataset(
+            ref_dataset=job.header,
+            pixel_array=pixels,
+            photometric_interpretation="RGB",
+            bits_allocated=8,
+            coordinate_system="PATIENT",
+            patient_orientation=("L", "P"),
+            series_instance_uid=job.uids["overlay_series"],
+            series_number=OVERLAY_SERIES_NUMBER,
+            sop_instance_uid=job.uids[name],
+            instance_number=number,
+            manufacturer=MANUFACTURER,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            series_description="spinegrade overlays (not for diagnostic use)",
+            manufacturer_model_name="spinegrade",
+            software_versions=job.provenance.version,
+        )
     sc.PatientOrientation = None  # several planes side by side: each panel carries its letters
     sc.BodyPartExamined = job.header.get("BodyPartExamined") or "LSPINE"  # unpaired: no Laterality
     sc.BurnedInAnnotation = "YES"
@@ -409,15 +420,9 @@ def write_study_dicom(folder: str | Path, record: Mapping[str, Any], job: DicomJ
     """
     folder = Path(folder)
     try:
-        with warnings.catch_warnings():  # a one-part PatientName is the source's: copied as it is
-            warnings.filterwarnings(
-                "ignore", message=".*unlikely to represent the intended person name"
-            )
-            objects = {SR_FILE: build_sr(record, job)}
-            for number, name in enumerate(job.overlays, start=1):
-                objects[overlay_file(name)] = build_overlay(
-                    folder / f"{name}.png", name, number, job
-                )
+        objects = {SR_FILE: build_sr(record, job)}
+        for number, name in enumerate(job.overlays, start=1):
+            objects[overlay_file(name)] = build_overlay(folder / f"{name}.png", name, number, job)
     except (ValueError, TypeError, AttributeError, OSError) as exc:
         raise DicomOutputError(
             f"study {record['study_id']}: DICOM outputs not built "
