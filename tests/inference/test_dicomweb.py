@@ -334,3 +334,17 @@ def test_cli_refuses_a_folder_and_a_server_together(
     assert code == 2 and "either a STUDIES folder or --dicomweb" in err
     code, err = _main(monkeypatch, capsys, *base[:2], str(tmp_path), *base[2:], "--store")
     assert code == 2 and "--study and --store go with --dicomweb" in err
+
+
+def test_fetched_studies_are_numbered_as_predict_does(make_series: Any, tmp_path: Path) -> None:
+    """Alone in the fetch folder, a plain-number StudyInstanceUID (RSNA's are) is a numeric study
+    folder, which predict numbers by its name; any other UID gets `uid_to_id`. The records are
+    looked for under those ids."""
+    from spinegrade.dicom import make_uid
+    from spinegrade.inference.dicomweb import _study_ids
+
+    other = make_uid("fetched")
+    for study, expected in (("100206310", 100206310), (other, uid_to_id(other))):
+        fetch = tmp_path / study / FETCH_DIR
+        make_series(fetch / study / f"{study}.7", study_uid=study, series_uid=f"{study}.7")
+        assert _study_ids(fetch) == {study: expected}

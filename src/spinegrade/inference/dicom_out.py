@@ -12,9 +12,10 @@
   PNGs of the report as RGB images. Secondary Capture because every PACS viewer shows it as is;
   a presentation state over the MR images would leave the drawing to each viewer (many web
   viewers ignore them) and could not carry the probability labels. The images are marked
-  derived (ImageType DERIVED\\SECONDARY), burned-in annotation YES, with a not-for-diagnosis
-  disclaimer in the series description and the image comments. PatientOrientation is left empty
-  (type 2): a figure puts several planes side by side, each labelled with its own directions.
+  derived (ImageType DERIVED\\SECONDARY, conversion type WSD), burned-in annotation YES, with a
+  not-for-diagnosis disclaimer in the series description, the image comments and a banner burned
+  in below the picture (viewers rarely show the comments). PatientOrientation is left empty (type
+  2): a figure puts several planes side by side, each labelled with its own directions.
 
 Patient and study attributes are copied from one instance of the source study (never invented:
 an attribute the source lacks stays empty, as the IOD allows for type 2). UIDs are derived from
@@ -398,6 +399,7 @@ def build_overlay(png: str | Path, name: str, number: int, job: DicomJob) -> hd.
     sc.PatientOrientation = None  # several planes side by side: each panel carries its letters
     sc.BodyPartExamined = job.header.get("BodyPartExamined") or "LSPINE"  # unpaired: no Laterality
     sc.BurnedInAnnotation = "YES"
+    sc.ConversionType = "WSD"  # drawn by software on a workstation (highdicom's default: DI)
     sc.ImageComments = f"{OVERLAY_TITLES[name]}. {DISCLAIMER}"
     sc.DerivationDescription = "Overlay of the points graded by spinegrade, coloured by severity"
     return sc

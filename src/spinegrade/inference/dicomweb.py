@@ -6,7 +6,8 @@ folders are, and (with `store`) their SR and overlay images stored back into the
 2. WADO-RS fetches them (dicomweb-client, one progress bar) into
    `OUT/.fetch/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`, emptied first.
 3. `inference.predict` runs on `OUT/.fetch` with `dicom_out=True`, so every output is the one a
-   folder gets (study ids: `inference.discover.uid_to_id` of the Study Instance UIDs).
+   folder gets (study ids as `inference.discover` gives them: `uid_to_id` of the Study Instance
+   UID, or the UID itself where it is a plain number, as RSNA's are).
 4. Every study must have been read and hold the three series types the conditions need; else
    each problem is one line of the `DicomwebError` raised, and nothing is stored.
 5. With `store`, STOW-RS sends each study's SR and overlays (built in step 3, before anything is
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from spinegrade.constants import SERIES_OF_CONDITION
 from spinegrade.errors import SpinegradeError
-from spinegrade.inference.discover import uid_to_id
+from spinegrade.inference.discover import discover_studies, uid_to_id
 from spinegrade.inference.models import FLAG_MISSING_SERIES
 from spinegrade.inference.outputs import study_dir
 from spinegrade.inference.run import PredictResult, predict
@@ -242,10 +243,11 @@ def predict_dicomweb(
     fetch_root = out_dir / FETCH_DIR
     shutil.rmtree(fetch_root, ignore_errors=True)
     fetch_studies(client, plans, fetch_root, progress)
+    ids = _study_ids(fetch_root)  # as predict will number them (a numeric UID keeps its number)
     result = predict(
         run_dir, fetch_root, out_dir, progress=progress, dicom_out=True, **predict_kwargs
     )
-    ids = {uid: uid_to_id(uid) for uid in plans}
+    ids = {uid: ids.get(uid, uid_to_id(uid)) for uid in plans}
     records = {uid: _record(out_dir, sid) for uid, sid in ids.items()}
     failed = result.failed.dropna(subset=["study_id"])
     errors = {uid: failed.reason[failed.study_id == sid].tolist() for uid, sid in ids.items()}
@@ -264,6 +266,12 @@ def predict_dicomweb(
             done = [f"study {u}: all {len(v)} instance(s) stored" for u, v in stored.items()]
             raise DicomwebError([*exc.problems, *done]) from None
     return DicomwebResult(result, ids, stored)
+
+
+def _study_ids(fetch_root: Path) -> dict[str, int]:
+    """Study UID (the folder under `fetch_root`) -> the study id `inference.predict` gives it."""
+    found = discover_studies(fetch_root).studies
+    return {s.path.relative_to(fetch_root).parts[0]: s.study_id for s in found}
 
 
 def _record(out_dir: Path, study_id: int) -> dict[str, Any] | None:
