@@ -346,5 +346,6 @@ def test_fetched_studies_are_numbered_as_predict_does(make_series: Any, tmp_path
     other = make_uid("fetched")
     for study, expected in (("100206310", 100206310), (other, uid_to_id(other))):
         fetch = tmp_path / study / FETCH_DIR
-        make_series(fetch / study / f"{study}.7", study_uid=study, series_uid=f"{study}.7")
+        series = make_uid("fetched-series", study)
+        make_series(fetch / study / series, study_uid=study, series_uid=series)
         assert _study_ids(fetch) == {study: expected}
