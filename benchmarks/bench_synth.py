@@ -1,8 +1,9 @@
 """Benchmark: synthetic study generation (time, disk, reference scores) and the rendering shortcut.
 
 1. Generates `--studies` studies of `--size` with `--workers` processes into a temporary folder and
-   prints generation time, disk size and the scores of the per-target Bayes oracle (`oracle.csv`), the joint one,
-   per-target oracle, the leave-own-row-out oracle and the constant prior.
+   prints the label source, generation time, disk size and the scores of the per-target Bayes
+   oracle (`oracle.csv`), the joint one and the leave-own-row-out oracle (real rows only) and the
+   constant prior.
 2. Times, in the same run, the rendering of `--plain` studies both ways: on the coarser acquisition
    grid then interpolated (what `generate` does) and the plain way, every stored pixel painted
    (`acq_mm=0`). The two take turns on the same phantoms and plans.
@@ -26,22 +27,29 @@ from rich.console import Console
 from rich.table import Table
 
 from spinegrade.data.synthetic import generate
-from spinegrade.data.synthetic.generate import find_labels_root, label_scores
-from spinegrade.data.synthetic.labels import READER_NOISE, LabelRows, ReaderModel, simulate_scores
+from spinegrade.data.synthetic.generate import label_scores
+from spinegrade.data.synthetic.labels import READER_NOISE, ReaderModel
 from spinegrade.data.synthetic.phantom import make_phantom
 from spinegrade.data.synthetic.render import ACQ_MM, render_series
 from spinegrade.data.synthetic.scanner import plan_series
+from spinegrade.data.synthetic.source import label_source
+
+SCORES = ("oracle_joint_score", "oracle_score", "oracle_loo_score", "prior_score")
+
+
+def _cell(value: float | None) -> str:
+    return "n/a (no real rows)" if value is None else f"{value:.4f}"
 
 
 def time_rendering(n: int, size: str, seed: int) -> tuple[float, float, int]:
     """Seconds per study rendering on the acquisition grid and the plain way; images per study."""
-    rows = LabelRows.load(find_labels_root())
-    model = ReaderModel.from_priors(rows.priors())
+    source = label_source()
+    model = ReaderModel.from_priors(source.priors())
     fast = plain = 0.0
     images = 0
     for i in range(n):
         rng = np.random.default_rng([seed, 999, i])
-        phantom = make_phantom(rng, model.sample_z(rows.codes[rng.integers(len(rows.codes))], rng))
+        phantom = make_phantom(rng, model.sample_z(source.draw(rng)[1], rng))
         for plan in plan_series(phantom, rng, size, (1, 1, 1)):
             images += plan.n_slices
             t = time.perf_counter()
@@ -54,21 +62,25 @@ def time_rendering(n: int, size: str, seed: int) -> tuple[float, float, int]:
 
 
 def calibration_table(n_studies: int, seed: int, repeats: int = 3) -> Table:
-    """Mean (sd) scores of the reference predictions per reader noise s, label level (no images)."""
-    rows = LabelRows.load(find_labels_root())
+    """Mean (sd) scores of the reference predictions per reader noise s, label level (no images):
+    the scores `generate` would report for seeds `seed`, `seed + 1`, ..."""
+    source = label_source()
     table = Table(
         "reader noise s",
         "oracle joint",
         "oracle per target",
         "joint, own row out",
         "constant prior",
-        title=f"label-level scores, {repeats} sets of {n_studies} studies (s now {READER_NOISE})",
+        title=f"label-level scores, {repeats} sets of {n_studies} studies (s now {READER_NOISE}), "
+        f"labels: {source.name}",
     )
     for noise in (0.42, 0.5, 0.6, 0.8, 0.88, 1.0):
-        runs = [simulate_scores(rows, noise, n_studies, seed + r) for r in range(repeats)]
+        runs = [label_scores(n_studies, seed + r, source, noise) for r in range(repeats)]
         cells = [
-            f"{np.mean([r[k] for r in runs]):.3f} ({np.std([r[k] for r in runs]):.3f})"
-            for k in ("joint", "per_target", "joint_loo", "prior")
+            "n/a"
+            if runs[0][k] is None
+            else f"{np.mean([r[k] for r in runs]):.3f} ({np.std([r[k] for r in runs]):.3f})"
+            for k in SCORES
         ]
         table.add_row(f"{noise:.2f}", *cells)
     return table
@@ -104,10 +116,12 @@ def main() -> None:
         console.print(calibration_table(args.studies, args.seed))
         return
     if args.scores_only:
-        scores = label_scores(args.studies, args.seed)
-        table = Table("what", "value", title=f"scores of {args.studies} studies, seed {args.seed}")
-        for name in ("oracle_score", "oracle_joint_score", "oracle_loo_score", "prior_score"):
-            table.add_row(name, f"{scores[name]:.4f}")
+        source = label_source()
+        scores = label_scores(args.studies, args.seed, source)
+        table = Table("what", "value", title=f"scores of {args.studies} studies, seed {args.seed}, "
+                      f"labels: {source.name}")
+        for name in SCORES:
+            table.add_row(name, _cell(scores[name]))
         console.print(table)
         return
 
@@ -129,6 +143,7 @@ def main() -> None:
         f"seed {args.seed}",
     )
     rows = [
+        ("labels", s.label_source),
         ("seconds", f"{s.seconds:.1f}"),
         ("seconds / study", f"{s.seconds / s.n_studies:.2f}"),
         ("series / images", f"{s.n_series} / {s.n_images}"),
@@ -136,8 +151,8 @@ def main() -> None:
         ("MB / study", f"{s.bytes_on_disk / 1e6 / s.n_studies:.2f}"),
         ("reader noise s", f"{s.reader_noise:.3f}"),
         ("oracle, per target (oracle.csv)", f"{s.oracle_score:.4f}"),
-        ("oracle, joint over real rows (oracle_joint.csv)", f"{s.oracle_joint_score:.4f}"),
-        ("oracle, joint, own row left out", f"{s.oracle_loo_score:.4f}"),
+        ("oracle, joint over real rows (oracle_joint.csv)", _cell(s.oracle_joint_score)),
+        ("oracle, joint, own row left out", _cell(s.oracle_loo_score)),
         ("constant prior", f"{s.prior_score:.4f}"),
     ]
     rows += [(f"  oracle term {k}", f"{v:.4f}") for k, v in s.terms.items()]

@@ -5,4 +5,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 bash "$root/scripts/system-packages.sh"  # Orthanc, dciodvfy, dsrdump where apt can install them
 cd "$root"
-exec .venv/bin/python -m pytest -n 2 --timeout 1200 "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadscope --timeout 1200 "$@"

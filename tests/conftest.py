@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
+from spinegrade.config import load_config
+from spinegrade.cv.folder import FOLD_JSON, PRIOR_CSV, RunFolder
+from spinegrade.cv.train import prior_table
+from spinegrade.data.synthetic import generate
+from spinegrade.data.tables import load_tables
+from spinegrade.grade.train import train_grader
+from spinegrade.io import write_json
+from spinegrade.localize.train import train_localizer
 from spinegrade.dicom import make_uid, write_series
 
 #: (row_dir r, col_dir c) of the usual RSNA planes: sagittal n = -x (patient right), axial n = +z.
@@ -96,45 +106,38 @@ def make_study(tmp_path: Path, make_series: MakeSeries) -> MakeStudy:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny trained run, built once per session: `data` (3 synthetic studies, RSNA layout), `run`
-    (one untrained fold, the run folder's layout), `complete` (id of a study with all three series
-    types), `root`. Untrained: plumbing and geometry only; this localiser's untrained output
-    still places the sagittal points (tests rely on it); the `tiny` config's untrained one does not.
-    """
-    import torch
-
-    from spinegrade.config import load_config, save_config
-    from spinegrade.data.synthetic import generate
-    from spinegrade.data.tables import load_tables
-    from spinegrade.grade.train import train_grader
-    from spinegrade.localize.train import train_localizer
-    from spinegrade.training.run import prior_table
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # the untrained weights: the same whatever ran before in the session
-    root = tmp_path_factory.mktemp("inference")
-    data, run = root / "data", root / "run"
-    generate(data, 3, seed=5, size="small", progress=False)
-    tables = load_tables(data)
-    untrained = ["localize.optim.epochs=0", "grade.optim.epochs=0", "data.num_workers=0",
-                 "localize.backbone=resnet18", "localize.image_size=64",
-                 "localize.heatmap_stride=4"]
-    cfg = load_config("tiny", untrained)
-    run.mkdir()
-    save_config(cfg, run / "config.yaml")
-    prior_table(tables.labels).to_csv(run / "prior.csv", index=False)
-    ids = sorted(int(s) for s in tables.labels.study_id)
-    train_localizer(data, ids, run / "fold_0" / "localizer", cfg, cache_dir=root / "cache",
-                    progress=False)
-    train_grader(data, ids, tables.coordinates, tables.labels, run / "fold_0" / "grader", cfg,
-                 progress=False)
-    types = tables.series.groupby("study_id").series_description.apply(set)
-    complete = next(s for s in ids if len(types[s]) == 3)
-    return {"data": data, "run": run, "complete": complete, "root": root}
-
-
-@pytest.fixture(scope="session")
 def rsna(shared_data: Callable[[str], Path]) -> Path:
     """The real RSNA label tables (`../shared/data/rsna`: train.csv, descriptions, 20% of coordinates)."""
     return shared_data("rsna")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny run folder, built once: 3 small synthetic studies, one fold trained for zero epochs
+    (an untrained network is enough to check outputs, robustness and geometry; model quality is
+    measured by `spinegrade train` / `evaluate`, not here).
+
+    `data` (3 synthetic studies), `run` (one untrained, complete fold in the run-folder
+    contract's layout), `complete` (id of a study with all three series types), `root`."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # the untrained weights, and so the tests that rely on where they point
+    root = tmp_path_factory.mktemp("inference")
+    data, run = root / "data", RunFolder(root / "run")
+    generate(data, 3, seed=5, size="small", progress=False)
+    tables = load_tables(data)
+    # untrained: speed and plumbing only; this localiser's untrained output still places the
+    # sagittal points (the tests rely on it); the `tiny` config's untrained one does not
+    untrained = ["localize.optim.epochs=0", "grade.optim.epochs=0", "data.num_workers=0",
+                 "localize.backbone=resnet18", "localize.image_size=64", "localize.heatmap_stride=4"]
+    cfg = load_config("tiny", untrained)
+    ids = sorted(int(s) for s in tables.labels.study_id)
+    run.start(cfg, pd.DataFrame({"study_id": ids, "fold": 0}), data, [0], 1)
+    run.fold_dir(0).mkdir(parents=True)
+    prior_table(tables.labels).to_csv(run.fold_dir(0) / PRIOR_CSV, index=False)
+    train_localizer(data, ids, run.localizer_dir(0), cfg, cache_dir=root / "cache", progress=False)
+    train_grader(data, ids, tables.coordinates, tables.labels, run.grader_model(0).parent, cfg,
+                 progress=False)
+    write_json(run.fold_dir(0) / FOLD_JSON, {"fold": 0})
+    types = tables.series.groupby("study_id").series_description.apply(set)
+    complete = next(s for s in ids if len(types[s]) == 3)
+    return {"data": data, "run": run.path, "complete": complete, "root": root}

@@ -115,7 +115,10 @@ localize_app = typer.Typer(help="Stage 1: find the series, slice and pixel of ea
                            no_args_is_help=True)
 app.add_typer(localize_app, name="localize")
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="config override key=value (repeatable)")]
+#: Every command that takes a config takes its overrides the same way: trailing `key=value` arguments.
+OverridesArg = Annotated[Optional[list[str]], typer.Argument(
+    help="config overrides key=value, e.g. grade.optim.epochs=3", show_default=False)]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (re-running resumes it)")]
 FoldOpt = Annotated[int, typer.Option(help="held-out fold: train on the others, evaluate on it")]
 
 
@@ -131,10 +134,10 @@ def _config_and_fold(data_root: Path, config: str, overrides: list[str] | None, 
 @localize_app.command("train")
 def localize_train(
     data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
-    out: Annotated[Path, typer.Argument(help="output folder of the localiser (resumable)")],
+    out: OutOpt,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
-    overrides: SetOpt = None,
+    overrides: OverridesArg = None,
 ) -> None:
     """Train the sagittal and axial heatmap models on every fold but `--fold`."""
     from spinegrade.config import save_config
@@ -153,7 +156,7 @@ def localize_evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (default: <model>/eval)")] = None,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
-    overrides: SetOpt = None,
+    overrides: OverridesArg = None,
 ) -> None:
     """Localisation report on the held-out fold, with the mean-position baseline in the same run."""
     from rich.table import Table
@@ -199,9 +202,8 @@ def localize_predict(
 def train(
     data_root: Annotated[Path, typer.Argument(help="RSNA folder: train.csv, *_series_descriptions.csv, "
                                                    "train_label_coordinates.csv, train_images/")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (re-running resumes it)")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="config overrides key=value, e.g. grade.optim.epochs=3", show_default=False)] = None,
+    out: OutOpt,
+    overrides: OverridesArg = None,
     config: Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
     = "demo",
     folds: Annotated[Optional[str], typer.Option(help="train only these folds, e.g. 0,1 (default: all)")]
@@ -211,8 +213,8 @@ def train(
     then evaluate. Works under `torchrun --nproc-per-node N -m spinegrade train ...` (DDP)."""
     from spinegrade.config import load_config
     from spinegrade.errors import ConfigError
-    from spinegrade.training.evaluate import metrics_table
-    from spinegrade.training.run import train as train_run
+    from spinegrade.cv.evaluate import metrics_table
+    from spinegrade.cv.train import train as train_run
 
     cfg = load_config(config, overrides or [])
     try:
@@ -234,8 +236,8 @@ def evaluate(
                                                  "(default: the one recorded in run.json)")] = None,
 ) -> None:
     """Recompute metrics.json, localization.json and figures/ from a run's out-of-fold predictions."""
-    from spinegrade.training.evaluate import evaluate as evaluate_run
-    from spinegrade.training.evaluate import metrics_table
+    from spinegrade.cv.evaluate import evaluate as evaluate_run
+    from spinegrade.cv.evaluate import metrics_table
 
     console.print(metrics_table(evaluate_run(run_dir, data_root=data)))
     console.print(f"metrics: {run_dir / 'metrics.json'}, figures: {run_dir / 'figures'}")
@@ -243,38 +245,48 @@ def evaluate(
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="new (or empty) folder for the synthetic RSNA-format studies")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="new (or empty) folder for the synthetic RSNA-format studies")],
     studies: Annotated[int, typer.Option("--studies", help="number of studies")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="random seed (same seed: same bytes)")] = 0,
     size: Annotated[str, typer.Option("--size", help="'small' (fast, ~128 px) or 'full' (256-640 px)")] = "small",
     workers: Annotated[int, typer.Option("--workers", help="worker processes (0: in this process)")] = 0,
-    labels_root: Annotated[Optional[Path], typer.Option("--labels-root", help="folder with the real train.csv")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        "--labels", "--labels-root",
+        help="folder with the real train.csv (default: $SPINEGRADE_RSNA_DIR or ../shared/data/rsna "
+             "if found, else the bundled label model)")] = None,
     reader_noise: Annotated[Optional[float], typer.Option("--reader-noise", help="label noise s of the latent model (default: calibrated)")] = None,
 ) -> None:
-    """Generate synthetic studies in the RSNA layout with oracle.csv; print the oracle's score."""
+    """Generate synthetic studies in the RSNA layout with oracle.csv; print the label source and
+    the oracle's score."""
     from rich.table import Table
 
     from spinegrade.data.synthetic import READER_NOISE, generate
 
-    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels_root=labels_root,
+    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels=labels,
                        reader_noise=READER_NOISE if reader_noise is None else reader_noise)
     table = Table("what", "value", title=f"synthetic studies in {out_dir}")
     for name, value in summary.table():
         table.add_row(name, value)
     console.print(table)
+    console.print(f"labels drawn from: {summary.label_source}", soft_wrap=True, highlight=False)
 
 
 @app.command("dicom-info")
 def dicom_info(
     path: Annotated[Path, typer.Argument(help="a study folder (<study_id>/<series_id>/*.dcm) or one series folder")],
     workers: Annotated[int, typer.Option(help="worker processes reading series (0: in this process)")] = 0,
+    descriptions: Annotated[Optional[Path], typer.Option(
+        help="a *_series_descriptions.csv to type the series by (default: the headers)")] = None,
 ) -> None:
-    """Read a study or series and print its stacks: type, size, spacing, normal, instance numbers."""
+    """Read a study or series and print its stacks: type (and how it was decided), size, spacing,
+    normal, instance numbers."""
     from rich.table import Table
 
+    from spinegrade.data.tables import read_series
     from spinegrade.dicom.study import describe
 
-    rows, skipped = describe(path, workers=workers)
+    table = None if descriptions is None else read_series(descriptions)
+    rows, skipped = describe(path, table, workers=workers)
     table = Table(*rows[0].keys(), title=str(path))
     for row in rows:
         table.add_row(*row.values())
@@ -373,8 +385,7 @@ def demo(
     folds: Annotated[int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")] = 2,
     config: Annotated[str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")]
     = "demo",
-    overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="config overrides key=value, e.g. data.folds=3", show_default=False)] = None,
+    overrides: OverridesArg = None,
     seed: Annotated[int, typer.Option(help="seed of the training set (held-out set: seed + 1)")] = 0,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
 ) -> None:
@@ -384,7 +395,7 @@ def demo(
 
     from spinegrade.constants import SCORE_TERMS
     from spinegrade.demo import demo as run_demo
-    from spinegrade.training.evaluate import metrics_table
+    from spinegrade.cv.evaluate import metrics_table
 
     result = run_demo(out, studies=studies, test_studies=test_studies, folds=folds, config=config,
                       overrides=overrides or [], seed=seed, workers=workers)
@@ -414,11 +425,11 @@ app.add_typer(grade_app, name="grade")
 @grade_app.command("train")
 def grade_train(
     data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
-    out: Annotated[Path, typer.Argument(help="output folder of the grader (resumable)")],
+    out: OutOpt,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
-    cache: Annotated[Optional[Path], typer.Option(help="study cache folder (default: <out>/../cache)")] = None,
-    overrides: SetOpt = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="study cache folder (default: <out>/../cache)")] = None,
+    overrides: OverridesArg = None,
 ) -> None:
     """Train the grader on the TRUE points of every fold but `--fold` (validation loss on `--fold`)."""
     from spinegrade.config import save_config
@@ -430,7 +441,7 @@ def grade_train(
     save_config(cfg, out / "config.yaml")
     console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
     path = train_grader(data_root, train_ids, tables.coordinates, tables.labels, out, cfg, val_ids=held,
-                        cache=cache or out.parent / "cache")
+                        cache_dir=cache_dir or out.parent / "cache")
     console.print(f"grader: {path}")
 
 
@@ -441,8 +452,8 @@ def grade_evaluate(
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
     tta: Annotated[bool, typer.Option(help="average with the left/right-mirrored prediction")] = False,
-    cache: Annotated[Optional[Path], typer.Option(help="study cache folder (default: none)")] = None,
-    overrides: SetOpt = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="study cache folder (default: none)")] = None,
+    overrides: OverridesArg = None,
 ) -> None:
     """Score the grader on the held-out fold from TRUE points, next to the prior (and oracle.csv)."""
     from rich.table import Table
@@ -453,7 +464,7 @@ def grade_evaluate(
 
     cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     report = evaluate_grader(data_root, model, held, train_ids, out=model.parent,
-                             device=str(resolve_device(cfg.device)), cache=cache, tta=tta)
+                             device=str(resolve_device(cfg.device)), cache_dir=cache_dir, tta=tta)
     table = Table("predictions", "score", *SCORE_TERMS,
                   title=f"grader on {report['studies']} held-out studies (fold {fold}), true points")
     for who in ("model", "prior", "oracle"):

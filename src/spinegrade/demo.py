@@ -4,7 +4,7 @@ Steps (each reuses what an earlier run of the demo left in the same folder):
 
 1. ``data/``: `studies` synthetic studies (`spinegrade.data.synthetic.generate`, size small);
    reused when `data/oracle.csv` (written last) exists.
-2. ``run/``: cross-validated training with the `demo` config (`spinegrade.training.run.train`,
+2. ``run/``: cross-validated training with the `demo` config (`spinegrade.cv.train.train`,
    which resumes an interrupted run and skips finished folds), then out-of-fold evaluation
    (`run/metrics.json`, `run/figures/`).
 3. ``test_data/``: `test_studies` new synthetic studies from another seed (held out from
@@ -26,16 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from spinegrade.config import load_config
-from spinegrade.constants import SEVERITIES, TARGETS, row_id
 from spinegrade.data.synthetic import generate
 from spinegrade.data.tables import load_tables
 from spinegrade.io import write_json
-from spinegrade.metrics import ScoreResult, read_submission, score
-from spinegrade.training.run import load_prior, train
+from spinegrade.metrics import ScoreResult, read_submission, score, submission_rows
+from spinegrade.cv.folder import RunFolder
+from spinegrade.cv.train import train
 
 ORACLE_CSV, DEMO_JSON = "oracle.csv", "demo.json"
 
@@ -107,10 +106,8 @@ def demo(
 def held_out_scores(test_data: Path, submission: Path, run_dir: Path) -> dict[str, ScoreResult]:
     """Challenge scores on the held-out labels of the submission, the oracle and the run's prior."""
     labels = load_tables(test_data).labels
-    prior = load_prior(run_dir)  # (25, 3) from the training labels
-    ids = labels["study_id"].tolist()
-    prior_sub = pd.DataFrame({"row_id": [row_id(s, c, lv) for s in ids for c, lv in TARGETS],
-                              **{k: np.tile(prior[:, i], len(ids)) for i, k in enumerate(SEVERITIES)}})
+    prior = RunFolder(run_dir).ensemble_prior()  # what predict falls back to
+    prior_sub = pd.concat([submission_rows(s, prior) for s in labels["study_id"]], ignore_index=True)
     return {"model": score(labels, read_submission(submission)),
             "prior": score(labels, prior_sub),
             "oracle": score(labels, read_submission(test_data / ORACLE_CSV))}

@@ -138,6 +138,30 @@ def constant_prior_submission(
     return pd.DataFrame({"row_id": rows, **{s: probs[:, i] for i, s in enumerate(SEVERITIES)}})
 
 
+def submission_rows(study_id: int, probs: np.ndarray) -> pd.DataFrame:
+    """The 25 submission rows of one study from `(25, 3)` probabilities in `TARGETS` order."""
+    return pd.DataFrame({"row_id": [row_id(study_id, c, lv) for c, lv in TARGETS],
+                         **{s: probs[:, i] for i, s in enumerate(SEVERITIES)}})
+
+
+def smoothed_prior(labels: pd.DataFrame, pseudo_count: float = 1.0) -> np.ndarray:
+    """Class prior per target `(25, 3)` in `TARGETS` order, fitted on wide `labels`.
+
+    The metric-weighted class frequencies (`constant_prior_submission`: the constant that minimises
+    the weighted log loss), smoothed as `(W p + a) / (W + 3 a)` with `W` the target's total label
+    weight and `a = pseudo_count`, so that a class absent from a small training set does not get
+    probability 0 (its log loss would be ~35). With thousands of studies the smoothing vanishes.
+    """
+    p = constant_prior_submission(labels, study_ids=[0])[list(SEVERITIES)].to_numpy()  # (25, 3)
+    long = labels_long(labels)
+    long = long[long["label"] >= 0]
+    weight = (pd.Series(_weights(long["label"].to_numpy()), index=long.index)
+              .groupby([long["condition"], long["level"]]).sum()
+              .reindex(pd.MultiIndex.from_tuples(TARGETS)).fillna(0.0).to_numpy()[:, None])
+    total = np.broadcast_to(weight + len(SEVERITIES) * pseudo_count, p.shape)
+    return np.divide(weight * p + pseudo_count, total, out=p.copy(), where=total > 0)
+
+
 def detailed_metrics(labels: pd.DataFrame, submission: pd.DataFrame) -> dict[str, Any]:
     """Score plus per-condition diagnostics, JSON-ready.
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "localize"))
-from phantom_spine import write_phantom_root  # noqa: E402
-
-from spinegrade.data.cache import cache_path, cache_studies, load_cached  # noqa: E402
-from spinegrade.data.tables import load_tables  # noqa: E402
-from spinegrade.dicom import load_study  # noqa: E402
-from spinegrade.errors import DataError  # noqa: E402
+from spinegrade.data.cache import cache_path, cache_studies, load_cached
+from spinegrade.data.tables import load_tables
+from spinegrade.dicom import load_study
+from spinegrade.errors import DataError
+from tests.localize.phantom_spine import write_phantom_root
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spinegrade.dicom.geometry import PLANE_TOLERANCE_DEG, plane_of
 from spinegrade.dicom import load_series
 from spinegrade.errors import DicomError
 
@@ -53,3 +54,20 @@ def test_unknown_instance_is_a_dicom_error(oblique):
 
 def test_repr_is_short(oblique):
     assert len(repr(oblique)) < 200 and "(4, 6, 8)" in repr(oblique)
+
+
+@pytest.mark.parametrize(
+    ("normal", "plane"),
+    [
+        ((-1, 0, 0), "sagittal"),
+        ((0, 0, 1), "axial"),
+        ((0, 1, 0), "coronal"),
+        ((0, np.sin(0.2), np.cos(0.2)), "axial"),
+        ((0.6, 0, 0.8), "axial"),  # 37 degrees: a tilted lumbar axial block
+        ((0.7, 0, 0.714), "oblique"),  # 45.6 degrees
+    ],
+)
+def test_plane_of_a_normal_has_one_tolerance(normal, plane) -> None:
+    assert 40.0 < PLANE_TOLERANCE_DEG < 45.0  # a 40-degree L5/S1 block is axial; no normal has two planes
+    assert plane_of(normal) == plane
+    assert plane_of(np.negative(normal)) == plane

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MRImageStorage, RLELossless
 
-from spinegrade.dicom import load_series, read_series_headers
+from spinegrade.dicom import headers, load_series, read_series_headers
 from spinegrade.errors import DicomError
 
 from .conftest import ramp
@@ -56,7 +59,8 @@ def test_missing_and_empty_folders(tmp_path):
 
 @pytest.mark.parametrize("case, expect", [
     ("garbage", "not a readable DICOM file"),
-    ("truncated_header", "missing geometry tag"),  # pydicom reads the elements before the cut
+    ("truncated_header", "no data elements read"),  # cut in the first element: pydicom reads none
+    ("truncated_elements", "missing geometry tag"),  # pydicom keeps the elements before the cut
     ("truncated_pixels", "pixel data"),
     ("no_pixels", "no pixel data"),
     ("no_ipp", "ImagePositionPatient"),
@@ -69,10 +73,9 @@ def test_bad_file_names_the_file_and_reason(write, case, expect):
     data = bad.read_bytes()
     if case == "garbage":
         bad.write_bytes(b"this is not dicom at all" * 20)
-    elif case == "truncated_header":
-        bad.write_bytes(data[:300])
-    elif case == "truncated_pixels":
-        bad.write_bytes(data[:-100])
+    elif case.startswith("truncated_"):
+        bad.write_bytes({"truncated_header": data[:300], "truncated_elements": data[:600],
+                         "truncated_pixels": data[:-100]}[case])
     else:
         tag = {"no_pixels": "PixelData", "no_ipp": "ImagePositionPatient", "no_iop": "ImageOrientationPatient",
                "no_spacing": "PixelSpacing"}[case]
@@ -121,3 +124,42 @@ def test_fast_native_decoding_equals_pydicom(write, signed, bits_stored, syntax)
     got = load_series(folder).pixels[0]
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+def test_uid_that_is_no_transfer_syntax_is_a_clean_error(write):
+    # the same UID length keeps the meta group length right; pydicom reads the dataset, not pixels
+    folder = write("s", ramp(2, 4, 4))
+    bad = folder / "1.dcm"
+    explicit, verification = b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.1\x00\x00\x00"
+    bad.write_bytes(bad.read_bytes().replace(explicit, verification))
+    assert read_series_headers(folder)[0].transfer_syntax == "1.2.840.10008.1.1"
+    err = _one_error(folder)
+    assert err.path == bad
+    assert "TransferSyntaxUID '1.2.840.10008.1.1' is not a transfer syntax" in str(err)
+
+
+def test_pydicom_warnings_become_one_log_line(write, monkeypatch, caplog):
+    monkeypatch.setattr(headers, "_LOGGED", set())  # notes are logged once per process
+    folder = write("s", ramp(2, 8, 8))
+    _edit(folder / "1.dcm", lambda ds: setattr(ds, "NumberOfFrames", 0))  # "assuming 1 frame"
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        first, again = load_series(folder), load_series(folder)
+    assert first.shape == again.shape == (2, 8, 8)
+    assert [str(w.message) for w in seen] == []  # no raw warning reaches the caller
+    # pydicom's own log records are held back; ours comes once, for two reads
+    assert [r.name for r in caplog.records] == ["spinegrade.dicom.headers"]
+    msg = caplog.records[0].getMessage()
+    assert msg.startswith(f"{folder / '1.dcm'}: pydicom: ") and "Number of Frames" in msg
+    assert "\n" not in msg
+
+
+def test_failing_file_carries_pydicom_note_in_its_error(write):
+    folder = write("s", ramp(2, 8, 8))
+    _edit(folder / "1.dcm",
+          lambda ds: (setattr(ds, "NumberOfFrames", 0), setattr(ds, "BitsAllocated", 7)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        err = _one_error(folder)
+    assert seen == [] and err.path == folder / "1.dcm"
+    assert "cannot decode pixel data" in err.reason and "pydicom: A value of '0'" in err.reason

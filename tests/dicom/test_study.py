@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
-from spinegrade.dicom import classify_series, load_series, load_study, nearest_axial_slice
+from spinegrade.dicom import load_stacks, load_study, nearest_axial_slice, series_from_stacks
 from spinegrade.dicom.study import describe, series_type_from_description
 from spinegrade.errors import DicomError
 
-from .conftest import ramp, rot_x
+from .conftest import T1_SIGNAL, T2_SIGNAL, rot_x, spine_pixels
 
 
 def test_make_study_loads_with_types_from_dicom(make_study):
@@ -31,29 +30,196 @@ def test_table_overrides_dicom_description(make_study):
                           "series_description": ["Sagittal T2/STIR", "Sagittal T1", "Axial T2"]})
     study = load_study(root, table)
     assert [s.series_type for s in study.series] == [SAGITTAL_T2, SAGITTAL_T1, AXIAL_T2]
-    assert "table" in study.series[0].note and "SeriesDescription" in study.series[2].note
+    assert study.series[0].note == "series descriptions table: 'Sagittal T2/STIR'"
+    assert study.series[2].note == "description 'Axial T2' + axial geometry"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("SAG T1", SAGITTAL_T1), ("Sagittal T2/STIR", SAGITTAL_T2), ("STIR", SAGITTAL_T2), ("t2_tse_sag", SAGITTAL_T2),
-    ("AX T2", AXIAL_T2), ("T2 TRA", AXIAL_T2), ("Axial T2", AXIAL_T2), ("AX T1", None), ("Localizer", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("SAG T1", SAGITTAL_T1),
+        ("Sagittal T2/STIR", SAGITTAL_T2),
+        ("STIR", SAGITTAL_T2),
+        ("t2_tse_sag", SAGITTAL_T2),
+        ("AX T2", AXIAL_T2),
+        ("T2 TRA", AXIAL_T2),
+        ("Axial T2", AXIAL_T2),
+        ("T2_TSE_TRA", AXIAL_T2),
+        ("T1_TSE_SAG", SAGITTAL_T1),
+        ("Sag T2 FS", SAGITTAL_T2),
+        ("SAG T1 FSE", SAGITTAL_T1),
+        ("t2_tse_sag_384", SAGITTAL_T2),
+        ("T2 TSE AXIAL", AXIAL_T2),
+        ("SAG STIR", SAGITTAL_T2),
+        ("T2", None),
+        ("T1", None),
+        ("AX T1", None),
+        ("SAG T1 +C", None),
+        ("COR T2", None),
+        ("Localizer", None),
+        ("", None),
+    ],
+)
 def test_series_type_from_description(text, expected):
     assert series_type_from_description(text) == expected
 
 
-def test_classify_by_geometry_and_contrast(make_series, tmp_path):
-    ax = load_series(make_series(tmp_path / "9" / "1", "axial", series_description=""))
-    sag = load_series(make_series(tmp_path / "9" / "2", "sagittal", series_description=""))
-    assert classify_series(ax) == AXIAL_T2
-    assert classify_series(sag) is None  # contrast unknown: stays unknown
-    t1 = replace(sag, meta=replace(sag.meta, echo_time=10.0, repetition_time=500.0))
-    stir = replace(sag, meta=replace(sag.meta, inversion_time=160.0))
-    t2 = replace(sag, meta=replace(sag.meta, echo_time=90.0, repetition_time=3000.0))
-    assert (classify_series(t1), classify_series(stir), classify_series(t2)) == (SAGITTAL_T1, SAGITTAL_T2, SAGITTAL_T2)
-    coronal = load_series(make_series(tmp_path / "9" / "3", row_dir=(1, 0, 0), col_dir=(0, 0, -1)))
-    np.testing.assert_allclose(coronal.normal, [0, 1, 0])
-    assert classify_series(coronal) is None
+#: (row_dir, col_dir) of each plane for make_series.
+PLANES = {
+    "sagittal": ((0, 1, 0), (0, 0, -1)),
+    "axial": ((1, 0, 0), (0, 1, 0)),
+    "coronal": ((1, 0, 0), (0, 0, -1)),
+}
+
+
+def _typed(folder, **tags):  # type: ignore[no-untyped-def]
+    """The one typed Series of a series folder, after setting `tags` on each of its files."""
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+    [series] = series_from_stacks([(1, load_stacks(folder))])
+    return series
+
+
+@pytest.mark.parametrize(
+    "plane, description, expected, note",
+    [
+        ("sagittal", "T2", SAGITTAL_T2, "description 'T2' + sagittal geometry"),
+        ("sagittal", "T1", SAGITTAL_T1, "description 'T1' + sagittal geometry"),
+        ("axial", "T2", AXIAL_T2, "description 'T2' + axial geometry"),
+        (
+            "axial",
+            "T1",
+            None,
+            "unknown type: description 'T1' + axial geometry; a T1 axial series is not one of ours",
+        ),
+        (
+            "axial",
+            "SAG T2",
+            AXIAL_T2,
+            "description 'SAG T2' + axial geometry; the description names sagittal, "
+            "the geometry is axial: the geometry decides",
+        ),
+        ("sagittal", "AX T1", SAGITTAL_T1, "the geometry decides"),
+        (
+            "sagittal",
+            "Localizer",
+            None,
+            "unknown type: description 'Localizer' names a localizer series",
+        ),
+        ("sagittal", "SAG T1 +C", None, "names contrast-enhanced series"),
+        ("coronal", "COR T2", None, "unknown type: coronal geometry (normal +0.00, +1.00, +0.00)"),
+    ],
+)
+def test_description_gives_the_contrast_geometry_the_plane(
+    make_series, tmp_path, plane, description, expected, note
+):
+    r, c = PLANES[plane]
+    series = _typed(
+        make_series(tmp_path / "1", row_dir=r, col_dir=c, series_description=description)
+    )
+    assert series.series_type == expected and note in series.note
+
+
+@pytest.mark.parametrize(
+    "tags, expected, note",
+    [
+        (
+            dict(EchoTime=12, RepetitionTime=550, ScanningSequence="SE", SequenceName="*tse2d1_3"),
+            SAGITTAL_T1,
+            "acquisition tags (TE 12 ms, TR 550 ms, SE, *tse2d1_3): short TE and TR, T1",
+        ),
+        (
+            dict(
+                EchoTime=40, RepetitionTime=4000, InversionTime=160, ScanningSequence=["SE", "IR"]
+            ),
+            SAGITTAL_T2,
+            "acquisition tags (TE 40 ms, TR 4000 ms, TI 160 ms, SE\\IR): short-TI inversion "
+            "recovery, STIR",
+        ),
+        (dict(EchoTime=100, RepetitionTime=3500), SAGITTAL_T2, "long TE, T2"),
+        (
+            dict(EchoTime=30, RepetitionTime=3000),
+            None,
+            "unknown type: acquisition tags (TE 30 ms, TR 3000 ms) fit",
+        ),
+        (dict(EchoTime=15, RepetitionTime=500, ScanningSequence="GR"), None, "gradient echo"),
+    ],
+)
+def test_acquisition_tags_give_the_contrast_without_a_description(
+    make_series, tmp_path, tags, expected, note
+):
+    series = _typed(make_series(tmp_path / "1", "sagittal", series_description=""), **tags)
+    assert series.series_type == expected and note in series.note
+
+
+def test_axial_tags_saying_t1_rule_it_out(make_series, tmp_path):
+    series = _typed(
+        make_series(tmp_path / "1", "axial", series_description=""), EchoTime=10, RepetitionTime=450
+    )
+    assert series.series_type is None and "a T1 axial series is not one of ours" in series.note
+
+
+def _pixel_study(make_series, root, pixels: dict[int, np.ndarray]):  # type: ignore[no-untyped-def]
+    """A study of sagittal series (series_id -> pixels) and an axial one, all undescribed."""
+    for sid, px in pixels.items():
+        make_series(
+            root / str(sid), "sagittal", px.shape[0], px.shape[1:], pixels=px, series_description=""
+        )
+    make_series(root / "9", "axial", series_description="")
+    return load_study(root)
+
+
+def test_pixels_give_the_contrast_without_description_or_tags(make_series, tmp_path):
+    study = _pixel_study(
+        make_series, tmp_path / "5", {1: spine_pixels(*T1_SIGNAL), 2: spine_pixels(*T2_SIGNAL)}
+    )
+    assert [s.series_type for s in study.series] == [SAGITTAL_T1, SAGITTAL_T2, AXIAL_T2]
+    t1, t2, ax = (s.note for s in study.series)
+    assert (
+        t1 == "pixel contrast: midline fade 0.00 <= 0.45 (the brightest tissue continues laterally)"
+    )
+    assert t2 == "pixel contrast: midline fade 1.00 >= 0.70 (the brightest tissue is midline CSF)"
+    assert (
+        ax.startswith("axial geometry, no contrast in the description or tags")
+        and "only axial type" in ax
+    )
+
+
+def test_weak_pixels_typed_relative_to_the_other_sagittal(make_series, tmp_path):
+    weak = spine_pixels(900, 900, 200, fat_cols=3)  # midline fade 0.57
+    alone = _pixel_study(make_series, tmp_path / "6", {1: weak})
+    assert alone.series[0].series_type is None
+    assert (
+        alone.series[0].note
+        == "unknown type: pixel contrast weak, midline fade 0.57 between 0.45 and 0.70"
+    )
+    pair = _pixel_study(make_series, tmp_path / "7", {1: weak, 2: spine_pixels(*T1_SIGNAL)})
+    assert [s.series_type for s in pair.series[:2]] == [SAGITTAL_T2, SAGITTAL_T1]
+    assert pair.series[0].note == "pixel contrast relative to series 2: midline fade 0.57 vs 0.00"
+    assert pair.series[1].note.startswith("pixel contrast: midline fade 0.00 <= 0.45")
+    close = _pixel_study(
+        make_series, tmp_path / "8", {1: weak, 2: spine_pixels(800, 800, 200, fat_cols=4)}
+    )
+    assert [s.series_type for s in close.series[:2]] == [
+        None,
+        None,
+    ]  # fades 0.57 and 0.50: too close
+
+
+def test_stacks_in_several_planes_are_not_ours(make_series, tmp_path):
+    folder = make_series(
+        tmp_path / "1", "sagittal", series_description="SAG T2", instance_numbers=[1, 2, 3, 4, 5]
+    )
+    make_series(
+        tmp_path / "1", "axial", series_description="SAG T2", instance_numbers=[6, 7, 8, 9, 10]
+    )
+    series = _typed(folder)
+    assert series.series_type is None and series.note.startswith(
+        "unknown type: stacks in several planes"
+    )
 
 
 def test_unknown_series_kept_bad_series_skipped(make_series, tmp_path):

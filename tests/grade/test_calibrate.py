@@ -83,13 +83,31 @@ def test_cross_fitting_uses_only_the_other_folds() -> None:
     assert f0[list(SEVERITIES)].max(axis=1).min() > 0.85
 
 
+def test_rows_the_grader_did_not_produce_are_neither_fitted_nor_changed() -> None:
+    """Prior-filled rows are not model outputs: the ensemble never calibrates them, nor does OOF."""
+    rows, truth, graded = [], [], []
+    for s in range(1, 21):
+        p = np.tile([0.98, 0.01, 0.01], (len(TARGETS), 1))  # over-confident: T > 1 helps
+        rows.append(_rows(s, p))
+        truth.append(pd.DataFrame({"row_id": rows[-1]["row_id"], "study_id": s,
+                                   "condition": [c for c, _ in TARGETS], "label": s % 3}))
+        graded.append(np.arange(len(TARGETS)) != 0)  # target 0 of every study holds the prior
+    raw = pd.concat(rows, ignore_index=True)
+    mask = np.concatenate(graded)
+    calibrated, record = cross_fit(raw, pd.concat(truth, ignore_index=True), {s: s % 2 for s in range(1, 21)},
+                                   graded=mask)
+    assert all(t > 1.5 for t in record["folds"]["0"].values())
+    np.testing.assert_array_equal(calibrated[~mask][list(SEVERITIES)], raw[~mask][list(SEVERITIES)])
+    assert (calibrated[mask]["normal_mild"] < 0.9).all()
+
+
 def test_a_single_fold_is_left_uncalibrated() -> None:
     raw = _rows(7, np.tile([0.9, 0.05, 0.05], (len(TARGETS), 1)))
     truth = pd.DataFrame({"row_id": raw["row_id"], "study_id": 7, "condition": [c for c, _ in TARGETS],
                           "label": 2})
     calibrated, record = cross_fit(raw, truth, {7: 0})
     pd.testing.assert_frame_equal(calibrated, raw)
-    assert set(record["final"].values()) == {1.0} and "not calibrated" in record["note"]
+    assert record["folds"] == {} and "not calibrated" in record["note"]  # every fold keeps T = 1
 
 
 def test_calibrate_rows_applies_each_groups_temperature() -> None:

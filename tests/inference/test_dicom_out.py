@@ -22,7 +22,7 @@ from spinegrade.cli import app
 from spinegrade.constants import SEVERITIES
 from spinegrade.inference import dicom_codes as dc
 from spinegrade.inference.dicom_out import BANNER_PX, STUDY_ATTRIBUTES, run_provenance
-from spinegrade.inference.models import FLAG_NOT_LOCATED
+from spinegrade.cv.ensemble import FLAG_NOT_LOCATED
 
 from .conftest import copy_study, read_findings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from phantom_spine import write_phantom_root
+from tests.localize.phantom_spine import write_phantom_root
 
 
 @pytest.fixture(scope="session")

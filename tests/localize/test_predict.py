@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from phantom_spine import write_phantom_root
+from tests.localize.phantom_spine import write_phantom_root
 
 from spinegrade.config import LocalizeConfig
 from spinegrade.constants import LEVELS, SAGITTAL_T1, TARGETS

@@ -23,14 +23,8 @@ from spinegrade.constants import (
     TARGETS,
 )
 from spinegrade.dicom import make_uid, write_series
-from spinegrade.report.inspect import (
-    inspect_dataset,
-    plane_of_normal,
-    read_headers,
-    relative_slice_index,
-    severity_counts,
-    target_correlation,
-)
+from spinegrade.data.facts import read_headers
+from spinegrade.report.inspect import inspect_dataset
 
 STUDIES = (101, 202)
 #: series id -> (study, description, slices, rows, cols, row_dir, col_dir)
@@ -189,43 +183,6 @@ def test_serial_reading_matches_parallel(tiny) -> None:
     pd.testing.assert_frame_equal(serial_failed, parallel_failed)
     assert len(serial) == result.summary["images"]["files_read"]
     assert result.summary["coordinates"]["normalised"] is True
-
-
-def test_relative_index_follows_space_not_instance_numbers() -> None:
-    slices = pd.DataFrame(
-        {"study_id": 1, "series_id": 1, "instance_number": [3, 2, 1], "position": [10.0, 5.0, 0.0]}
-    )
-    assert relative_slice_index(slices).tolist() == [1.0, 0.5, 0.0]
-
-
-@pytest.mark.parametrize(
-    ("normal", "plane"),
-    [
-        ((-1, 0, 0), "sagittal"),
-        ((0, 0, 1), "axial"),
-        ((0, 1, 0), "coronal"),
-        ((0, np.sin(0.2), np.cos(0.2)), "axial"),
-        ((0.6, 0, 0.8), "oblique"),
-    ],
-)
-def test_plane_of_normal(normal, plane) -> None:
-    assert plane_of_normal(normal) == plane
-
-
-def test_counts_and_correlation_on_known_labels() -> None:
-    sev = ["normal_mild", "moderate", "severe", np.nan]
-    labels = pd.DataFrame({"study_id": range(12)})
-    for k, (c, lv) in enumerate(TARGETS):
-        labels[f"{c}_{lv}"] = [sev[(i + (k % 2)) % 3] for i in range(12)]
-    labels.loc[0, "spinal_canal_stenosis_l1_l2"] = np.nan
-    counts = severity_counts(labels)
-    assert counts.loc[("spinal_canal_stenosis", "l1_l2")].tolist() == [3, 4, 4, 1]
-    corr = target_correlation(labels)
-    assert corr.shape == (25, 25)
-    assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l4_l5"] == pytest.approx(
-        1.0
-    )
-    assert corr.loc["spinal_canal_stenosis_l2_l3", "spinal_canal_stenosis_l3_l4"] < 0
 
 
 @pytest.mark.slow

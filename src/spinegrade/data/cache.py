@@ -36,7 +36,9 @@ from spinegrade.errors import DataError, SpinegradeError
 from spinegrade.io import write_with
 
 #: Bump when the file layout changes: every entry is then rebuilt.
-CACHE_VERSION = 2  #: 2: each stack keeps its slices' SOPInstanceUID and SOPClassUID
+#: 2: each stack keeps its slices' SOPInstanceUID and SOPClassUID; series typed by
+#: dicom.study.series_from_stacks with pixel contrast
+CACHE_VERSION = 3
 
 
 @dataclass

@@ -4,14 +4,13 @@ Geometry conventions (DICOM, LPS mm): IOP = (r, c), r along increasing column in
 increasing row index, n = r x c; PixelSpacing = (dy, dx); slices sorted by dot(IPP, n).
 """
 
-from spinegrade.dicom.geometry import SeriesMeta, Volume
+from spinegrade.dicom.geometry import PLANE_TOLERANCE_DEG, SeriesMeta, Volume, plane_of
 from spinegrade.dicom.headers import SliceHeader, read_header, read_series_headers, read_slice
 from spinegrade.dicom.series import load_many, load_series, load_stacks
 from spinegrade.dicom.study import (
     AxialHit,
     Series,
     Study,
-    classify_series,
     load_study,
     nearest_axial_slice,
     series_from_stacks,
@@ -20,19 +19,20 @@ from spinegrade.dicom.study import (
 from spinegrade.dicom.write import make_uid, write_series
 
 __all__ = [
+    "PLANE_TOLERANCE_DEG",
     "AxialHit",
     "Series",
     "SeriesMeta",
     "SliceHeader",
     "Study",
     "Volume",
-    "classify_series",
     "load_many",
     "load_series",
     "load_stacks",
     "load_study",
     "make_uid",
     "nearest_axial_slice",
+    "plane_of",
     "read_header",
     "read_series_headers",
     "read_slice",

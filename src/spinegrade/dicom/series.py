@@ -143,6 +143,8 @@ def _to_volume(stack: Sequence[Slice], folder: Path) -> Volume:
         echo_time=first.echo_time,
         repetition_time=first.repetition_time,
         inversion_time=first.inversion_time,
+        scanning_sequence=first.scanning_sequence,
+        sequence_name=first.sequence_name,
     )
     return Volume(
         pixels=rescale([p for _, p in stack], [h.rescale_slope for h in headers], [h.rescale_intercept for h in headers]),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,25 @@ import numpy.typing as npt
 import pandas as pd
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2, SERIES_TYPES
+from spinegrade.dicom.contrast import (
+    AXIAL,
+    FADE_GAP,
+    FADE_T1,
+    FADE_T2,
+    LATERAL_MM,
+    SAGITTAL,
+    T1,
+    T2,
+    contrast_from_tags,
+    midline_fade,
+    read_description,
+)
 from spinegrade.dicom.geometry import Volume
 from spinegrade.dicom.series import load_many, load_stacks
 from spinegrade.errors import DicomError
 
-#: A unit normal counts as along an LPS axis when that component's magnitude exceeds this (~35 deg).
-AXIS_COS = 0.8
+#: The series type of each (plane, contrast); other pairs (T1 axial) are not ours.
+_TYPES = {(SAGITTAL, T1): SAGITTAL_T1, (SAGITTAL, T2): SAGITTAL_T2, (AXIAL, T2): AXIAL_T2}
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,9 +84,8 @@ def load_study(
 ) -> Study:
     """Read every series subfolder of a study (RSNA layout `<study_id>/<series_id>/*.dcm`).
 
-    The type of a series comes from `series_descriptions` (columns study_id, series_id,
-    series_description) when it lists the series, else from the DICOM SeriesDescription, else from
-    the geometry and contrast (`classify_series`). Unreadable series are skipped (see
+    Series are typed by `series_from_stacks`, with `series_descriptions` (columns study_id,
+    series_id, series_description) as the table. Unreadable series are skipped (see
     `Study.skipped`); a study with no readable series raises DicomError. `workers > 0` reads
     series in a process pool.
     """
@@ -82,34 +94,138 @@ def load_study(
         raise DicomError(folder, "study folder does not exist" if not folder.exists() else "not a folder")
     dirs = sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: (not d.name.isdigit(), _num(d.name), d.name))
     study_id = _num(folder.name)
-    table = _table_types(series_descriptions, study_id)
-    series, skipped = [], []
-    for d, loaded in zip(dirs, load_many(dirs, workers=workers, progress=False)):
-        if isinstance(loaded, DicomError):
-            skipped.append(str(loaded))
-            continue
-        series.append(series_from_stacks(_num(d.name), loaded, table))
-    if not series:
+    loaded, skipped = [], []
+    for d, stacks in zip(dirs, load_many(dirs, workers=workers, progress=False)):
+        if isinstance(stacks, DicomError):
+            skipped.append(str(stacks))
+        else:
+            loaded.append((_num(d.name), stacks))
+    if not loaded:
         why = "; ".join(skipped) if skipped else "no series subfolders"
         raise DicomError(folder, f"no usable series in the study ({why})")
+    series = series_from_stacks(loaded, _table_types(series_descriptions, study_id))
     return Study(study_id=study_id, path=folder, series=series, skipped=skipped)
 
 
-def series_from_stacks(series_id: int | None, stacks: list[Volume], table: dict[int, str] | None = None) -> Series:
-    """A `Series` of loaded stacks, typed as `load_study` does: from `table` (series_id ->
-    description) if it lists the series, else from the DICOM SeriesDescription, else `classify_series`."""
-    table = table or {}
-    description = stacks[0].meta.description
+def series_from_stacks(
+    loaded: Sequence[tuple[int | None, Sequence[Volume]]], table: Mapping[int, str] | None = None
+) -> list[Series]:
+    """The typed `Series` of a study's loaded series, `(series_id, stacks)` each: the one place
+    where series types are decided.
+
+    For each series the first evidence that speaks decides:
+
+    1. `table` (series_id -> description: the RSNA descriptions table), when it lists the series;
+    2. the plane of the geometry (that of the stacks' normals, oblique stacks aside; coronal or
+       oblique series, and series with stacks in several planes, are not ours) with the
+       contrast from the SeriesDescription (`contrast.read_description`); where the description
+       names another plane, the geometry decides. Descriptions of localizers, contrast-enhanced,
+       proton-density or diffusion series rule the series out;
+    3. else the contrast from the acquisition tags (`contrast.contrast_from_tags`); tags that are
+       there but fit neither contrast leave the type unknown;
+    4. else, for a sagittal series, the pixel contrast (`contrast.midline_fade`); an axial series
+       with no contrast evidence is Axial T2 by its plane alone, and its note says so.
+
+    A T1 axial series is not ours. Two sagittal series typed, or left unknown, by their pixels,
+    at least one of them weakly, are typed relative to each other when their fades differ by
+    FADE_GAP or more. Each Series' `note` says what decided, or why the type is unknown.
+    """
+    decisions = [_decide(sid, list(stacks), table or {}) for sid, stacks in loaded]
+    return [d.series for d in _relative(decisions)]
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """One series' type, and its midline fade when its pixels decided (or left it unknown)."""
+
+    series: Series
+    fade: float | None = None
+    weak: bool = False  #: the fade lies between FADE_T1 and FADE_T2
+
+
+def _decide(series_id: int | None, stacks: list[Volume], table: Mapping[int, str]) -> _Decision:
+    """A series typed from its own evidence (steps 1-4 of `series_from_stacks`)."""
+    main = max(stacks, key=lambda v: v.shape[0])
+    description = main.meta.description
+
+    def done(t: str | None, note: str, fade: float | None = None, weak: bool = False) -> _Decision:
+        return _Decision(Series(series_id, t, description, stacks, note), fade, weak)
+
     if series_id in table and (t := series_type_from_description(table[series_id])) is not None:
-        return Series(series_id, t, description, stacks, note="type from the series descriptions table")
-    if (t := series_type_from_description(description)) is not None:
-        return Series(series_id, t, description, stacks, note="type from DICOM SeriesDescription")
-    t = classify_series(max(stacks, key=lambda v: v.shape[0]))
-    note = "type from geometry and contrast" if t else f"unknown type (description {description!r}, geometry unclear)"
-    return Series(series_id, t, description, stacks, note=note)
+        return done(t, f"series descriptions table: {table[series_id]!r}")
+    planes = sorted({v.plane for v in stacks} - {"oblique", "unknown"})  # oblique stacks go with the others
+    if len(planes) > 1:
+        several = ", ".join(planes)
+        return done(None, f"unknown type: stacks in several planes ({several}), a localizer?")
+    plane = planes[0] if planes else None
+    words = read_description(description)
+    if words.excluded:
+        return done(None, f"unknown type: description {description!r} names {words.excluded} "
+                          "series")
+    if plane not in (SAGITTAL, AXIAL):
+        normal = "{:+.2f}, {:+.2f}, {:+.2f}".format(*np.round(main.normal, 2) + 0.0)  # no -0.00
+        return done(None, f"unknown type: {plane or 'oblique'} geometry (normal {normal})")
+    clash = ""
+    if words.plane and words.plane != plane:
+        clash = (f"; the description names {words.plane}, the geometry is {plane}: the geometry "
+                 "decides")
+    if words.contrast:
+        evidence = f"description {description!r} + {plane} geometry{clash}"
+        return done(*_typed(plane, words.contrast, evidence))
+    contrast, evidence = contrast_from_tags(main.meta)
+    if evidence:
+        if contrast is None:
+            return done(None, f"unknown type: {evidence}{clash}")
+        return done(*_typed(plane, contrast, evidence + clash))
+    if plane == AXIAL:
+        return done(AXIAL_T2, "axial geometry, no contrast in the description or tags (none is "
+                              f"read from axial pixels): Axial T2, the only axial type{clash}")
+    return done(*_by_pixels(main, clash))
 
 
-_make_series = series_from_stacks  # the old private name, still imported elsewhere
+def _by_pixels(sagittal: Volume, clash: str) -> tuple[str | None, str, float | None, bool]:
+    """(type, note, midline fade, weak) of a sagittal stack from its pixels (step 4)."""
+    fade = midline_fade(sagittal)
+    if fade is None:
+        note = ("unknown type: no contrast in the description or tags, and the sagittal stack "
+                f"does not reach {LATERAL_MM:g} mm to both sides of its midline")
+        return None, note, None, False
+    if fade >= FADE_T2:
+        return SAGITTAL_T2, (f"pixel contrast: midline fade {fade:.2f} >= {FADE_T2:.2f} (the "
+                             f"brightest tissue is midline CSF){clash}"), fade, False
+    if fade <= FADE_T1:
+        return SAGITTAL_T1, (f"pixel contrast: midline fade {fade:.2f} <= {FADE_T1:.2f} (the "
+                             f"brightest tissue continues laterally){clash}"), fade, False
+    return None, (f"unknown type: pixel contrast weak, midline fade {fade:.2f} between "
+                  f"{FADE_T1:.2f} and {FADE_T2:.2f}{clash}"), fade, True
+
+
+def _typed(plane: str, contrast: str, evidence: str) -> tuple[str | None, str]:
+    """(series type, note) of a plane and contrast; a pair that is not ours (T1 axial) -> None."""
+    series_type = _TYPES.get((plane, contrast))
+    if series_type is None:
+        return None, f"unknown type: {evidence}; a {contrast} {plane} series is not one of ours"
+    return series_type, evidence
+
+
+def _relative(decisions: list[_Decision]) -> list[_Decision]:
+    """Type two pixel-judged sagittal series (one at least weakly) against each other."""
+    judged = [i for i, d in enumerate(decisions) if d.fade is not None]
+    if len(judged) != 2 or not any(decisions[i].weak for i in judged):
+        return decisions
+    fades = {i: float(decisions[i].fade) for i in judged}  # type: ignore[arg-type]
+    low, high = sorted(judged, key=fades.__getitem__)
+    if fades[high] - fades[low] < FADE_GAP:
+        return decisions
+    a, b = decisions[low], decisions[high]
+    out = list(decisions)
+    for i, d, series_type, other in ((low, a, SAGITTAL_T1, b), (high, b, SAGITTAL_T2, a)):
+        if d.weak:
+            note = (f"pixel contrast relative to series {other.series.series_id}: midline fade "
+                    f"{d.fade:.2f} vs {other.fade:.2f}")
+            series = replace(d.series, series_type=series_type, note=note)
+            out[i] = replace(d, series=series, weak=False)
+    return out
 
 
 def _table_types(table: pd.DataFrame | None, study_id: int | None) -> dict[int, str]:
@@ -124,49 +240,22 @@ def _table_types(table: pd.DataFrame | None, study_id: int | None) -> dict[int, 
 
 
 def series_type_from_description(text: str | None) -> str | None:
-    """Map a series description ('SAG T1', 'Sagittal T2/STIR', 'STIR', 'AX T2', ...) to SERIES_TYPES.
+    """The type a description names by itself, plane and contrast ('Sagittal T1', 'SAG T1',
+    'Sagittal T2/STIR', 'STIR', 'AX T2', 'T2_TSE_TRA'), as the descriptions table does.
 
-    Returns None when the text does not say (e.g. 'Localizer', 'AX T1', '').
+    None when the text does not name both (a lone 'STIR' counts as sagittal, as in lumbar
+    protocols), or names a pair that is not ours ('AX T1'), or rules the series out ('Localizer').
     """
     if not text:
         return None
     for t in SERIES_TYPES:
         if text.strip().lower() == t.lower():
             return t
-    words = set(re.findall(r"t\d|[a-z]+", text.lower().replace("_", " ")))
-    sagittal = bool(words & {"sag", "sagittal", "sagital"})
-    axial = bool(words & {"ax", "axial", "tra", "transverse", "transversal"})
-    t1, t2, stir = "t1" in words, "t2" in words, bool(words & {"stir", "tirm"})
-    if axial and not sagittal:
-        return AXIAL_T2 if t2 or not t1 else None
-    if sagittal or stir:
-        if stir or (t2 and not t1):
-            return SAGITTAL_T2
-        if t1 and not t2:
-            return SAGITTAL_T1
-    return None
-
-
-def classify_series(volume: Volume) -> str | None:
-    """Series type from geometry (and contrast for sagittal stacks), or None when unclear.
-
-    Normal mostly along LPS z -> Axial T2 (the only axial type of the task). Normal mostly along x
-    -> sagittal; T1 vs T2/STIR from the acquisition: an InversionTime of 100-250 ms (STIR) or
-    EchoTime >= 60 ms -> Sagittal T2/STIR; EchoTime < 40 ms and RepetitionTime < 1500 ms ->
-    Sagittal T1; otherwise None: a wrong guess would feed the wrong model, so unknown stays unknown.
-    Coronal or oblique-in-between stacks -> None.
-    """
-    n = np.abs(volume.normal)
-    if n[2] >= AXIS_COS:
-        return AXIAL_T2
-    if n[0] < AXIS_COS:
+    words = read_description(text)
+    plane = words.plane or (SAGITTAL if words.stir else None)
+    if words.excluded or plane is None or words.contrast is None:
         return None
-    m = volume.meta
-    if (m.inversion_time is not None and 100 <= m.inversion_time <= 250) or (m.echo_time or 0) >= 60:
-        return SAGITTAL_T2
-    if m.echo_time is not None and m.echo_time < 40 and m.repetition_time is not None and m.repetition_time < 1500:
-        return SAGITTAL_T1
-    return None
+    return _TYPES.get((plane, words.contrast))
 
 
 def nearest_axial_slice(study: Study, point_lps: npt.ArrayLike) -> AxialHit | None:
@@ -205,18 +294,23 @@ def _num(name: str) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-def describe(path: str | Path, *, workers: int = 0) -> tuple[list[dict[str, str]], list[str]]:
+def describe(
+    path: str | Path, series_descriptions: pd.DataFrame | None = None, *, workers: int = 0
+) -> tuple[list[dict[str, str]], list[str]]:
     """One row per stack of a study folder, or of a series folder (one holding .dcm files).
 
     Returns (rows, skipped): rows with keys series, type, stack, slices, size, spacing_mm, normal,
-    instances, note (all strings, for printing); skipped = unreadable series of a study.
+    instances, note (all strings, for printing; the note says how the type was decided);
+    skipped = unreadable series of a study. `series_descriptions` is the descriptions table.
     """
     folder = Path(path)
     if folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
         stacks = load_stacks(folder, workers=workers)
-        series, skipped = [series_from_stacks(stacks[0].meta.series_id, stacks)], []
+        table = _table_types(series_descriptions, _num(folder.parent.name))
+        series = series_from_stacks([(stacks[0].meta.series_id, stacks)], table)
+        skipped: list[str] = []
     else:
-        study = load_study(folder, workers=workers)
+        study = load_study(folder, series_descriptions, workers=workers)
         series, skipped = study.series, study.skipped
     rows = []
     for s in series:

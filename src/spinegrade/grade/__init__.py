@@ -2,7 +2,7 @@
 
 API used by the training orchestrator and by inference:
 
-- `train_grader(data_root, study_ids, coordinates, labels, out_dir, cfg, *, val_ids=None, cache=None) -> Path`
+- `train_grader(data_root, study_ids, coordinates, labels, out_dir, cfg, *, val_ids=None, cache_dir=None) -> Path`
 - `Grader.load(path, device) -> Grader`, `Grader.predict(study, points, *, tta=False) -> (25, 3)`,
   `Grader.predict_many([(study, points), ...], *, tta=False) -> list of (25, 3)`
 - `evaluate_grader(data_root, checkpoint, held_ids, train_ids, ...) -> dict`: the grader alone, from

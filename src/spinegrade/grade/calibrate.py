@@ -6,15 +6,14 @@ log loss (severe weighted 4) punishes confident mistakes hard. Dividing the logi
 
 `T` is fitted by minimising the metric's weighted log loss, never below 1 (`T_RANGE`). To keep the out-of-fold score honest
 the temperatures are *cross-fitted*: fold `k`'s OOF rows are calibrated with temperatures fitted on
-the OOF rows of the other folds only. The temperatures fitted on all OOF rows are what the
-ensemble applies at prediction time (`calibration.json` of the run folder). With a single complete
-fold there is nothing to cross-fit from, and the predictions are left as they are (T = 1).
+the OOF rows of the other folds only, and prediction applies to each fold's model the same
+temperatures (so `predict --folds k` reproduces fold k's calibrated OOF rows). With a single
+complete fold there is nothing to cross-fit from, and the predictions are left as they are (T = 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from spinegrade.constants import CONDITION_GROUPS, GROUP_OF_CONDITION, SEVERITIES, SEVERITY_WEIGHTS
-from spinegrade.io import write_json
 
-CALIBRATION_JSON = "calibration.json"
 #: Temperatures are searched in this range (log-uniformly). Calibration only softens (T >= 1): a
 #: temperature below 1 fitted on other folds' models sharpens this fold's mistakes too. Measured on
 #: the `tiny` e2e set (32 studies, 2 folds): fold 1 taught fold 0 a foraminal T of 0.64, and fold 0's
@@ -88,21 +85,25 @@ def calibrate_rows(rows: pd.DataFrame, temperatures: dict[str, float]) -> pd.Dat
     return out
 
 
-def cross_fit(oof: pd.DataFrame, truth: pd.DataFrame, fold_of_study: dict[int, int]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def cross_fit(oof: pd.DataFrame, truth: pd.DataFrame, fold_of_study: dict[int, int],
+              graded: Sequence[bool] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Calibrate out-of-fold predictions without using a fold's own labels for its rows.
 
     `oof`: submission rows (`row_id` + severities); `truth`: `labels_long` rows (`row_id`, `study_id`,
-    `condition`, `label`, -1 for blank); `fold_of_study`: the fold of each OOF study.
-    Returns the calibrated OOF rows (same order and columns) and a record: the temperatures per fold
-    (fitted on the other folds) and `final` (fitted on every fold: what prediction applies).
+    `condition`, `label`, -1 for blank); `fold_of_study`: the fold of each OOF study; `graded`
+    (aligned with `oof`, default all): which rows the grader produced. The others hold the prior,
+    which is neither fitted on nor changed, exactly as the ensemble calibrates only graded targets.
+    Returns the calibrated OOF rows (same order and columns) and a record: the temperatures of each
+    fold (fitted on the other folds), which prediction applies to that fold's model.
     """
     table = oof.merge(truth[["row_id", "study_id", "condition", "label"]], on="row_id", how="left",
                       validate="one_to_one")
     table["fold"] = table["study_id"].map(fold_of_study)
-    labelled = table[table["label"] >= 0]
+    table["graded"] = True if graded is None else np.asarray(graded, dtype=bool)
+    labelled = table[(table["label"] >= 0) & table["graded"]]
     folds = sorted(int(k) for k in table["fold"].dropna().unique())
     record: dict[str, Any] = {"method": "temperature per condition group, cross-fitted over folds",
-                              "folds": {}, "final": {g: 1.0 for g in CONDITION_GROUPS}}
+                              "folds": {}}
     if len(folds) < 2:
         record["note"] = "fewer than 2 complete folds: not calibrated (T = 1)"
         return oof.copy(), record
@@ -110,22 +111,7 @@ def cross_fit(oof: pd.DataFrame, truth: pd.DataFrame, fold_of_study: dict[int, i
     for k in folds:
         temps = fit_group_temperatures(labelled[labelled["fold"] != k])
         record["folds"][str(k)] = temps
-        parts.append(calibrate_rows(table[table["fold"] == k], temps))
-    record["final"] = fit_group_temperatures(labelled)
+        mine = table[table["fold"] == k]
+        parts.append(pd.concat([calibrate_rows(mine[mine["graded"]], temps), mine[~mine["graded"]]]))
     calibrated = pd.concat(parts).set_index("row_id").loc[oof["row_id"]].reset_index()
     return calibrated[list(oof.columns)], record
-
-
-def write_calibration(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    """`calibration.json` of a run folder (atomic)."""
-    return write_json(Path(run_dir) / CALIBRATION_JSON, record)
-
-
-def load_temperatures(run_dir: str | Path) -> dict[str, float]:
-    """The final temperatures of a run (`calibration.json`), or T = 1 everywhere when absent."""
-    import json
-
-    path = Path(run_dir) / CALIBRATION_JSON
-    if not path.is_file():
-        return {g: 1.0 for g in CONDITION_GROUPS}
-    return {g: float(t) for g, t in json.loads(path.read_text())["final"].items()}

@@ -27,17 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from spinegrade.constants import AXIAL_T2
 from spinegrade.dicom.geometry import Volume
 
 #: Canonical (column, row, channel) directions in LPS per view; see the module docstring.
 SAGITTAL_FRAME = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 AXIAL_FRAME = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-
-
-def view_of(series_type: str | None) -> str:
-    """'axial' for Axial T2, else 'sagittal' (both sagittal contrasts share one frame)."""
-    return "axial" if series_type == AXIAL_T2 else "sagittal"
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ from spinegrade.grade.crops import NO_JITTER, crop_2p5d, normalize_crop
 BLANK = -1
 #: Columns a points table must have (one row per target; extra columns are ignored).
 POINT_COLUMNS = ("series_id", "instance_number", "condition", "level", "x", "y")
-#: A stack counts as axial when its normal's |z| exceeds this.
-_AXIAL_COS = 0.7
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def locate(study: Study, series_id: Any, instance_number: Any, x: Any, y: Any) -
         for volume in series.stacks:
             hits = np.flatnonzero(volume.instance_numbers == int(instance_number))
             if len(hits):
-                view = "axial" if abs(float(volume.normal[2])) > _AXIAL_COS else "sagittal"
+                view = "axial" if volume.plane == "axial" else "sagittal"
                 return Located(volume, int(hits[0]), float(x), float(y), view)
     return None
 

@@ -13,21 +13,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spinegrade.constants import SEVERITIES, TARGETS, row_id
+from spinegrade.constants import SEVERITIES, TARGETS
 from spinegrade.data.tables import load_tables
 from spinegrade.errors import SpinegradeError
 from spinegrade.grade.predict import Grader
-from spinegrade.grade.train import StudySource, iter_studies
+from spinegrade.grade.train import iter_studies
 from spinegrade.io import write_json, write_with
-from spinegrade.metrics import constant_prior_submission, read_submission, score
+from spinegrade.metrics import constant_prior_submission, read_submission, score, submission_rows
 
 ORACLE_FILE = "oracle.csv"
-
-
-def submission_rows(study_id: int, probs: np.ndarray) -> pd.DataFrame:
-    """25 submission rows of a study from `(25, 3)` probabilities in `TARGETS` order."""
-    return pd.DataFrame({"row_id": [row_id(study_id, c, lv) for c, lv in TARGETS],
-                         **{s: probs[:, k] for k, s in enumerate(SEVERITIES)}})
 
 
 def grade_true_points(
@@ -36,7 +30,7 @@ def grade_true_points(
     study_ids: list[int],
     prior: np.ndarray,
     *,
-    cache: StudySource = None,
+    cache_dir: str | Path | None = None,
     tta: bool = False,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, int]:
@@ -47,7 +41,7 @@ def grade_true_points(
     by_study = dict(tuple(coords.groupby("study_id")))
     failed: dict[int, str] = {}
     parts, filled = [], 0
-    studies = iter_studies(data_root, study_ids, cache, failed=failed, progress=progress)
+    studies = iter_studies(data_root, study_ids, cache_dir, failed=failed, progress=progress)
     for sid, study in tqdm(studies, total=len(study_ids), desc="grade: evaluate", disable=not progress):
         try:
             probs = grader.predict(study, by_study.get(sid, coords.iloc[:0]), tta=tta)
@@ -72,7 +66,7 @@ def evaluate_grader(
     *,
     out: str | Path | None = None,
     device: str = "cpu",
-    cache: StudySource = None,
+    cache_dir: str | Path | None = None,
     tta: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -85,7 +79,7 @@ def evaluate_grader(
     prior_sub = constant_prior_submission(train_labels, labels["study_id"])
     prior = prior_sub[list(SEVERITIES)].to_numpy()[: len(TARGETS)]
     submission, filled = grade_true_points(Grader.load(checkpoint, device), data_root,
-                                           labels["study_id"].tolist(), prior, cache=cache, tta=tta,
+                                           labels["study_id"].tolist(), prior, cache_dir=cache_dir, tta=tta,
                                            progress=progress)
     report: dict[str, Any] = {
         "studies": int(len(labels)), "filled_with_prior": filled, "tta": tta,

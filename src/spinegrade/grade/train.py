@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,6 @@ from spinegrade.training.device import resolve_device
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
 from spinegrade.training.loop import fit, to_device
-
-#: A `cache` argument: a cache folder (shared with the localiser) or studies already in memory.
-StudySource = str | Path | Mapping[int, Study] | None
-
 
 def crop_params(cfg: GradeConfig) -> CropParams:
     """The crop geometry of a grade config."""
@@ -58,24 +54,21 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def iter_studies(
-    data_root: str | Path, study_ids: list[int], cache: StudySource = None, *,
+    data_root: str | Path, study_ids: list[int], cache_dir: str | Path | None = None, *,
     failed: dict[int, str], workers: int = 0, progress: bool = True,
 ) -> Iterator[tuple[int, Study]]:
     """Yield `(study_id, Study)` one at a time; studies that cannot be read go to `failed` (one line).
 
-    `cache` is a mapping of studies already loaded (used as is), a cache folder (filled first with
-    `spinegrade.data.cache.cache_studies`, keyed like the localiser's so both stages share it),
-    or None to read the DICOM directly.
+    With `cache_dir` the studies are read through the study cache (filled first with
+    `spinegrade.data.cache.cache_studies`, keyed like the localiser's so both stages share it);
+    without, the DICOM is read directly.
     """
     ids = [int(s) for s in study_ids]
-    if isinstance(cache, Mapping):
-        failed.update({s: "not among the studies given" for s in ids if s not in cache})
-        yield from ((s, cache[s]) for s in ids if s in cache)
-        return
     root = Path(data_root)
     images = root / "train_images"
-    if cache is not None:
-        result = cache_studies(images, ids, cache, load_tables(root).series, workers=workers, progress=progress)
+    if cache_dir is not None:
+        result = cache_studies(images, ids, cache_dir, load_tables(root).series, workers=workers,
+                               progress=progress)
         failed.update(result.failed)
         for sid in tqdm([s for s in ids if s in result.paths], desc="grade: studies", disable=not progress):
             yield sid, load_cached(result.paths[sid])
@@ -96,7 +89,7 @@ def train_grader(
     cfg: Config,
     *,
     val_ids: list[int] | None = None,
-    cache: StudySource = None,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Train the grader on `study_ids` and return the final checkpoint (`<out_dir>/model.pt`).
@@ -110,7 +103,7 @@ def train_grader(
     val = [int(s) for s in (val_ids or [])]
     crop, augment = crop_params(gcfg), augment_params(gcfg)
     failed: dict[int, str] = {}
-    source = iter_studies(data_root, ids + val, cache, failed=failed, workers=cfg.data.num_workers,
+    source = iter_studies(data_root, ids + val, cache_dir, failed=failed, workers=cfg.data.num_workers,
                           progress=progress)
     everything = GradeDataset.from_studies(source, coordinates, labels, crop, augment)
     for sid, why in failed.items():

@@ -2,7 +2,7 @@
 
 - `predict(run_dir, studies, out_dir, *, workers=2, tta=False, fail_on_error=False, ...) -> PredictResult`
 - `discover_studies(folder)`: which studies a folder holds (RSNA images folder, one study, loose files)
-- `Ensemble.load(run_dir).predict(study) -> StudyPrediction`: every fold's localiser + grader, averaged
+- the predictor itself is `spinegrade.cv.ensemble.Ensemble` (every fold's localiser + grader, averaged)
 
 Names are imported lazily so that worker processes importing `spinegrade.inference.worker` do not
 pay for torch.
@@ -15,7 +15,6 @@ from typing import Any
 
 _EXPORTS = {
     "predict": "run", "PredictResult": "run",
-    "Ensemble": "models", "StudyPrediction": "models",
     "discover_studies": "discover", "Discovery": "discover", "StudySource": "discover", "uid_to_id": "discover",
 }
 __all__ = sorted(_EXPORTS)

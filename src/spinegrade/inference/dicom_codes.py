@@ -93,7 +93,7 @@ IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 
 
 def flag_code(flag: str) -> Code:
-    """The code of a `predictions.json` flag (`inference.models.FLAG_*`): `missing_series` ->
+    """The code of a `predictions.json` flag (`cv.ensemble.FLAG_*`): `missing_series` ->
     (MISSING_SERIES, 99SPINEGRADE, "missing series")."""
     return _private(flag.upper(), flag.replace("_", " "))
 

@@ -34,7 +34,7 @@ import hashlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
+from spinegrade import __version__
 from spinegrade.dicom import Study, make_uid
 from spinegrade.dicom.headers import read_dataset
 from spinegrade.errors import DicomError, SpinegradeError
@@ -135,47 +136,18 @@ def overlay_file(name: str) -> str:
     return f"overlay_{name}.dcm"
 
 
-def spinegrade_version() -> str:
-    """The installed spinegrade's version ("unknown" when not installed as a package)."""
-    try:
-        return version("spinegrade")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 # --- planning (main process: needs the read study and the run folder) --------------------------
 
 
 def run_provenance(run_dir: str | Path, folds: Sequence[int], tta: bool) -> Provenance:
     """The `Provenance` of predicting with `folds` of the run folder `run_dir`.
 
-    The fingerprint hashes config.yaml, prior.csv, calibration.json (when present) and each used
-    fold's three checkpoints, by relative path and content.
+    The fingerprint is `RunFolder.fingerprint`: the config, the calibration and each used fold's
+    prior and checkpoints.
     """
-    from spinegrade.grade.calibrate import CALIBRATION_JSON  # torch: main process only
-    from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR
-    from spinegrade.training.run import (
-        CONFIG_YAML,
-        GRADER_DIR,
-        GRADER_MODEL,
-        LOCALIZER_DIR,
-        PRIOR_CSV,
-    )
+    from spinegrade.cv.folder import RunFolder  # torch: main process only
 
-    run_dir = Path(run_dir)
-    files = [CONFIG_YAML, PRIOR_CSV, CALIBRATION_JSON]
-    for k in sorted(folds):
-        fold = f"fold_{k}"
-        files += [f"{fold}/{LOCALIZER_DIR}/{d}/{MODEL_FILE}" for d in (SAGITTAL_DIR, AXIAL_DIR)]
-        files.append(f"{fold}/{GRADER_DIR}/{GRADER_MODEL}")
-    digest = hashlib.sha256()
-    for name in files:
-        if (run_dir / name).is_file():
-            digest.update(f"{name}\n".encode())
-            with open(run_dir / name, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return Provenance(spinegrade_version(), digest.hexdigest(), tuple(sorted(folds)), tta)
+    return Provenance(__version__, RunFolder(run_dir).fingerprint(folds), tuple(sorted(folds)), tta)
 
 
 def plan_dicom(
@@ -446,6 +418,5 @@ __all__ = [
     "build_sr",
     "plan_dicom",
     "run_provenance",
-    "spinegrade_version",
     "write_study_dicom",
 ]

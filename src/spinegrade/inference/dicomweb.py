@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from spinegrade.constants import SERIES_OF_CONDITION
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import discover_studies, uid_to_id
-from spinegrade.inference.models import FLAG_MISSING_SERIES
+from spinegrade.cv.ensemble import FLAG_MISSING_SERIES
 from spinegrade.inference.outputs import study_dir
 from spinegrade.inference.run import PredictResult, predict
 from spinegrade.io import write_with

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +35,10 @@ from pathlib import Path
 import pandas as pd
 
 from spinegrade.data.tables import read_series
-from spinegrade.dicom import Series, SliceHeader, Study, load_study, read_header, read_slice
+from spinegrade.dicom import Study, load_study, read_header, series_from_stacks
+from spinegrade.dicom.loose import group_by_study, read_by_series
 from spinegrade.dicom.series import build_stacks
-from spinegrade.dicom.study import _make_series  # the type decision of load_study, reused as is
-from spinegrade.errors import DataError, DicomError, SpinegradeError
+from spinegrade.errors import DataError, DicomError
 
 IMAGES, STUDY, LOOSE = "images", "study", "loose"
 
@@ -177,14 +177,7 @@ def _group_loose(root: Path, workers: int) -> Discovery:
     """Read the header of every file under `root` and group the DICOM ones by study UID."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(root).parts))
-    headers = _headers(files, workers)
-    by_study: dict[str, list[Path]] = defaultdict(list)
-    ignored: list[tuple[Path, str]] = []
-    for path, h in zip(files, headers):
-        if isinstance(h, str):
-            ignored.append((path, h))
-        else:
-            by_study[h.study_uid].append(path)
+    by_study, ignored = group_by_study(files, workers=workers)
     if not by_study:
         raise DataError(f"{root}: no readable DICOM file among {len(files)} file(s)")
     studies = []
@@ -197,41 +190,17 @@ def _group_loose(root: Path, workers: int) -> Discovery:
     return Discovery(root, LOOSE, studies, None, ignored)
 
 
-def _headers(files: list[Path], workers: int) -> list[SliceHeader | str]:
-    """Header of each file, or the reason it cannot be read (one line)."""
-    if workers > 0 and len(files) > 64:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(_header_or_reason, files, chunksize=32))
-    return [_header_or_reason(f) for f in files]
-
-
-def _header_or_reason(path: Path) -> SliceHeader | str:
-    try:
-        return read_header(path)
-    except DicomError as exc:
-        return exc.reason
-
-
 def _load_loose(source: StudySource) -> Study:
     """A `Study` from loose files: series by SeriesInstanceUID, each split into stacks."""
-    by_series: dict[str, list[tuple[SliceHeader, object]]] = defaultdict(list)
-    skipped: list[str] = []
-    for path in source.files or ():
-        try:
-            header, pixels = read_slice(path)
-        except SpinegradeError as exc:
-            skipped.append(str(exc))
-            continue
-        by_series[header.series_uid].append((header, pixels))
+    by_series, skipped = read_by_series(source.files or ())
     folders = {uid: Path(os.path.commonpath([h.path.parent for h, _ in s])) for uid, s in by_series.items()}
     shared = Counter(folders.values())
-    series = []
+    loaded = []
     for uid, slices in by_series.items():
         num = _folder_num(folders[uid]) if shared[folders[uid]] == 1 else None
         sid = num if num is not None and num != source.study_id else uid_to_id(uid)
-        series.append(_make_series(sid, build_stacks(slices, folders[uid]), {}))  # type: ignore[arg-type]
+        loaded.append((sid, build_stacks(slices, folders[uid])))
+    series = series_from_stacks(loaded)  # the type decision of load_study, with no table
     if not series:
         why = "; ".join(skipped[:3]) if skipped else "no files"
         raise DicomError(source.path, f"no usable series in the study ({why})")

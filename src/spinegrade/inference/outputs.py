@@ -36,7 +36,7 @@ from spinegrade.report.overlays import OVERLAY_TITLES, Panel, save_overlay
 from spinegrade.report.study_report import write_study_report
 
 if TYPE_CHECKING:  # keeps torch out of the worker processes that import this module
-    from spinegrade.inference.models import StudyPrediction
+    from spinegrade.cv.ensemble import StudyPrediction
 
 ERROR_COLUMNS = ("study_id", "path", "reason")
 

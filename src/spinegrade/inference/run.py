@@ -1,7 +1,7 @@
 """`predict`: a trained run folder and a folder of studies in, submission + reports out.
 
 Pipeline. Studies are read (DICOM decoded, stacks built) in `workers` processes, a few studies
-ahead of the model; the models (every fold, see `inference.models`) run in this process; each
+ahead of the model; the models (every fold, see `cv.ensemble`) run in this process; each
 study's predictions.json, overlays and report.html are written by the same worker processes while
 the model goes on with the next study. The workers start, and the first reads are queued, before
 the models are loaded, so that the workers' start-up (a few seconds: a fresh interpreter importing
@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from spinegrade.dicom import Study
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import Discovery, StudySource, discover_studies
-from spinegrade.inference.models import Ensemble, StudyPrediction, prior_prediction
+from spinegrade.cv.ensemble import Ensemble, StudyPrediction, prior_prediction
 from spinegrade.inference.outputs import errors_frame, prediction_record, write_errors, write_submission
-from spinegrade.inference.timing import Timing
+from spinegrade.timing import Timing
 from spinegrade.inference.worker import read_study, render_job
 from spinegrade.report.overlays import study_panels
 from spinegrade.report.study_report import write_index

@@ -15,7 +15,7 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study, study_dir
-from spinegrade.inference.timing import Timing
+from spinegrade.timing import Timing
 from spinegrade.report.overlays import Panel
 
 if TYPE_CHECKING:  # highdicom is imported only when a DICOM job comes

@@ -14,16 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from spinegrade.config import Config  # noqa: E402
-from spinegrade.constants import (  # noqa: E402
+from spinegrade.config import Config
+from spinegrade.constants import (
     CONDITION_GROUPS,
     CONDITION_LABELS,
     CONDITIONS,
@@ -32,13 +28,13 @@ from spinegrade.constants import (  # noqa: E402
     LEVELS,
     MIRROR_CONDITION,
 )
-from spinegrade.data.cache import cache_studies, load_cached  # noqa: E402
-from spinegrade.data.tables import load_tables  # noqa: E402
-from spinegrade.io import write_json, write_with  # noqa: E402
-from spinegrade.localize.baseline import MeanPositionBaseline  # noqa: E402
-from spinegrade.localize.dataset import world_points  # noqa: E402
-from spinegrade.localize.predict import Localizer  # noqa: E402
-from spinegrade.report.figures import save_png  # noqa: E402
+from spinegrade.data.cache import cache_studies, load_cached
+from spinegrade.data.tables import load_tables
+from spinegrade.io import write_json, write_with
+from spinegrade.localize.baseline import MeanPositionBaseline
+from spinegrade.localize.dataset import world_points
+from spinegrade.localize.predict import Localizer
+from spinegrade.report.training_figures import localization_bars
 
 REPORT_JSON, REPORT_PNG, PREDICTIONS_CSV = "localize_report.json", "localize_report.png", "predictions.csv"
 
@@ -119,27 +115,6 @@ def to_coordinates_csv(pred: pd.DataFrame, path: str | Path) -> Path:
     return write_with(path, lambda tmp: out.to_csv(tmp, index=False))
 
 
-def plot_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Bar charts (model vs baseline) of p90 in-plane error, slice within 1, level right, per condition."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    names = list(CONDITIONS)
-    short = [CONDITION_LABELS[c].replace(" Stenosis", "").replace(" Narrowing", "") for c in names]
-    x = np.arange(len(names))
-    for ax, key, title in zip(axes, ("inplane_mm_p90", "slice_within_1", "level_right"),
-                              ("in-plane error, 90th percentile (mm)", "slice error <= 1", "level right")):
-        for k, (who, off) in enumerate((("model", -0.2), ("baseline", 0.2))):
-            vals = [report[who]["conditions"][c][key] or 0.0 for c in names]
-            ax.bar(x + off, vals, width=0.4, label=who, color=("tab:blue", "tab:gray")[k])
-        ax.set_xticks(x, short, rotation=30, ha="right", fontsize=8)
-        ax.set_title(title)
-    axes[0].legend()
-    fig.suptitle(f"Localisation on {report['studies']} out-of-fold studies")
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
-    return Path(path)
-
-
 def evaluate_localizer(
     data_root: str | Path,
     model_dir: str | Path,
@@ -187,6 +162,6 @@ def evaluate_localizer(
         "not_located": pred_df.loc[pred_df.reason != "", "reason"].value_counts().to_dict(),
     }
     write_json(out_dir / REPORT_JSON, report)
-    plot_report(report, out_dir / REPORT_PNG)
+    localization_bars(report, out_dir / REPORT_PNG)
     to_coordinates_csv(pred_df, out_dir / PREDICTIONS_CSV)
     return report

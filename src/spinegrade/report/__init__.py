@@ -1,5 +1,2 @@
-"""Reports: dataset inspection (EDA), figures and self-contained offline HTML pages."""
-
-from spinegrade.report.inspect import InspectResult, inspect_dataset
-
-__all__ = ["InspectResult", "inspect_dataset"]
+"""Reports: figures and self-contained offline HTML pages (dataset inspection, evaluation,
+overlays, study reports). Nothing here decides anything: it draws what the layers below computed."""

@@ -28,7 +28,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 
 from spinegrade.constants import (
-    AXIAL_T2,
     LEVEL_LABELS,
     LEVELS,
     SAGITTAL_T1,
@@ -37,7 +36,7 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
 )
 from spinegrade.dicom import Study, Volume
-from spinegrade.report.figures import SEVERITY_COLORS, png_bytes, save_png
+from spinegrade.report.figures import SEVERITY_COLORS, save_png
 
 OVERLAYS = ("sagittal_t2", "sagittal_t1", "axial_t2")
 OVERLAY_TITLES = {
@@ -142,11 +141,6 @@ def save_overlay(panels: Sequence[Panel], path: str | Path, title: str = "") -> 
     return save_png(panel_figure(panels, title), path)
 
 
-def overlay_png(panels: Sequence[Panel], title: str = "") -> bytes:
-    """Draw `panels` as PNG bytes."""
-    return png_bytes(panel_figure(panels, title))
-
-
 # --- choosing the slices of a study --------------------------------------------------------------
 
 
@@ -155,7 +149,7 @@ def study_panels(study: Study, targets: pd.DataFrame) -> dict[str, list[Panel]]:
 
     `targets` holds one row per target with `condition, level, series_id, stack_index,
     slice_index, instance_number, x, y` (None/NaN where not located) and the probabilities in
-    `SEVERITIES` columns (the table of `spinegrade.inference.models.StudyPrediction`).
+    `SEVERITIES` columns (the table of `spinegrade.cv.ensemble.StudyPrediction`).
     """
     t2 = _sagittal_panel(study, targets[targets.condition == _SPINAL], SAGITTAL_T2, "spinal canal")
     t1 = [_sagittal_panel(study, targets[targets.condition == cond], SAGITTAL_T1, f"{side} foramina")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve
 
-from spinegrade.constants import CONDITION_GROUPS, CONDITIONS, LEVELS, SEVERITIES
+from spinegrade.constants import CONDITION_GROUPS, CONDITION_LABELS, CONDITIONS, LEVELS, SEVERITIES
 from spinegrade.data.tables import labels_long
 from spinegrade.metrics import normalise_probabilities
 from spinegrade.report.figures import SEVERITY_COLORS, heatmap, new_figure, save_png
@@ -45,9 +45,7 @@ def write_figures(
         *roc_curves(labels, oof, out_dir),
     ]
     if localization.get("model"):
-        from spinegrade.localize.evaluate import plot_report
-
-        paths.append(plot_report(localization, out_dir / "localization.png"))
+        paths.append(localization_bars(localization, out_dir / "localization.png"))
     return paths
 
 
@@ -144,3 +142,23 @@ def roc_curves(labels: pd.DataFrame, oof: pd.DataFrame, out_dir: Path) -> list[P
         ax.set_title(f"{group}: one-vs-rest ROC ({int(rows.sum())} rows)", fontsize=9)
         paths.append(save_png(fig, out_dir / f"roc_{group}.png"))
     return paths
+
+
+def localization_bars(report: dict[str, Any], path: str | Path) -> Path:
+    """Bars (model vs baseline) per condition of the p90 in-plane error, slice within 1 and level
+    right, from a localisation report (`spinegrade.localize.evaluate.summarize` of each)."""
+    fig, axes = new_figure(15, 4.5, 1, 3)
+    names = list(CONDITIONS)
+    short = [CONDITION_LABELS[c].replace(" Stenosis", "").replace(" Narrowing", "") for c in names]
+    x = np.arange(len(names))
+    for ax, key, title in zip(axes[0], ("inplane_mm_p90", "slice_within_1", "level_right"),
+                              ("in-plane error, 90th percentile (mm)", "slice error <= 1",
+                               "level right")):
+        for k, (who, off) in enumerate((("model", -0.2), ("baseline", 0.2))):
+            vals = [report[who]["conditions"][c][key] or 0.0 for c in names]
+            ax.bar(x + off, vals, width=0.4, label=who, color=("tab:blue", "tab:gray")[k])
+        ax.set_xticks(x, short, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+    axes[0, 0].legend()
+    fig.suptitle(f"Localisation on {report['studies']} out-of-fold studies")
+    return save_png(fig, path)

@@ -80,14 +80,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all processes (returns the input when not distributed)."""
-    if current().enabled:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
 def shutdown() -> None:
     """Leave the process group if one was joined."""
     if dist.is_available() and dist.is_initialized():

@@ -1,7 +1,8 @@
 """Synthetic RSNA-format lumbar spine studies with visible severity, real label statistics and a
 known best possible score (the Bayes oracle). Entry point: :func:`generate`."""
 
-from spinegrade.data.synthetic.generate import SynthSummary, find_labels_root, generate
+from spinegrade.data.synthetic.generate import SynthSummary, generate
+from spinegrade.data.synthetic.label_model import LabelModel, fit_label_model
 from spinegrade.data.synthetic.labels import (
     READER_NOISE,
     LabelRows,
@@ -9,20 +10,24 @@ from spinegrade.data.synthetic.labels import (
     oracle_independent,
     oracle_joint,
 )
-from spinegrade.data.synthetic.montage import montage
 from spinegrade.data.synthetic.phantom import Phantom, Tissue, make_phantom
+from spinegrade.data.synthetic.source import LabelSource, RealLabels, find_labels_root, label_source
 
 __all__ = [
     "READER_NOISE",
+    "LabelModel",
     "LabelRows",
+    "LabelSource",
     "Phantom",
     "ReaderModel",
+    "RealLabels",
     "SynthSummary",
     "Tissue",
     "find_labels_root",
+    "fit_label_model",
     "generate",
+    "label_source",
     "make_phantom",
-    "montage",
     "oracle_independent",
     "oracle_joint",
 ]

@@ -1,20 +1,23 @@
 """Generate a folder of synthetic studies in the exact RSNA layout, with the Bayes-optimal oracle.
 
+Labels come from a label source (`source.py`): real train.csv rows when the real file is found,
+else the bundled label model (`label_model.py`).
+
 Output (`out_dir`): `train.csv`, `train_series_descriptions.csv`, `train_label_coordinates.csv`,
 `train_images/<study_id>/<series_id>/<instance_number>.dcm`, `oracle.csv` (submission format: the
 Bayes-optimal prediction of each target given its rendered severity z_t, the reader-noise model and
-the real per-target priors, P(k | z_t): the best any model grading from the images can expect, see
-`labels.py`), `oracle_joint.csv` (the posterior over the 1,975 real label rows given all 25 z of a
-study: lower still, but only reachable by memorising that row list, so a diagnostic) and
-`synth_latent.csv` (the latent severity z of every target and the real row drawn, for
-diagnostics). Study i only uses the random stream `(seed, i)`, so the bytes do not depend on
+the label source's per-target priors, P(k | z_t): the best any model grading from the images can
+expect, see `labels.py`), `oracle_joint.csv` (real rows only: the posterior over the 1,975 real
+label rows given all 25 z of a study: lower still, but only reachable by memorising that row list,
+so a diagnostic), `synth_latent.csv` (the latent severity z of every target and the real row
+drawn, -1 for the bundled model, for diagnostics) and `synth_labels.json` (which label source drew
+the labels). Study i only uses the random stream `(seed, i)`, so the bytes do not depend on
 `workers`; all files are written atomically and `oracle.csv` last (its presence marks a
 complete set).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -28,12 +31,12 @@ from spinegrade.constants import (
     CONDITION_LABELS,
     LEVEL_LABELS,
     SERIES_OF_CONDITION,
-    SERIES_TYPES,
     SEVERITIES,
     SEVERITY_LABELS,
     TARGET_COLUMNS,
     TARGETS,
 )
+from spinegrade.data.synthetic.label_model import LabelModel
 from spinegrade.data.synthetic.labels import (
     BLANK,
     READER_NOISE,
@@ -43,20 +46,24 @@ from spinegrade.data.synthetic.labels import (
     oracle_joint,
     real_labels_frame,
     submission_frame,
+    weighted_prior,
 )
 from spinegrade.data.synthetic.phantom import Phantom, make_phantom
 from spinegrade.data.synthetic.render import render_series
 from spinegrade.data.synthetic.scanner import SIZES, SeriesPlan, plan_series
+from spinegrade.data.synthetic.source import LabelSource, RealLabels, label_source
 from spinegrade.dicom.write import make_uid, write_series
 from spinegrade.errors import DataError
-from spinegrade.io import write_with
+from spinegrade.io import write_json, write_with
 
 #: Annotator jitter of label coordinates (mm, in-plane; clipped at 2 sigma).
 ANNOTATOR_JITTER_MM = 0.6
 #: Share of spinal canal points marked on the Sagittal T1 instead of the T2/STIR (real: 5 of 1,947).
 SPINAL_ON_T1 = 0.0026
-#: Where the real label files are looked for when no `labels_root` is given (first that exists).
-LABELS_ENV = "SPINEGRADE_RSNA_DIR"
+#: What `generate` records about its label source in the output folder.
+LABELS_JSON = "synth_labels.json"
+#: What the summary says of `oracle_joint.csv` when the bundled model drew the labels.
+NO_JOINT = "not written (no real rows)"
 
 
 @dataclass
@@ -70,14 +77,21 @@ class SynthSummary:
     seconds: float
     bytes_on_disk: int
     oracle_score: float  #: per-target Bayes oracle P(k | z_t) (the file `oracle.csv`)
-    oracle_joint_score: float  #: posterior over the real label rows (the file `oracle_joint.csv`)
-    oracle_loo_score: float  #: joint oracle without the study's own real row (see `oracle_joint`)
-    prior_score: float  #: constant weighted class prior (`metrics.constant_prior_submission`)
+    #: posterior over the real label rows (the file `oracle_joint.csv`); None without real rows
+    oracle_joint_score: float | None
+    oracle_loo_score: float | None  #: joint oracle without the study's own real row; None too
+    prior_score: float  #: the label source's weighted class prior (`labels.weighted_prior`)
     reader_noise: float
+    label_source: str  #: `real train.csv at PATH` or `bundled label model vN`
     terms: dict[str, float] = field(default_factory=dict)  #: the oracle's four score terms
 
     def table(self) -> list[tuple[str, str]]:
-        """(name, value) rows for printing."""
+        """(name, value) rows for printing (the label source is :attr:`label_source`)."""
+        joint, loo = (
+            (NO_JOINT, NO_JOINT)
+            if self.oracle_joint_score is None or self.oracle_loo_score is None
+            else (f"{self.oracle_joint_score:.4f}", f"{self.oracle_loo_score:.4f}")
+        )
         return [
             ("studies", str(self.n_studies)),
             ("series", str(self.n_series)),
@@ -86,8 +100,8 @@ class SynthSummary:
             ("disk MB", f"{self.bytes_on_disk / 1e6:.1f}"),
             ("reader noise s", f"{self.reader_noise:.3f}"),
             ("oracle (per target, oracle.csv)", f"{self.oracle_score:.4f}"),
-            ("oracle (joint over real rows, oracle_joint.csv)", f"{self.oracle_joint_score:.4f}"),
-            ("oracle (joint, own row left out)", f"{self.oracle_loo_score:.4f}"),
+            ("oracle (joint over real rows, oracle_joint.csv)", joint),
+            ("oracle (joint, own row left out)", loo),
             ("constant prior", f"{self.prior_score:.4f}"),
         ]
 
@@ -114,45 +128,9 @@ class StudyJob:
     index: int
     study_id: int
     size: str
-    codes: np.ndarray  # (rows, 25) real label rows
-    layouts: np.ndarray  # (m, 3) series counts (T1, T2/STIR, axial) of real studies
+    source: LabelSource  #: the label rows or model and the series layouts drawn from
     reader_noise: float
     counts: tuple[int, int, int] | None = None
-
-
-def find_labels_root(labels_root: str | Path | None = None) -> Path:
-    """The folder holding the real `train.csv`: `labels_root`, $SPINEGRADE_RSNA_DIR, or the
-    project's `shared/data/rsna` (beside or inside the repository). Raises DataError if none."""
-    repo = Path(__file__).resolve().parents[4]
-    candidates = (
-        [labels_root]
-        if labels_root is not None
-        else [
-            os.environ.get(LABELS_ENV),
-            repo / "shared/data/rsna",
-            repo.parent / "shared/data/rsna",
-        ]
-    )
-    for cand in candidates:
-        if cand is not None and (Path(cand) / "train.csv").is_file():
-            return Path(cand)
-    where = (
-        labels_root
-        if labels_root is not None
-        else f"${LABELS_ENV}, {repo}/shared/data/rsna, {repo.parent}/shared/data/rsna"
-    )
-    raise DataError(
-        f"real RSNA train.csv not found (looked in {where}); pass labels_root or set ${LABELS_ENV}"
-    )
-
-
-def real_layouts(root: Path) -> np.ndarray:
-    """Series counts per real study, (studies, 3) = (Sagittal T1, Sagittal T2/STIR, Axial T2)."""
-    from spinegrade.data.tables import load_tables
-
-    series = load_tables(root).series
-    counts = series.groupby(["study_id", "series_description"]).size().unstack(fill_value=0)
-    return counts.reindex(columns=list(SERIES_TYPES), fill_value=0).to_numpy(np.int64)
 
 
 def generate(
@@ -161,7 +139,7 @@ def generate(
     seed: int,
     size: str = "small",
     workers: int = 0,
-    labels_root: str | Path | None = None,
+    labels: LabelSource | str | Path | None = None,
     reader_noise: float = READER_NOISE,
     progress: bool = True,
 ) -> SynthSummary:
@@ -169,9 +147,10 @@ def generate(
 
     `size`: "small" (96-160 px sagittal, 64-128 px axial: fast, for tests and demos) or "full"
     (256-640 px, like real studies). `workers > 0` renders studies in that many processes (same
-    bytes). `labels_root`: folder with the real `train.csv` / `train_series_descriptions.csv`
-    (see :func:`find_labels_root`). Prints nothing; returns the summary with the oracle's and the
-    constant prior's scores.
+    bytes). `labels`: a folder with the real `train.csv` / `train_series_descriptions.csv`, a
+    label source, or None: the real files if found, else the bundled label model (see
+    :func:`~spinegrade.data.synthetic.source.label_source`). Prints nothing; returns the summary
+    with the label source and the oracle's and the constant prior's scores.
     """
     if size not in SIZES:
         raise DataError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
@@ -183,26 +162,26 @@ def generate(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: output folder exists and is not empty; choose a new one")
     start = time.perf_counter()
-    root = find_labels_root(labels_root)
-    rows = LabelRows.load(root)
-    layouts = real_layouts(root)
+    source = label_source(labels)
     ids = study_ids(seed, n_studies)
     jobs = [
-        StudyJob(out, seed, i, int(ids[i]), size, rows.codes, layouts, reader_noise)
-        for i in range(n_studies)
+        StudyJob(out, seed, i, int(ids[i]), size, source, reader_noise) for i in range(n_studies)
     ]
     results = run_jobs(jobs, workers, progress)
     write_tables(out, results)
-    model = ReaderModel.from_priors(rows.priors(), reader_noise)
+    model = ReaderModel.from_priors(source.priors(), reader_noise)
     z = np.stack([r.z for r in results])
-    joint = oracle_joint(model, rows, z)
     ids = [r.study_id for r in results]
-    write_submission(out / "oracle_joint.csv", ids, joint)
+    rows = source.rows if isinstance(source, RealLabels) else None
+    joint = None if rows is None else oracle_joint(model, rows, z)
+    if joint is not None:
+        write_submission(out / "oracle_joint.csv", ids, joint)
+    write_json(out / LABELS_JSON, labels_record(source, seed, n_studies, size, reader_noise))
     write_submission(out / "oracle.csv", ids, oracle_independent(model, z))  # last: set complete
     from spinegrade.data.tables import load_tables
 
     scores = _scores(
-        load_tables(out).labels, results, rows, model, joint
+        load_tables(out).labels, results, source, model, joint
     )  # read back: checks the files
     n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return SynthSummary(
@@ -213,8 +192,28 @@ def generate(
         seconds=time.perf_counter() - start,
         bytes_on_disk=n_bytes,
         reader_noise=reader_noise,
+        label_source=source.name,
         **scores,
     )
+
+
+def labels_record(
+    source: LabelSource, seed: int, n_studies: int, size: str, reader_noise: float
+) -> dict[str, object]:
+    """What `synth_labels.json` records: the label source and the arguments that, with it, fix
+    the bytes of the set."""
+    real = isinstance(source, RealLabels)
+    return {
+        "label_source": source.name,
+        "kind": "real" if real else "bundled",
+        "train_csv": str(source.root / "train.csv") if real else None,
+        "label_model_version": source.version if isinstance(source, LabelModel) else None,
+        "oracle_joint_csv": real,
+        "seed": seed,
+        "n_studies": n_studies,
+        "size": size,
+        "reader_noise": reader_noise,
+    }
 
 
 def study_ids(seed: int, n: int) -> np.ndarray:
@@ -252,7 +251,7 @@ class StudyDraw:
     """Everything random about one study before rendering (recreated exactly from its job)."""
 
     rng: np.random.Generator  #: the study's stream, positioned after the draws below
-    row_index: int  #: the real train.csv row the labels come from
+    row_index: int  #: the real train.csv row the labels come from (-1: the bundled model)
     codes: np.ndarray  #: (25,) labels, -1 blank
     z: np.ndarray  #: (25,) latent severities
     phantom: Phantom
@@ -261,48 +260,48 @@ class StudyDraw:
 
 
 def draw_labels(
-    seed: int, index: int, rows: LabelRows, reader_noise: float
-) -> tuple[np.random.Generator, int, np.ndarray]:
-    """The first draws of study `index`: its stream `(seed, index)`, real row and latent z (25,).
+    seed: int, index: int, source: LabelSource, reader_noise: float
+) -> tuple[np.random.Generator, int, np.ndarray, np.ndarray]:
+    """The first draws of study `index`: its stream `(seed, index)`, the real row index (-1 for
+    the bundled model), the labels (25,) and the latent z (25,).
 
     Labels and z come before anything else, so the scores of a set can be known without rendering
     (see :func:`label_scores`)."""
     rng = np.random.default_rng([seed, index + 1])
-    row_index = int(rng.integers(len(rows.codes)))
-    z = ReaderModel.from_priors(rows.priors(), reader_noise).sample_z(rows.codes[row_index], rng)
-    return rng, row_index, z
+    row_index, codes = source.draw(rng)
+    z = ReaderModel.from_priors(source.priors(), reader_noise).sample_z(codes, rng)
+    return rng, row_index, codes, z
 
 
 def label_scores(
     n_studies: int,
     seed: int,
-    labels_root: str | Path | None = None,
+    labels: LabelSource | str | Path | None = None,
     reader_noise: float = READER_NOISE,
-) -> dict[str, float]:
-    """The oracle and prior scores `generate(out, n_studies, seed, reader_noise=...)` will report,
-    from the label draws alone (no images): keys as :class:`SynthSummary` score fields."""
-    rows = LabelRows.load(find_labels_root(labels_root))
-    draws = [draw_labels(seed, i, rows, reader_noise) for i in range(n_studies)]
+) -> dict[str, float | None]:
+    """The oracle and prior scores `generate(out, n_studies, seed, labels=labels,
+    reader_noise=...)` will report, from the label draws alone (no images): keys as
+    :class:`SynthSummary` score fields."""
+    source = label_source(labels)
+    draws = [draw_labels(seed, i, source, reader_noise) for i in range(n_studies)]
     results = [
-        StudyResult(int(sid), r, rows.codes[r], z, [], [], 0)
-        for sid, (_, r, z) in zip(study_ids(seed, n_studies), draws)
+        StudyResult(int(sid), r, codes, z, [], [], 0)
+        for sid, (_, r, codes, z) in zip(study_ids(seed, n_studies), draws)
     ]
-    labels = real_labels_frame(
+    frame = real_labels_frame(
         LabelRows(np.stack([r.codes for r in results]), np.array([r.study_id for r in results]))
     )
-    model = ReaderModel.from_priors(rows.priors(), reader_noise)
-    joint = oracle_joint(model, rows, np.stack([r.z for r in results]))
-    return _scores(labels, results, rows, model, joint)
+    model = ReaderModel.from_priors(source.priors(), reader_noise)
+    z = np.stack([r.z for r in results])
+    joint = oracle_joint(model, source.rows, z) if isinstance(source, RealLabels) else None
+    return _scores(frame, results, source, model, joint)
 
 
 def draw_study(job: StudyJob) -> StudyDraw:
     """Labels, anatomy and series geometry of study `job.index` (random stream `(seed, index)`)."""
-    rows = LabelRows(job.codes, np.zeros(len(job.codes)))
-    rng, row_index, z = draw_labels(job.seed, job.index, rows, job.reader_noise)
-    codes = job.codes[row_index]
-    counts = (
-        job.counts if job.counts is not None else tuple(job.layouts[rng.integers(len(job.layouts))])
-    )
+    rng, row_index, codes, z = draw_labels(job.seed, job.index, job.source, job.reader_noise)
+    layouts = job.source.layout_rows()
+    counts = job.counts if job.counts is not None else tuple(layouts[rng.integers(len(layouts))])
     phantom = make_phantom(rng, z)
     plans = plan_series(phantom, rng, job.size, counts)  # type: ignore[arg-type]
     return StudyDraw(rng, row_index, codes, z, phantom, plans, _series_ids(rng, len(plans)))
@@ -448,23 +447,29 @@ def write_submission(path: Path, study_ids_: list[int], probs: np.ndarray) -> Pa
 def _scores(
     labels: pd.DataFrame,
     results: list[StudyResult],
-    rows: LabelRows,
+    source: LabelSource,
     model: ReaderModel,
-    joint: np.ndarray,
+    joint: np.ndarray | None,
 ) -> dict:  # type: ignore[type-arg]
-    """Scores of the per-target, joint and leave-own-row-out oracles and the constant prior
-    (the weighted class prior of the real train.csv) against `labels` (wide, snake_case)."""
-    from spinegrade.metrics import constant_prior_submission, score
+    """Scores against `labels` (wide, snake_case) of the per-target oracle, the constant prior
+    (the label source's weighted class prior) and, with real rows (`joint` given), the joint and
+    leave-own-row-out oracles (else None)."""
+    from spinegrade.metrics import score
 
     ids = [r.study_id for r in results]
     z = np.stack([r.z for r in results])
     result = score(labels, submission_frame(ids, oracle_independent(model, z)))
-    loo = oracle_joint(model, rows, z, exclude=np.array([r.row_index for r in results]))
-    prior = score(labels, constant_prior_submission(real_labels_frame(rows), ids))
-    return dict(
-        oracle_score=result.score,
-        terms=result.terms,
-        oracle_joint_score=score(labels, submission_frame(ids, joint)).score,
-        oracle_loo_score=score(labels, submission_frame(ids, loo)).score,
-        prior_score=prior.score,
-    )
+    prior = np.broadcast_to(weighted_prior(source.priors()), z.shape + (3,))
+    joint_score = loo_score = None
+    if joint is not None and isinstance(source, RealLabels):
+        exclude = np.array([r.row_index for r in results])
+        loo = oracle_joint(model, source.rows, z, exclude=exclude)
+        joint_score = score(labels, submission_frame(ids, joint)).score
+        loo_score = score(labels, submission_frame(ids, loo)).score
+    return {
+        "oracle_score": result.score,
+        "terms": result.terms,
+        "oracle_joint_score": joint_score,
+        "oracle_loo_score": loo_score,
+        "prior_score": score(labels, submission_frame(ids, prior)).score,
+    }

@@ -1,4 +1,4 @@
-"""Labels of synthetic studies: real label rows, a latent severity per target, and the exact oracle.
+"""Labels of synthetic studies: label rows, a latent severity per target, and the exact oracle.
 
 The model (one per target t, 25 in all; class k in 0/1/2 = normal_mild/moderate/severe):
 
@@ -7,11 +7,14 @@ The model (one per target t, 25 in all; class k in 0/1/2 = normal_mild/moderate/
     k = 0 if z + e < t1, 1 if z + e < t2, else 2
     t1 = sqrt(1 + s^2) Phi^-1(p0),  t2 = sqrt(1 + s^2) Phi^-1(p0 + p1)
 
-with (p0, p1, p2) the real class frequencies of target t in train.csv, so the label marginal equals
-the real one. Generation runs the other way: a study draws one *real* train.csv row (blanks and the
-correlations between targets included), then z_t ~ p(z | k_t) ∝ phi(z) P(k_t | z) for each labelled
-target and z_t ~ N(0, 1) for a blank one. Given all 25 z of a study, the Bayes-optimal prediction is
-a posterior over the real rows c (uniform prior, as drawn):
+with (p0, p1, p2) the class frequencies of target t in the label source (`source.py`), so the
+label marginal equals the source's. Generation runs the other way: a study draws one label row
+from the source (a *real* train.csv row, or a row of the bundled label model, `label_model.py`,
+with the real class shares, blank rates and correlations between targets), then
+z_t ~ p(z | k_t) ∝ phi(z) P(k_t | z) for each labelled target and z_t ~ N(0, 1) for a blank one.
+As the source's marginal of k_t equals the model's, P(k | z_t) is exact for either source. Given
+all 25 z of a study drawn from real rows, the Bayes-optimal prediction is a posterior over the real
+rows c (uniform prior, as drawn):
 
     w_c ∝ prod_{t labelled in c} P(k_t^c | z_t) / P(k_t^c)
 
@@ -24,7 +27,8 @@ the rendered severity, the reader-noise model and the real per-target priors. Th
 lower still, but almost all of its lead comes from recognising *which* of the 1,975 real rows a
 study was drawn from (1,271 rows occur once): with the study's own row left out it is worse than
 the per-target one. No model trained on a few hundred studies can learn that row list, so the joint
-posterior is written as `oracle_joint.csv`, a diagnostic, not the reference.
+posterior is written as `oracle_joint.csv`, a diagnostic, not the reference (only when real rows
+drew the labels; the bundled model's exact joint posterior is not computed).
 On 200 label draws (seeds 0-5 of `generate`), s = 0.40 gives per-target 0.31-0.39 (joint
 0.07-0.11, constant prior 0.79-0.83); s = 0.88 would give per-target 0.58-0.69.
 """
@@ -38,12 +42,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax, ndtr, ndtri
 
-from spinegrade.constants import SEVERITIES, TARGET_COLUMNS, TARGETS, row_id
+from spinegrade.constants import SEVERITIES, SEVERITY_WEIGHTS, TARGET_COLUMNS, TARGETS, row_id
 from spinegrade.errors import DataError
 
 #: Reader-noise standard deviation s. With s = 0.40 the per-target oracle (`oracle.csv`) scores
 #: about 0.30-0.39 on a 200-study set (a set varies by about +-0.04 around the mean) and the
-#: constant prior 0.79-0.83, as on the real data (0.79). Figures per s: :func:`simulate_scores`,
+#: constant prior 0.79-0.83, as on the real data (0.79). Figures per s:
 #: `benchmarks/bench_synth.py --calibrate`; exact figures of a set: `generate.label_scores`.
 READER_NOISE = 0.40
 #: Grid for sampling z | k by inverse CDF.
@@ -160,34 +164,11 @@ def oracle_joint(
     return out
 
 
-def simulate_scores(
-    rows: LabelRows, noise: float, n_studies: int = 200, seed: int = 0
-) -> dict[str, float]:
-    """Challenge scores of the reference predictions on `n_studies` label draws (no images):
-    joint oracle, per-target oracle, joint oracle with the study's own row left out, and the
-    constant weighted prior. Same draws as :func:`spinegrade.data.synthetic.generate` would make
-    only in distribution (not the same random stream)."""
-    from spinegrade.metrics import constant_prior_submission, score
-
-    model = ReaderModel.from_priors(rows.priors(), noise)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(len(rows.codes), size=n_studies)
-    z = np.stack([model.sample_z(rows.codes[i], rng) for i in picks])
-    labels = real_labels_frame(LabelRows(rows.codes[picks], np.arange(n_studies) + 1))
-    ids = labels["study_id"].tolist()
-    preds = {
-        "joint": oracle_joint(model, rows, z),
-        "per_target": oracle_independent(model, z),
-        "joint_loo": oracle_joint(model, rows, z, exclude=picks),
-    }
-    out = {name: score(labels, submission_frame(ids, p)).score for name, p in preds.items()}
-    out["prior"] = score(labels, constant_prior_submission(real_labels_frame(rows), ids)).score
-    return out
-
-
-def constant_prior(rows: LabelRows, n: int) -> np.ndarray:
-    """The real per-target class frequencies repeated for `n` studies, shape (n, 25, 3)."""
-    return np.broadcast_to(rows.priors(), (n, *rows.priors().shape)).copy()
+def weighted_prior(priors: np.ndarray) -> np.ndarray:
+    """The best constant prediction under the metric's class weights: class shares (25, 3) times
+    `SEVERITY_WEIGHTS`, renormalised, (25, 3) (`metrics.constant_prior_submission` from shares)."""
+    weighted = np.asarray(priors, np.float64) * np.asarray(SEVERITY_WEIGHTS)
+    return weighted / weighted.sum(-1, keepdims=True)
 
 
 def submission_frame(study_ids_: list[int], probs: np.ndarray) -> pd.DataFrame:
@@ -212,10 +193,9 @@ __all__ = [
     "READER_NOISE",
     "LabelRows",
     "ReaderModel",
-    "constant_prior",
-    "real_labels_frame",
-    "submission_frame",
-    "simulate_scores",
     "oracle_independent",
     "oracle_joint",
+    "real_labels_frame",
+    "submission_frame",
+    "weighted_prior",
 ]

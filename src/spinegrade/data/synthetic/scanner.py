@@ -58,14 +58,6 @@ class Stack:
         """Unit slice normal r x c (3,)."""
         return np.cross(self.row_dir, self.col_dir)
 
-    def pixel_points(self, k: int) -> np.ndarray:
-        """World LPS positions of the pixels of slice k, shape (rows, cols, 3):
-        IPP + i * dx * r + j * dy * c for column i, row j."""
-        dy, dx = self.spacing
-        i = np.arange(self.cols)[None, :, None] * dx * self.row_dir
-        j = np.arange(self.rows)[:, None, None] * dy * self.col_dir
-        return self.positions[k] + i + j
-
     def project(self, point: np.ndarray) -> tuple[int, float, float, float]:
         """(slice k, column x, row y, |distance| to the slice plane in mm) of the nearest slice."""
         rel = point - self.positions  # (n, 3)

@@ -7,11 +7,11 @@ re-trained or re-predicted, so it is cheap and deterministic.
 
 The model's figures are those of the calibrated OOF predictions (`oof_calibrated.csv`: the grader's
 temperatures cross-fitted over folds, `spinegrade.grade.calibrate`); `model_uncalibrated` scores the
-raw ones. `calibration.json` holds the temperatures that prediction applies.
+raw ones. `calibration.json` holds each fold's temperatures, which prediction applies to it.
 
 Comparators, all on exactly the studies of the OOF file:
-- `prior`: the constant class prior fitted on each fold's *training* labels (`prior_table`, lightly
-  smoothed), predicted for its held-out studies: the honest baseline, fitted like the model;
+- `prior`: the constant class prior fitted on each fold's *training* labels (`fold_<k>/prior.csv`,
+  lightly smoothed), predicted for its held-out studies: the honest baseline, fitted like the model;
 - `prior_in_sample`: the unsmoothed weighted class frequencies of the scored studies themselves:
   the best constant in hindsight, a bar no constant can pass;
 - `oracle`: the data root's `oracle.csv` (synthetic sets: the Bayes-optimal predictions).
@@ -22,32 +22,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from spinegrade.constants import SCORE_TERMS, parse_row_id
-from spinegrade.data.tables import labels_long, load_tables
-from spinegrade.grade.calibrate import cross_fit, write_calibration
-from spinegrade.errors import DataError
-from spinegrade.io import write_json, write_with
-from spinegrade.metrics import constant_prior_submission, detailed_metrics, read_submission, score
-from spinegrade.training.run import (
+from spinegrade.constants import (
+    SCORE_TERMS,
+    condition_from_label,
+    level_from_label,
+    parse_row_id,
+    row_id,
+)
+from spinegrade.cv.folder import (
+    CALIBRATION_JSON,
+    FIGURES_DIR,
     LOCALIZATION_ERRORS,
+    LOCALIZATION_JSON,
+    METRICS_JSON,
+    OOF_CALIBRATED,
+    OOF_POINTS,
     OOF_PREDICTIONS,
-    completed_folds,
-    fold_dir,
-    prior_submission,
-    read_folds,
-    run_info,
+    RunFolder,
 )
+from spinegrade.data.tables import labels_long, load_tables
+from spinegrade.errors import DataError
+from spinegrade.grade.calibrate import cross_fit
+from spinegrade.io import write_json, write_with
+from spinegrade.localize.evaluate import summarize
+from spinegrade.metrics import (
+    constant_prior_submission,
+    detailed_metrics,
+    read_submission,
+    score,
+    submission_rows,
+)
+from spinegrade.report.training_figures import write_figures
 
-METRICS_JSON, LOCALIZATION_JSON, FIGURES_DIR, ORACLE_CSV, OOF_CALIBRATED = (
-    "metrics.json",
-    "localization.json",
-    "figures",
-    "oracle.csv",
-    "oof_calibrated.csv",
-)
+#: A synthetic data root's Bayes-optimal predictions (see `spinegrade.data.synthetic`).
+ORACLE_CSV = "oracle.csv"
 
 
 def evaluate(
@@ -62,21 +74,24 @@ def evaluate(
     defaulting to the data root recorded in `run.json`; `oracle.csv` is read from that data root
     when present. Raises DataError when the run has no complete fold or the labels cannot be found.
     """
-    run_dir = Path(run_dir)
-    done = completed_folds(run_dir)
+    run = RunFolder(run_dir)
+    run.check()
+    run_dir = run.path
+    done = run.completed_folds()
     oof_path = run_dir / OOF_PREDICTIONS
     if not done or not oof_path.is_file():
         raise DataError(
             f"{run_dir}: no complete fold yet (no fold_*/fold.json and {OOF_PREDICTIONS})"
         )
-    root = Path(data_root) if data_root is not None else _recorded_root(run_dir)
+    recorded = run.info().get("data_root")
+    root = Path(data_root) if data_root is not None else Path(recorded) if recorded else None
     if labels is None:
         if root is None:
             raise DataError(f"{run_dir}: no data root recorded in run.json; pass --data DATA_ROOT")
         labels = load_tables(root).labels
     assert labels is not None
     raw = read_submission(oof_path)
-    folds = read_folds(run_dir)
+    folds = run.folds()
     studies = sorted({parse_row_id(r)[0] for r in raw["row_id"]})
     scored = labels[labels["study_id"].isin(studies)]
     if len(scored) != len(studies):
@@ -85,8 +100,8 @@ def evaluate(
             f"(wrong --data?)"
         )
     fold_of = dict(zip(folds["study_id"].astype(int), folds["fold"].astype(int)))
-    oof, calibration = cross_fit(raw, labels_long(scored), fold_of)
-    write_calibration(run_dir, calibration)
+    oof, calibration = cross_fit(raw, labels_long(scored), fold_of, graded_rows(run, raw["row_id"]))
+    write_json(run_dir / CALIBRATION_JSON, calibration)
     write_with(run_dir / OOF_CALIBRATED, lambda tmp: oof.to_csv(tmp, index=False))
     metrics: dict[str, Any] = {
         "studies": len(studies),
@@ -95,8 +110,8 @@ def evaluate(
         "coverage": _coverage_note(done, folds, len(studies)),
         "model": detailed_metrics(scored, oof),
         "model_uncalibrated": score(scored, raw).to_dict(),
-        "temperatures": calibration["final"],
-        "prior": score(scored, oof_prior(labels, folds, done)).to_dict(),
+        "temperatures": calibration["folds"],
+        "prior": score(scored, oof_prior(run, done)).to_dict(),
         "prior_in_sample": score(scored, constant_prior_submission(scored)).to_dict(),
         "oracle": _oracle_score(root, scored, studies),
         "per_fold": {
@@ -115,30 +130,36 @@ def evaluate(
         if oracle and oracle["score"] and model_score is not None
         else None
     )
-    localization = localization_report(run_dir, done)
+    localization = localization_report(run, done)
     write_json(run_dir / METRICS_JSON, metrics)
     write_json(run_dir / LOCALIZATION_JSON, localization)
-    from spinegrade.report.training_figures import write_figures
-
     write_figures(run_dir / FIGURES_DIR, run_dir, metrics, localization, scored, oof)
     return metrics
 
 
-def oof_prior(labels: pd.DataFrame, folds: pd.DataFrame, done: list[int]) -> pd.DataFrame:
-    """Each fold's training prior (`prior_table`, the one that fills ungraded targets) for its
-    held-out studies (submission rows)."""
-    parts = []
-    for k in done:
-        train = labels[labels["study_id"].isin(folds.loc[folds["fold"] != k, "study_id"])]
-        parts.append(prior_submission(train, _fold_ids(folds, k)))
-    return pd.concat(parts, ignore_index=True)
+def graded_rows(run: RunFolder, row_ids: pd.Series) -> np.ndarray:
+    """Which of `row_ids` the grader produced (`oof_points.csv` `graded`); all when it is absent."""
+    path = run / OOF_POINTS
+    if not path.is_file():
+        return np.ones(len(row_ids), dtype=bool)
+    points = pd.read_csv(path, usecols=["study_id", "condition", "level", "graded"])
+    ids = [row_id(s, condition_from_label(c), level_from_label(lv))
+           for s, c, lv in zip(points["study_id"], points["condition"], points["level"])]
+    graded = dict(zip(ids, points["graded"].astype(bool)))
+    return np.array([graded.get(r, True) for r in row_ids], dtype=bool)
 
 
-def localization_report(run_dir: str | Path, done: list[int]) -> dict[str, Any]:
+def oof_prior(run: RunFolder, done: list[int]) -> pd.DataFrame:
+    """Each complete fold's training prior (`fold_<k>/prior.csv`, the one that fills its ungraded
+    targets) for its held-out studies (submission rows)."""
+    folds = run.folds()
+    return pd.concat([submission_rows(s, run.prior(k)) for k in done for s in _fold_ids(folds, k)],
+                     ignore_index=True)
+
+
+def localization_report(run: RunFolder, done: list[int]) -> dict[str, Any]:
     """Out-of-fold localisation figures of the model and the mean-position baseline (summarize)."""
-    from spinegrade.localize.evaluate import summarize
-
-    paths = [fold_dir(run_dir, k) / LOCALIZATION_ERRORS for k in done]
+    paths = [run.fold_dir(k) / LOCALIZATION_ERRORS for k in done]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{missing[0]}: missing (an incomplete copy of the run folder?)")
@@ -150,10 +171,8 @@ def localization_report(run_dir: str | Path, done: list[int]) -> dict[str, Any]:
         errors[col] = errors[col].astype(bool)
     return {
         "studies": int(errors["study_id"].nunique()),
-        **{
-            who: summarize(errors[errors["who"] == who].drop(columns="who"))
-            for who in ("model", "baseline")
-        },
+        **{who: summarize(errors[errors["who"] == who].drop(columns="who"))
+           for who in ("model", "baseline")},
     }
 
 
@@ -187,11 +206,6 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
-def _recorded_root(run_dir: Path) -> Path | None:
-    root = run_info(run_dir).get("data_root")
-    return Path(root) if root else None
-
-
 def _coverage_note(done: list[int], folds: pd.DataFrame, n: int) -> str:
     total = int(folds["fold"].max()) + 1
     if len(done) == total:
@@ -222,7 +236,7 @@ def _oracle_score(
 
 def _not_graded(run_dir: Path) -> dict[str, Any]:
     """How many OOF targets got the prior instead of a grade, and why (most common reasons)."""
-    path = run_dir / "oof_points.csv"
+    path = run_dir / OOF_POINTS
     if not path.is_file():
         return {}
     points = pd.read_csv(path, usecols=["graded", "reason"])

@@ -15,24 +15,30 @@ import torch
 
 from spinegrade.cli import main
 from spinegrade.config import load_config, save_config
-from spinegrade.constants import CONDITIONS, SEVERITIES, TARGET_COLUMNS, TARGETS
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    CONDITIONS,
+    LEVEL_LABELS,
+    SEVERITIES,
+    TARGET_COLUMNS,
+    TARGETS,
+)
 from spinegrade.errors import ConfigError
 from spinegrade.metrics import constant_prior_submission, score
-from spinegrade.grade.calibrate import CALIBRATION_JSON
-from spinegrade.training.evaluate import OOF_CALIBRATED, evaluate
-from spinegrade.training.run import (
+from spinegrade.cv.evaluate import evaluate
+from spinegrade.cv.folder import (
+    CALIBRATION_JSON,
     FOLD_JSON,
+    FORMAT_VERSION,
     LOCALIZATION_ERRORS,
+    OOF_CALIBRATED,
     OOF_POINTS,
     OOF_PREDICTIONS,
-    RunSummary,
-    completed_folds,
-    load_prior,
-    merge_oof,
-    prior_submission,
-    prior_table,
-    train,
+    PRIOR_CSV,
+    RunFolder,
 )
+from spinegrade.cv.train import RunSummary, merge_oof, prior_table, train
+from spinegrade.metrics import submission_rows
 
 FIGURES = (
     "learning_curves.png",
@@ -97,15 +103,20 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
     root.mkdir()
     _submission(ids, rng).to_csv(root / "oracle.csv", index=False)
     run.mkdir()
+    save_config(load_config("tiny"), run / "config.yaml")
+    (run / "run.json").write_text(json.dumps({"format": FORMAT_VERSION}))
     folds.to_csv(run / "folds.csv", index=False)
     for k in (0, 1):
         held = folds.loc[folds.fold == k, "study_id"].tolist()
         fdir = run / f"fold_{k}"
         (fdir / "grader").mkdir(parents=True)
+        prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])]).to_csv(
+            fdir / PRIOR_CSV, index=False)
         _submission(held, rng).to_csv(fdir / OOF_PREDICTIONS, index=False)
-        pd.DataFrame({"study_id": np.repeat(held, 25), "graded": True, "reason": ""}).to_csv(
-            fdir / OOF_POINTS, index=False
-        )
+        pd.DataFrame({"study_id": np.repeat(held, 25),
+                      "condition": [CONDITION_LABELS[c] for c, _ in TARGETS] * len(held),
+                      "level": [LEVEL_LABELS[lv] for _, lv in TARGETS] * len(held),
+                      "graded": True, "reason": ""}).to_csv(fdir / OOF_POINTS, index=False)
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
         (fdir / "grader" / "history.json").write_text(
             json.dumps(
@@ -113,7 +124,7 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
             )
         )
         (fdir / FOLD_JSON).write_text("{}")
-    merge_oof(run)
+    merge_oof(RunFolder(run))
     return run, root, labels
 
 
@@ -128,19 +139,14 @@ def test_evaluate_recomputes_metrics_from_saved_files(
     # random predictions: the cross-fitted temperatures flatten them, which can only help here
     assert metrics["model"]["score"]["score"] < metrics["model_uncalibrated"]["score"]
     temps = json.loads((run / CALIBRATION_JSON).read_text())
-    assert set(temps["folds"]) == {"0", "1"} and metrics["temperatures"] == temps["final"]
+    assert set(temps["folds"]) == {"0", "1"} and metrics["temperatures"] == temps["folds"]
     oracle = pd.read_csv(root / "oracle.csv")
     assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
     folds = pd.read_csv(run / "folds.csv")
-    prior = pd.concat(
-        [
-            prior_submission(
-                labels[labels.study_id.isin(folds.study_id[folds.fold != k])],
-                folds.study_id[folds.fold == k].tolist(),
-            )
-            for k in (0, 1)
-        ]
-    )
+    prior = pd.concat([
+        submission_rows(s, prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])])
+                        [list(SEVERITIES)].to_numpy())
+        for k in (0, 1) for s in folds.study_id[folds.fold == k]])
     assert metrics["prior"]["score"] == pytest.approx(score(labels, prior).score)
     assert metrics["prior_in_sample"]["score"] == pytest.approx(
         score(labels, constant_prior_submission(labels)).score
@@ -168,7 +174,7 @@ def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
 ) -> None:
     run, root, labels = hand_run
     (run / "fold_1" / FOLD_JSON).unlink()
-    assert merge_oof(run) == [0] == completed_folds(run)
+    assert merge_oof(RunFolder(run)) == [0] == RunFolder(run).completed_folds()
     metrics = evaluate(run, labels, data_root=root)
     assert metrics["studies"] == 4 and metrics["folds"] == [0]
     assert "only folds [0] of 2" in metrics["coverage"]
@@ -180,28 +186,25 @@ def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
 
 def test_prior_table_is_the_smoothed_weighted_class_frequency(tmp_path: Path) -> None:
     labels = pd.DataFrame({"study_id": [1, 2, 3], **{c: "normal_mild" for c in TARGET_COLUMNS}})
-    labels["spinal_canal_stenosis_l1_l2"] = [
-        "normal_mild",
-        "normal_mild",
-        "severe",
-    ]  # weights 1+1, 4
+    labels["spinal_canal_stenosis_l1_l2"] = ["normal_mild", "normal_mild", "severe"]  # weights 1+1, 4
     labels["left_subarticular_stenosis_l5_s1"] = np.nan  # never labelled
     table = prior_table(labels).set_index(["condition", "level"])
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l1_l2")], [3 / 9, 1 / 9, 5 / 9])
     np.testing.assert_allclose(table.loc[("left_subarticular_stenosis", "l5_s1")], [1 / 3] * 3)
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l2_l3")], [4 / 6, 1 / 6, 1 / 6])
-    unsmoothed = prior_table(labels, pseudo_count=0.0)[list(SEVERITIES)].to_numpy()
-    np.testing.assert_allclose(
-        unsmoothed, constant_prior_submission(labels).iloc[:25][list(SEVERITIES)]
-    )
+    from spinegrade.metrics import smoothed_prior
+
+    np.testing.assert_allclose(smoothed_prior(labels, pseudo_count=0.0),
+                               constant_prior_submission(labels).iloc[:25][list(SEVERITIES)])
     assert list(table.index) == list(TARGETS)
-    (tmp_path / "run").mkdir()
-    table.reset_index().to_csv(tmp_path / "run" / "prior.csv", index=False)
-    np.testing.assert_allclose(load_prior(tmp_path / "run"), table.to_numpy())
+    (tmp_path / "run" / "fold_0").mkdir(parents=True)
+    table.reset_index().to_csv(tmp_path / "run" / "fold_0" / PRIOR_CSV, index=False)
+    np.testing.assert_allclose(RunFolder(tmp_path / "run").prior(0), table.to_numpy())
 
 
 def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:
     save_config(load_config("tiny"), tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"format": FORMAT_VERSION}))
     other = load_config("tiny", ["grade.optim.epochs=99"])
     with pytest.raises(ConfigError, match="grade.optim.epochs"):
         train(tmp_path / "no-data", tmp_path / "run", other)
@@ -217,7 +220,7 @@ def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:
             "RSNA data folder not found",
         ),
         (["train", "{tmp}", "--out", "{tmp}/run", "--folds", "a,b"], "--folds"),
-        (["evaluate", "{tmp}"], "no complete fold"),
+        (["evaluate", "{tmp}"], "not a run folder"),
     ],
 )
 def test_cli_errors_are_one_line(
@@ -289,7 +292,8 @@ def test_tiny_run_resumes_after_an_interruption(e2e: E2E) -> None:
     points = pd.read_csv(run / OOF_POINTS)
     assert len(points) == 25 * E2E_STUDIES and set(points["fold"]) == {0, 1}
     assert metrics["oracle"]["score"] < metrics["model"]["score"]["score"]
-    for name in ("config.yaml", "folds.csv", "prior.csv", "localization.json", "metrics.json"):
+    for name in ("config.yaml", "run.json", "folds.csv", "fold_0/prior.csv", "localization.json",
+                 "metrics.json", "calibration.json", "oof_calibrated.csv"):
         assert (run / name).is_file(), name
     for name in FIGURES:
         assert (run / "figures" / name).is_file(), name
@@ -313,3 +317,25 @@ def test_evaluate_names_a_missing_fold_file(e2e: E2E, tmp_path: Path) -> None:
     (copy / "fold_1" / "localization_errors.csv").unlink()
     with pytest.raises(DataError, match="fold_1/localization_errors.csv: missing"):
         evaluate(copy)
+
+
+@pytest.mark.slow
+def test_predict_with_one_fold_reproduces_its_out_of_fold_rows(e2e: E2E, tmp_path: Path) -> None:
+    """OOF is `predict`: fold 0's model on fold 0's held-out studies gives their OOF rows."""
+    from spinegrade.inference import predict
+
+    run = RunFolder(e2e.run)
+    root = Path(run.info()["data_root"])
+    held = run.folds().query("fold == 0")["study_id"].tolist()
+    images = tmp_path / "train_images"
+    images.mkdir()
+    for sid in held:
+        (images / str(sid)).symlink_to(root / "train_images" / str(sid))
+    result = predict(run.path, images, tmp_path / "out", folds=[0], workers=0, progress=False,
+                     series_descriptions=root / "train_series_descriptions.csv")
+    assert sorted(result.study_ids) == sorted(held)
+    got = pd.read_csv(result.submission).set_index("row_id")
+    oof = pd.read_csv(run / OOF_CALIBRATED).set_index("row_id").loc[got.index]
+    np.testing.assert_allclose(got[list(SEVERITIES)], oof[list(SEVERITIES)], atol=1e-6)
+    temps = run.temperatures(0)
+    assert any(t != 1.0 for t in temps.values()), temps  # calibration was really applied

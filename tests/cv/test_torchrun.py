@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import torch
 
-from spinegrade.config import load_config
 from spinegrade.constants import SEVERITIES
 from spinegrade.data.cache import cache_studies
 from spinegrade.data.synthetic import generate
 from spinegrade.data.tables import load_tables
-from spinegrade.training.run import FOLD_JSON, OOF_PREDICTIONS, predict_fold, prior_table
+from spinegrade.cv.folder import FOLD_JSON, OOF_PREDICTIONS, RunFolder
+from spinegrade.cv.train import predict_fold
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -68,28 +68,17 @@ def test_two_process_ddp_run_agrees_with_a_single_process(tmp_path: Path) -> Non
     assert set(shares) == {"0", "1"} and all(shares.values())
     assert sorted(shares["0"] + shares["1"]) == held  # each held-out study once, no overlap
 
-    cfg = load_config(run / "config.yaml")
     tables = load_tables(data)
     cached = cache_studies(
         data / "train_images", held, run / "cache", tables.series, progress=False
     )
-    prior = prior_table(tables.labels[tables.labels.study_id.isin(folds.study_id[folds.fold != 0])])
     # float32 networks: each rank ran on one thread; another thread count sums in another order
     # (differences up to ~1e-5), so rank 1's share is predicted here on one thread as well
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        again = predict_fold(
-            run / "fold_0",
-            shares["1"],
-            cached,
-            prior[list(SEVERITIES)].to_numpy(),
-            tables.coordinates,
-            None,
-            cfg,
-            fold=0,
-            progress=False,
-        ).predictions
+        again = predict_fold(RunFolder(run), 0, shares["1"], cached, tables.coordinates, None,
+                             device="cpu", progress=False).predictions
     finally:
         torch.set_num_threads(threads)
     written = pd.read_csv(run / OOF_PREDICTIONS).set_index("row_id").loc[again["row_id"]]

@@ -1,17 +1,19 @@
-"""A trained run folder as one predictor: every fold's localiser and grader, ensembled.
+"""A trained run folder as one predictor: some or all of its folds' localisers and graders.
 
 Per study, each fold localises the 25 targets with its own localiser and grades them with its own
-grader from those points (exactly what its out-of-fold evaluation measured). The probabilities
-are the mean over the folds that graded the target; a target no fold could grade gets the run's
-class prior (`prior.csv`) and a flag. Each fold's probabilities are first divided by the run's
-temperatures (`calibration.json`: one per condition group, fitted out of fold; none: T = 1). The point reported for a target is the folds' medoid in LPS
-millimetres (the located point closest, in sum, to the other folds' points); `spread_mm` is the
-largest distance of another fold's point from it.
+grader from those points (exactly what its out-of-fold evaluation measured: the out-of-fold rows
+of `spinegrade train` are this class's predictions with an ensemble of that one fold). Each fold's
+probabilities are first divided by that fold's temperatures (`calibration.json`: one per condition
+group, fitted on the *other* folds' out-of-fold rows; absent: T = 1). The probabilities are the
+mean over the folds that graded the target; a target no fold could grade gets the mean of the
+folds' training priors (`fold_<k>/prior.csv`) and a flag. The point reported for a target is the
+folds' medoid in LPS millimetres (the located point closest, in sum, to the other folds' points);
+`spread_mm` is the largest distance of another fold's point from it.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +21,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spinegrade.config import load_config
 from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
+from spinegrade.cv.folder import RunFolder
 from spinegrade.dicom import Study
 from spinegrade.errors import DataError
 from spinegrade.grade import Grader
-from spinegrade.grade.calibrate import calibrate_probs, load_temperatures
-from spinegrade.inference.timing import Timing
+from spinegrade.grade.calibrate import calibrate_probs
 from spinegrade.localize.dataset import PreparedStacks
-from spinegrade.localize.predict import AXIAL_DIR, MODEL_FILE, SAGITTAL_DIR, Localizer
+from spinegrade.localize.predict import Localizer
+from spinegrade.timing import Timing
 from spinegrade.training.device import resolve_device
-from spinegrade.training.run import CONFIG_YAML, GRADER_DIR, GRADER_MODEL, LOCALIZER_DIR, load_prior
 
 #: Flags a target can carry in `predictions.json`, the report and the submission's side tables.
 FLAG_PRIOR = "prior"  #: probabilities are the trained class prior, not a model output
@@ -63,11 +64,16 @@ _LOCATION = ("series_id", "stack_index", "slice_index", "instance_number", "x", 
 
 @dataclass
 class FoldModels:
-    """One fold's trained stages."""
+    """One fold's trained stages and its temperatures."""
 
     fold: int
     localizer: Localizer
     grader: Grader
+    temperatures: dict[str, float] = field(default_factory=dict)  #: per condition group; absent: T = 1
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """This fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated."""
+        return calibrate_probs(probs, [c for c, _ in TARGETS], self.temperatures)
 
 
 @dataclass
@@ -80,52 +86,38 @@ class StudyPrediction:
     timing: Timing = field(default_factory=Timing)  #: stages localize, grade
 
 
-def fold_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """`(k, RUN_DIR/fold_k)` of every fold whose localiser and grader are both trained, by k."""
-    out = []
-    for d in Path(run_dir).glob("fold_*"):
-        m = re.fullmatch(r"fold_(\d+)", d.name)
-        loc = d / LOCALIZER_DIR
-        if m and (d / GRADER_DIR / GRADER_MODEL).is_file() and all(
-                (loc / sub / MODEL_FILE).is_file() for sub in (SAGITTAL_DIR, AXIAL_DIR)):
-            out.append((int(m.group(1)), d))
-    return sorted(out)
-
-
 class Ensemble:
-    """All folds of a run: `predict(study)` localises, grades, averages and fills from the prior."""
+    """Folds of a run: `predict(study)` localises, grades, averages and fills from the prior."""
 
-    def __init__(self, folds: list[FoldModels], prior: np.ndarray, device: torch.device,
-                 temperatures: dict[str, float] | None = None) -> None:
+    def __init__(self, folds: list[FoldModels], prior: np.ndarray, device: torch.device) -> None:
         self.folds = folds
-        self.prior = prior
+        self.prior = prior  #: (25, 3): the mean of the folds' training priors, for ungraded targets
         self.device = device
-        self.temperatures = dict(temperatures or {})  #: per condition group; a missing group keeps T = 1
-
-    def calibrate(self, probs: np.ndarray) -> np.ndarray:
-        """One fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated, same shape."""
-        return calibrate_probs(probs, [c for c, _ in TARGETS], self.temperatures)
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str | None = None, folds: list[int] | None = None) -> Ensemble:
-        """Load `RUN_DIR` (config.yaml, prior.csv, fold_*/{localizer,grader}); `folds` picks some."""
-        run_dir = Path(run_dir)
-        if not (run_dir / CONFIG_YAML).is_file():
-            raise DataError(f"{run_dir}: not a run folder written by `spinegrade train` (no {CONFIG_YAML})")
-        cfg = load_config(run_dir / CONFIG_YAML)
-        dev = resolve_device(device or cfg.device)
-        found = fold_dirs(run_dir)
+    def load(cls, run_dir: str | Path, *, device: str | None = None,
+             folds: Sequence[int] | None = None) -> Ensemble:
+        """The complete folds of a run folder (`folds` picks some of them)."""
+        run = RunFolder(run_dir)
+        run.check()
+        done = run.completed_folds()
         if folds is not None:
-            unknown = sorted(set(folds) - {k for k, _ in found})
+            unknown = sorted(set(folds) - set(done))
             if unknown:
-                raise DataError(f"{run_dir}: no trained fold(s) {unknown}; trained: {[k for k, _ in found]}")
-            found = [(k, d) for k, d in found if k in folds]
-        if not found:
-            raise DataError(f"{run_dir}: no trained fold (fold_<k>/{LOCALIZER_DIR}/ and "
-                            f"fold_<k>/{GRADER_DIR}/{GRADER_MODEL})")
-        models = [FoldModels(k, Localizer.load(d / LOCALIZER_DIR, dev), Grader.load(d / GRADER_DIR / GRADER_MODEL, dev))
-                  for k, d in found]
-        return cls(models, load_prior(run_dir), dev, load_temperatures(run_dir))
+                raise DataError(f"{run.path}: no complete fold(s) {unknown}; complete: {done}")
+            done = sorted(set(folds))
+        if not done:
+            raise DataError(f"{run.path}: no complete fold yet (no fold_<k>/fold.json)")
+        return cls.of_folds(run, done, device=device)
+
+    @classmethod
+    def of_folds(cls, run: RunFolder, folds: Sequence[int], *, device: str | None = None) -> Ensemble:
+        """The given folds' trained models, complete or not (out-of-fold prediction in training)."""
+        dev = resolve_device(device or run.config().device)
+        models = [FoldModels(k, Localizer.load(run.localizer_dir(k), dev),
+                             Grader.load(run.grader_model(k), dev), run.temperatures(k))
+                  for k in folds]
+        return cls(models, run.ensemble_prior(folds), dev)
 
     def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
         """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
@@ -136,7 +128,7 @@ class Ensemble:
             with timing.measure("localize"):
                 points.append(f.localizer.locate(study, prepared))
             with timing.measure("grade"):
-                probs.append(self.calibrate(f.grader.predict(study, points[-1], tta=tta)))
+                probs.append(f.calibrate(f.grader.predict(study, points[-1], tta=tta)))
         pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)
         pred.timing = timing
         return pred
@@ -207,4 +199,4 @@ def _flags(study: Study, condition: str, row: dict[str, object], graded: bool) -
     return flags
 
 
-__all__ = ["Ensemble", "FoldModels", "StudyPrediction", "combine", "fold_dirs", "prior_prediction"]
+__all__ = ["Ensemble", "FoldModels", "StudyPrediction", "combine", "prior_prediction"]
