@@ -60,8 +60,12 @@ def main() -> None:
     parser.add_argument("--config", default="tiny", help="config of the untrained run")
     parser.add_argument("--run", type=Path, default=None, help="a trained run folder instead")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="rounds, the two taking turns; the best of each is kept")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="rounds, the two taking turns; the best of each is kept",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console()
@@ -74,25 +78,37 @@ def main() -> None:
         results: dict[str, PredictResult] = {}
         for r in range(args.repeats):
             for name, dicom_out in list(methods.items())[:: 1 if r % 2 == 0 else -1]:
-                res = predict(run, data / "train_images", tmp / name.replace(" ", "_"), workers=0,
-                              progress=False, dicom_out=dicom_out)
+                res = predict(
+                    run,
+                    data / "train_images",
+                    tmp / name.replace(" ", "_"),
+                    workers=0,
+                    progress=False,
+                    dicom_out=dicom_out,
+                )
                 if name not in results or res.wall_s < results[name].wall_s:
                     results[name] = res
         out = tmp / "predict_--dicom-out"
         sizes = [p.stat().st_size for p in out.glob("studies/*/dicom/*.dcm")]
         first_sr, srs, scs = build_times(out, data / "train_images", run)
     n = args.studies
-    table = Table("s / study", *methods, title=f"predict on {n} {args.size} synthetic studies, one "
-                  f"process, {len(os.sched_getaffinity(0))} cores, {args.threads} torch thread(s)")
+    table = Table(
+        "s / study",
+        *methods,
+        title=f"predict on {n} {args.size} synthetic studies, one "
+        f"process, {len(os.sched_getaffinity(0))} cores, {args.threads} torch thread(s)",
+    )
     table.add_row("write stage", *(f"{results[m].timing.wall['write'] / n:.2f}" for m in methods))
     table.add_row("[bold]wall[/]", *(f"[bold]{results[m].wall_s / n:.2f}[/]" for m in methods))
     console.print(table)
     extra = (results["predict --dicom-out"].wall_s - results["predict"].wall_s) / n
-    console.print(f"--dicom-out adds {extra:.2f} s per study; DICOM files "
-                  f"{sum(sizes) / n / 1e6:.1f} MB per study. Built alone: first SR of the process "
-                  f"{first_sr:.2f} s, then "
-                  f"{sum(srs) / max(len(srs), 1):.2f} s per SR; {sum(scs) / len(scs):.3f} s per "
-                  "Secondary Capture")
+    console.print(
+        f"--dicom-out adds {extra:.2f} s per study; DICOM files "
+        f"{sum(sizes) / n / 1e6:.1f} MB per study. Built alone: first SR of the process "
+        f"{first_sr:.2f} s, then "
+        f"{sum(srs) / max(len(srs), 1):.2f} s per SR; {sum(scs) / len(scs):.3f} s per "
+        "Secondary Capture"
+    )
 
 
 if __name__ == "__main__":

@@ -26,12 +26,17 @@ from rich.table import Table
 
 from spinegrade.dicom import load_many, load_series, make_uid, write_series
 
-SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "jpegls": JPEGLSLossless,
-            "rle": RLELossless}
+SYNTAXES = {
+    "explicit": ExplicitVRLittleEndian,
+    "jpeg2000": JPEG2000Lossless,
+    "jpegls": JPEGLSLossless,
+    "rle": RLELossless,
+}
 
 
 def plain_loop(series_dir: Path) -> np.ndarray:
-    """The plain alternative: dcmread + pixel_array per file, sort by dot(IPP, n). (slices, rows, cols)."""
+    """The plain alternative: dcmread + pixel_array per file, sort by dot(IPP, n). (slices, rows,
+    cols)."""
     dss = [pydicom.dcmread(f) for f in sorted(series_dir.glob("*.dcm"))]
     iop = np.array(dss[0].ImageOrientationPatient, dtype=float)
     n = np.cross(iop[:3], iop[3:])
@@ -39,8 +44,9 @@ def plain_loop(series_dir: Path) -> np.ndarray:
     return np.stack([ds.pixel_array for ds in dss])
 
 
-def write_dataset(root: Path, n_sagittal: int, n_axial: int, syntax: str = ExplicitVRLittleEndian,
-                  seed: int = 0) -> list[Path]:
+def write_dataset(
+    root: Path, n_sagittal: int, n_axial: int, syntax: str = ExplicitVRLittleEndian, seed: int = 0
+) -> list[Path]:
     """Write the series (files in shuffled order, like real data) and return their folders."""
     rng = np.random.default_rng(seed)
     dirs = []
@@ -52,23 +58,36 @@ def write_dataset(root: Path, n_sagittal: int, n_axial: int, syntax: str = Expli
         # smooth image plus noise: compresses like MR, unlike pure noise
         yy, xx = np.mgrid[:size, :size]
         base = 800 + 600 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-        pixels = (base + rng.normal(0, 40, size=(slices, size, size))).clip(0, 4095).astype(np.uint16)
+        pixels = (
+            (base + rng.normal(0, 40, size=(slices, size, size))).clip(0, 4095).astype(np.uint16)
+        )
         order = rng.permutation(slices)
         n = np.cross(r, c)
         positions = np.array([-100.0, -100.0, 50.0]) + np.arange(slices)[:, None] * 3.5 * n
         folder = root / str(1000 + i)
-        write_series(folder, pixels[order], origin=positions[0], row_dir=r, col_dir=c,
-                     pixel_spacing=(0.6, 0.6), slice_positions=positions[order], slice_thickness=3.5,
-                     instance_numbers=[int(k) + 1 for k in order],
-                     series_description="Sagittal T2/STIR" if sagittal else "Axial T2",
-                     study_uid=make_uid("bench"), series_uid=make_uid("bench", i), series_number=i,
-                     transfer_syntax=syntax)
+        write_series(
+            folder,
+            pixels[order],
+            origin=positions[0],
+            row_dir=r,
+            col_dir=c,
+            pixel_spacing=(0.6, 0.6),
+            slice_positions=positions[order],
+            slice_thickness=3.5,
+            instance_numbers=[int(k) + 1 for k in order],
+            series_description="Sagittal T2/STIR" if sagittal else "Axial T2",
+            study_uid=make_uid("bench"),
+            series_uid=make_uid("bench", i),
+            series_number=i,
+            transfer_syntax=syntax,
+        )
         dirs.append(folder)
     return dirs
 
 
 def best_times(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each method; methods take turns in every round so load drift hits all alike."""
+    """Best wall time of each method; methods take turns in every round so load drift hits all
+    alike."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
@@ -83,8 +102,12 @@ def main() -> None:
     parser.add_argument("--sagittal", type=int, default=4)
     parser.add_argument("--axial", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--syntax", choices=sorted(SYNTAXES), default="explicit",
-                        help="transfer syntax of the written files")
+    parser.add_argument(
+        "--syntax",
+        choices=sorted(SYNTAXES),
+        default="explicit",
+        help="transfer syntax of the written files",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dirs = write_dataset(Path(tmp), args.sagittal, args.axial, SYNTAXES[args.syntax])
@@ -92,14 +115,24 @@ def main() -> None:
         for d in dirs:  # warm the page cache and check both readers agree
             assert np.array_equal(plain_loop(d), load_series(d).pixels)
         methods: dict[str, Callable[[], object]] = {
-            "plain loop (dcmread + pixel_array, sort by IPP)": lambda: [plain_loop(d) for d in dirs],
+            "plain loop (dcmread + pixel_array, sort by IPP)": lambda: [
+                plain_loop(d) for d in dirs
+            ],
             "load_series, workers=0": lambda: [load_series(d) for d in dirs],
-            "load_series, workers=2 (pool over files)": lambda: [load_series(d, workers=2) for d in dirs],
-            "load_many, workers=2 (pool over series)": lambda: load_many(dirs, workers=2, progress=False),
-            "load_many, workers=4 (pool over series)": lambda: load_many(dirs, workers=4, progress=False),
+            "load_series, workers=2 (pool over files)": lambda: [
+                load_series(d, workers=2) for d in dirs
+            ],
+            "load_many, workers=2 (pool over series)": lambda: load_many(
+                dirs, workers=2, progress=False
+            ),
+            "load_many, workers=4 (pool over series)": lambda: load_many(
+                dirs, workers=4, progress=False
+            ),
         }
-        table = Table(title=f"{len(dirs)} series, {n_slices} slices, {args.syntax} "
-                            f"(best of {args.repeats}, {os.cpu_count()} CPUs)")
+        table = Table(
+            title=f"{len(dirs)} series, {n_slices} slices, {args.syntax} "
+            f"(best of {args.repeats}, {os.cpu_count()} CPUs)"
+        )
         for col in ("method", "seconds", "slices/s", "vs plain"):
             table.add_column(col, justify="left" if col == "method" else "right")
         best = best_times(methods, args.repeats)

@@ -1,7 +1,8 @@
 """Drawing and encoding a full-size study's three overlays, at the PNG zlib level spinegrade writes
 (`report.figures.PNG_COMPRESS_LEVEL`) against PIL's default (6, the plain alternative) and level 1.
 
-The panels are MR-like (smooth structure plus mild noise) at full-size shapes: 1 sagittal T2 panel of
+The panels are MR-like (smooth structure plus mild noise) at full-size shapes: 1 sagittal T2 panel
+of
 640x640, 2 sagittal T1 panels of 464x368, 5 axial panels of 512x512, each with 5 labelled marks.
 Printed: seconds for the three figures (best of `--repeats`, after one warm-up) and bytes written.
 
@@ -25,12 +26,25 @@ from spinegrade.report.overlays import Mark, Panel, panel_figure
 
 def panels(n: int, shape: tuple[int, int], rng: np.random.Generator) -> list[Panel]:
     """`n` MR-like panels of `shape` with 5 labelled marks each."""
-    def image() -> np.ndarray:
-        return (gaussian_filter(rng.normal(size=shape), 6) * 50 + rng.normal(size=shape) * 0.3).astype(np.float32)
 
-    return [Panel(image(), (0.5, 0.5), "title\nsecond line",
-                  [Mark(100 + 40 * i, 100 + 50 * i, f"L{i} 0.10 / 0.20 / 0.70", (0.1, 0.2, 0.7)) for i in range(5)],
-                  ("A", "P", "S", "I")) for _ in range(n)]
+    def image() -> np.ndarray:
+        return (
+            gaussian_filter(rng.normal(size=shape), 6) * 50 + rng.normal(size=shape) * 0.3
+        ).astype(np.float32)
+
+    return [
+        Panel(
+            image(),
+            (0.5, 0.5),
+            "title\nsecond line",
+            [
+                Mark(100 + 40 * i, 100 + 50 * i, f"L{i} 0.10 / 0.20 / 0.70", (0.1, 0.2, 0.7))
+                for i in range(5)
+            ],
+            ("A", "P", "S", "I"),
+        )
+        for _ in range(n)
+    ]
 
 
 def render(sets: list[list[Panel]], level: int) -> int:
@@ -38,7 +52,9 @@ def render(sets: list[list[Panel]], level: int) -> int:
     size = 0
     for ps in sets:
         buf = io.BytesIO()
-        panel_figure(ps, "overlay").savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": level})
+        panel_figure(ps, "overlay").savefig(
+            buf, format="png", dpi=DPI, pil_kwargs={"compress_level": level}
+        )
         size += len(buf.getvalue())
     return size
 
@@ -49,7 +65,12 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     sets = [panels(1, (640, 640), rng), panels(2, (464, 368), rng), panels(5, (512, 512), rng)]
-    table = Table("zlib level", "draw + encode (s)", "PNG bytes", title="the three overlays of a full-size study")
+    table = Table(
+        "zlib level",
+        "draw + encode (s)",
+        "PNG bytes",
+        title="the three overlays of a full-size study",
+    )
     for level in sorted({6, PNG_COMPRESS_LEVEL, 1}, reverse=True):
         render(sets, level)
         best, size = float("inf"), 0
@@ -57,7 +78,10 @@ def main() -> None:
             start = time.perf_counter()
             size = render(sets, level)
             best = min(best, time.perf_counter() - start)
-        name = {6: "6 (PIL default, plain)", PNG_COMPRESS_LEVEL: f"{PNG_COMPRESS_LEVEL} (spinegrade)"}.get(level, str(level))
+        name = {
+            6: "6 (PIL default, plain)",
+            PNG_COMPRESS_LEVEL: f"{PNG_COMPRESS_LEVEL} (spinegrade)",
+        }.get(level, str(level))
         table.add_row(name, f"{best:.3f}", f"{size:,}")
     Console().print(table)
 

@@ -118,8 +118,11 @@ def main() -> None:
     if args.scores_only:
         source = label_source()
         scores = label_scores(args.studies, args.seed, source)
-        table = Table("what", "value", title=f"scores of {args.studies} studies, seed {args.seed}, "
-                      f"labels: {source.name}")
+        table = Table(
+            "what",
+            "value",
+            title=f"scores of {args.studies} studies, seed {args.seed}, labels: {source.name}",
+        )
         for name in SCORES:
             table.add_row(name, _cell(scores[name]))
         console.print(table)

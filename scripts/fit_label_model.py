@@ -20,8 +20,9 @@ from spinegrade.errors import SpinegradeError
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("rsna_dir", type=Path, help="folder with the real train.csv")
     parser.add_argument("--out", type=Path, default=MODEL_JSON, help="JSON to write")
     args = parser.parse_args()

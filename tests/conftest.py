@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
 from spinegrade.config import load_config
+from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
 from spinegrade.cv.folder import FOLD_JSON, PRIOR_CSV, RunFolder
 from spinegrade.cv.train import prior_table
 from spinegrade.data.synthetic import generate
 from spinegrade.data.tables import load_tables
+from spinegrade.dicom import make_uid, write_series
 from spinegrade.grade.train import train_grader
 from spinegrade.io import write_json
 from spinegrade.localize.train import train_localizer
-from spinegrade.dicom import make_uid, write_series
 
 #: (row_dir r, col_dir c) of the usual RSNA planes: sagittal n = -x (patient right), axial n = +z.
 SAGITTAL_IOP = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
@@ -32,8 +32,10 @@ MakeStudy = Callable[..., Path]
 
 #: Where the real RSNA data lives: `../shared/data` beside the repository (CI has it; a fresh clone
 #: does not), or `$SPINEGRADE_SHARED_DATA`. Its licence forbids copying it into the repository.
-SHARED_DATA = Path(os.environ.get("SPINEGRADE_SHARED_DATA")
-                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("SPINEGRADE_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +46,10 @@ def shared_data() -> Callable[[str], Path]:
     def get(name: str) -> Path:
         folder = SHARED_DATA / name
         if not folder.is_dir():
-            pytest.skip(f"real RSNA data not here: {folder} is absent (../shared/data/{name}; "
-                        "non-commercial licence, never in the repository)")
+            pytest.skip(
+                f"real RSNA data not here: {folder} is absent (../shared/data/{name}; "
+                "non-commercial licence, never in the repository)"
+            )
         return folder
 
     return get
@@ -53,15 +57,22 @@ def shared_data() -> Callable[[str], Path]:
 
 @pytest.fixture
 def make_series() -> MakeSeries:
-    """Factory `make_series(folder, plane="sagittal"|"axial", slices=5, size=(32, 32), **write_series_kwargs)`.
+    """Factory `make_series(folder, plane="sagittal"|"axial", slices=5, size=(32, 32), **kw)`,
+    `kw` being `write_series` keywords.
 
     Writes a small series (pixels = slice*1000 + row*size[1] + col, uint16, so every voxel is
     recognisable) centred on the LPS origin, 1 mm pixels, 3 mm slices, and returns its folder.
-    Any `write_series` keyword (origin, pixel_spacing, slice_step, pixels, ...) overrides the default.
+    Any `write_series` keyword (origin, pixel_spacing, slice_step, pixels, ...) overrides the
+    default.
     """
 
-    def make(folder: Path, plane: str = "sagittal", slices: int = 5, size: tuple[int, int] = (32, 32),
-             **kwargs: Any) -> Path:
+    def make(
+        folder: Path,
+        plane: str = "sagittal",
+        slices: int = 5,
+        size: tuple[int, int] = (32, 32),
+        **kwargs: Any,
+    ) -> Path:
         rows, cols = size
         r, c = SAGITTAL_IOP if plane == "sagittal" else AXIAL_IOP
         n = np.cross(r, c)
@@ -69,7 +80,9 @@ def make_series() -> MakeSeries:
         step = 3.0
         centre_offset = (np.multiply(r, cols * spacing[1]) + np.multiply(c, rows * spacing[0])) / 2
         defaults: dict[str, Any] = dict(
-            pixels=(np.arange(slices)[:, None, None] * 1000 + np.arange(rows * cols).reshape(rows, cols)).astype(np.uint16),
+            pixels=(
+                np.arange(slices)[:, None, None] * 1000 + np.arange(rows * cols).reshape(rows, cols)
+            ).astype(np.uint16),
             origin=-centre_offset - n * step * (slices - 1) / 2,
             row_dir=r,
             col_dir=c,
@@ -97,8 +110,11 @@ def make_study(tmp_path: Path, make_series: MakeSeries) -> MakeStudy:
 
     def make(study_id: int = 1001, slices: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
         root = tmp_path / str(study_id)
-        for series_id, plane, description in ((1, "sagittal", SAGITTAL_T1), (2, "sagittal", SAGITTAL_T2),
-                                               (3, "axial", AXIAL_T2)):
+        for series_id, plane, description in (
+            (1, "sagittal", SAGITTAL_T1),
+            (2, "sagittal", SAGITTAL_T2),
+            (3, "axial", AXIAL_T2),
+        ):
             make_series(root / str(series_id), plane, slices, size, series_description=description)
         return root
 
@@ -107,7 +123,8 @@ def make_study(tmp_path: Path, make_series: MakeSeries) -> MakeStudy:
 
 @pytest.fixture(scope="session")
 def rsna(shared_data: Callable[[str], Path]) -> Path:
-    """The real RSNA label tables (`../shared/data/rsna`: train.csv, descriptions, 20% of coordinates)."""
+    """The real RSNA label tables (`../shared/data/rsna`: train.csv, descriptions, 20% of
+    coordinates)."""
     return shared_data("rsna")
 
 
@@ -127,16 +144,29 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tables = load_tables(data)
     # untrained: speed and plumbing only; this localiser's untrained output still places the
     # sagittal points (the tests rely on it); the `tiny` config's untrained one does not
-    untrained = ["localize.optim.epochs=0", "grade.optim.epochs=0", "data.num_workers=0",
-                 "localize.backbone=resnet18", "localize.image_size=64", "localize.heatmap_stride=4"]
+    untrained = [
+        "localize.optim.epochs=0",
+        "grade.optim.epochs=0",
+        "data.num_workers=0",
+        "localize.backbone=resnet18",
+        "localize.image_size=64",
+        "localize.heatmap_stride=4",
+    ]
     cfg = load_config("tiny", untrained)
     ids = sorted(int(s) for s in tables.labels.study_id)
     run.start(cfg, pd.DataFrame({"study_id": ids, "fold": 0}), data, [0], 1)
     run.fold_dir(0).mkdir(parents=True)
     prior_table(tables.labels).to_csv(run.fold_dir(0) / PRIOR_CSV, index=False)
     train_localizer(data, ids, run.localizer_dir(0), cfg, cache_dir=root / "cache", progress=False)
-    train_grader(data, ids, tables.coordinates, tables.labels, run.grader_model(0).parent, cfg,
-                 progress=False)
+    train_grader(
+        data,
+        ids,
+        tables.coordinates,
+        tables.labels,
+        run.grader_model(0).parent,
+        cfg,
+        progress=False,
+    )
     write_json(run.fold_dir(0) / FOLD_JSON, {"fold": 0})
     types = tables.series.groupby("study_id").series_description.apply(set)
     complete = next(s for s in ids if len(types[s]) == 3)

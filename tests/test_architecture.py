@@ -53,8 +53,13 @@ def import_graph() -> dict[str, dict[str, set[str]]]:
         here = _node(module) if path.name != "__init__.py" else _node(module + ".__init__")
         graph.setdefault(here, {})
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for name in names:
                 if name == "spinegrade" or name.startswith("spinegrade."):
                     target = _node(name) if name != "spinegrade" else "__init__"
@@ -104,9 +109,12 @@ def test_every_package_has_a_layer() -> None:
 
 
 def test_imports_point_down_the_layers() -> None:
-    wrong = [f"{a} -> {b} (in {', '.join(sorted(mods))})"
-             for a, targets in sorted(import_graph().items()) for b, mods in sorted(targets.items())
-             if RANK.get(b, 99) >= RANK.get(a, -1)]
+    wrong = [
+        f"{a} -> {b} (in {', '.join(sorted(mods))})"
+        for a, targets in sorted(import_graph().items())
+        for b, mods in sorted(targets.items())
+        if RANK.get(b, 99) >= RANK.get(a, -1)
+    ]
     assert wrong == []
 
 

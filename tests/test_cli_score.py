@@ -45,8 +45,17 @@ def test_score_error_is_one_line_without_traceback(rsna: Path, tmp_path: Path) -
     bad = tmp_path / "bad.csv"
     sub.to_csv(bad, index=False)
     proc = subprocess.run(
-        [str(SPINEGRADE), "score", "--labels", str(_labels_csv(tmp_path)), "--submission", str(bad)],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(SPINEGRADE),
+            "score",
+            "--labels",
+            str(_labels_csv(tmp_path)),
+            "--submission",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""
@@ -70,9 +79,11 @@ def test_validate_exits_one_on_errors(tmp_path: Path) -> None:
     labels["spinal_canal_stenosis_l1_l2"] = "Very Bad"
     labels.to_csv(root / "train.csv", index=False)
     pd.DataFrame({"study_id": [1], "series_id": [2], "series_description": ["Axial T2"]}).to_csv(
-        root / "train_series_descriptions.csv", index=False)
-    pd.DataFrame(columns=["study_id", "series_id", "instance_number", "condition", "level", "x",
-                          "y"]).to_csv(root / "train_label_coordinates.csv", index=False)
+        root / "train_series_descriptions.csv", index=False
+    )
+    pd.DataFrame(
+        columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
+    ).to_csv(root / "train_label_coordinates.csv", index=False)
     out = runner.invoke(app, ["validate", str(root)])
     assert out.exit_code == 1
     assert "unknown severity" in out.output and "1 error(s)" in out.output

@@ -1,4 +1,5 @@
-"""Typed configs: YAML by name or path, `key=value` overrides, unknown keys and wrong types refused."""
+"""Typed configs: YAML by name or path, `key=value` overrides, unknown keys and wrong types
+refused."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from spinegrade.config import available_configs, from_dict, load_config, save_config, to_dict, Config
+from spinegrade.config import (
+    Config,
+    available_configs,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 from spinegrade.errors import ConfigError
 
 
@@ -20,9 +28,21 @@ def test_every_shipped_config_loads_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    cfg = load_config("tiny", ["grade.optim.epochs=3", "grade.optim.lr=1", "data.max_studies=null",
-                               "localize.pretrained=true", "device=cpu"])
-    assert cfg.grade.optim.epochs == 3 and cfg.grade.optim.lr == 1.0 and isinstance(cfg.grade.optim.lr, float)
+    cfg = load_config(
+        "tiny",
+        [
+            "grade.optim.epochs=3",
+            "grade.optim.lr=1",
+            "data.max_studies=null",
+            "localize.pretrained=true",
+            "device=cpu",
+        ],
+    )
+    assert (
+        cfg.grade.optim.epochs == 3
+        and cfg.grade.optim.lr == 1.0
+        and isinstance(cfg.grade.optim.lr, float)
+    )
     assert cfg.data.max_studies is None and cfg.localize.pretrained is True and cfg.device == "cpu"
     assert load_config("tiny").grade.optim.epochs != 3  # the file itself is untouched
 

@@ -15,12 +15,35 @@ from spinegrade.cli import app
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--studies", "6", "--test-studies", "2", "--config", "tiny",
-            "--folds", "2", "--workers", "0", "localize.optim.epochs=1", "grade.optim.epochs=2"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--studies",
+        "6",
+        "--test-studies",
+        "2",
+        "--config",
+        "tiny",
+        "--folds",
+        "2",
+        "--workers",
+        "0",
+        "localize.optim.epochs=1",
+        "grade.optim.epochs=2",
+    ]
     runner = CliRunner()
     first = runner.invoke(app, args, terminal_width=200)
     assert first.exit_code == 0, first.output
-    for text in ("held-out score", "submission:", "reports:", "metrics:", "figures:", "oracle", "prior"):
+    for text in (
+        "held-out score",
+        "submission:",
+        "reports:",
+        "metrics:",
+        "figures:",
+        "oracle",
+        "prior",
+    ):
         assert text in first.output
 
     summary = json.loads((out / "demo.json").read_text())
@@ -31,11 +54,15 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path) -> None:  # type: ignore[no-
     held = summary["held_out"]
     assert held["oracle"]["score"] < held["prior"]["score"]  # the set is informative
     assert 0 < held["model"]["score"] < 5
-    assert (out / "run" / "metrics.json").is_file() and (out / "predictions" / "index.html").is_file()
+    assert (out / "run" / "metrics.json").is_file() and (
+        out / "predictions" / "index.html"
+    ).is_file()
     assert len(list((out / "predictions" / "studies").glob("*/report.html"))) == 2
 
     stamp = os.stat(out / "predictions" / "submission.csv").st_mtime_ns
-    second = runner.invoke(app, args, terminal_width=200)  # resumes: nothing regenerated or retrained
+    second = runner.invoke(
+        app, args, terminal_width=200
+    )  # resumes: nothing regenerated or retrained
     assert second.exit_code == 0, second.output
     assert os.stat(out / "predictions" / "submission.csv").st_mtime_ns == stamp
     again = json.loads((out / "demo.json").read_text())

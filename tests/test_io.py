@@ -33,7 +33,9 @@ def test_writers_see_the_target_suffix_and_folders_are_made(tmp_path: Path) -> N
 
 
 def test_json_takes_numpy_values_and_paths(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "x.json", {"a": np.arange(3), "p": Path("/x/y"), "f": np.float32(0.5)})
+    path = write_json(
+        tmp_path / "x.json", {"a": np.arange(3), "p": Path("/x/y"), "f": np.float32(0.5)}
+    )
     assert json.loads(path.read_text()) == {"a": [0, 1, 2], "p": "/x/y", "f": 0.5}
     with pytest.raises(TypeError, match="not JSON serialisable"):
         write_json(tmp_path / "y.json", {"s": {1, 2}})

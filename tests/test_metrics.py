@@ -54,16 +54,30 @@ def make_submission(studies: list[int], default=(0.7, 0.2, 0.1), rows=None) -> p
 
 
 def test_hand_computed_two_studies() -> None:
-    labels = make_labels({
-        1: {f"{SPINAL}_l2_l3": "moderate", f"{SPINAL}_l3_l4": "severe", f"{SPINAL}_l4_l5": None,
-            f"{LEFT_FORAMEN}_l4_l5": "moderate", f"{RIGHT_SUBART}_l5_s1": "severe",
-            f"{RIGHT_SUBART}_l1_l2": None},
-        2: {f"{SPINAL}_l1_l2": "moderate"},
-    })
-    sub = make_submission([1, 2], rows={
-        row_id(1, SPINAL, "l4_l5"): (0.05, 0.05, 0.9),  # blank: must not enter the any-severe max
-        row_id(2, SPINAL, "l4_l5"): (0.5, 0.2, 0.3),  # study 2's largest severe probability
-    })
+    labels = make_labels(
+        {
+            1: {
+                f"{SPINAL}_l2_l3": "moderate",
+                f"{SPINAL}_l3_l4": "severe",
+                f"{SPINAL}_l4_l5": None,
+                f"{LEFT_FORAMEN}_l4_l5": "moderate",
+                f"{RIGHT_SUBART}_l5_s1": "severe",
+                f"{RIGHT_SUBART}_l1_l2": None,
+            },
+            2: {f"{SPINAL}_l1_l2": "moderate"},
+        }
+    )
+    sub = make_submission(
+        [1, 2],
+        rows={
+            row_id(1, SPINAL, "l4_l5"): (
+                0.05,
+                0.05,
+                0.9,
+            ),  # blank: must not enter the any-severe max
+            row_id(2, SPINAL, "l4_l5"): (0.5, 0.2, 0.3),  # study 2's largest severe probability
+        },
+    )
     result = score(labels, sub)
 
     n07, n02, n01 = -math.log(0.7), -math.log(0.2), -math.log(0.1)
@@ -74,20 +88,27 @@ def test_hand_computed_two_studies() -> None:
     foraminal = (2 * n02 + 19 * n07) / (2 + 19)
     # subarticular: 19 labelled rows (one blank), one severe (w 4), 18 normal
     subarticular = (4 * n01 + 18 * n07) / (4 + 18)
-    # any severe: study 1 label 1, weight 4, p = .1 (blank .9 ignored); study 2 label 0, weight 2, p = .3
+    # any severe: study 1 label 1, weight 4, p = .1 (blank .9 ignored); study 2 label 0, weight 2, p
+    # = .3
     any_severe = (4 * n01 + 2 * -math.log(1 - 0.3)) / (4 + 2)
 
     expected = dict(zip(SCORE_TERMS, (spinal, foraminal, subarticular, any_severe)))
     assert result.terms == pytest.approx(expected, rel=1e-12)
     assert list(result.terms) == list(SCORE_TERMS)
     assert result.score == pytest.approx(sum(expected.values()) / 4, rel=1e-12)
-    assert result.n_rows == {"spinal": 9, "foraminal": 20, "subarticular": 19, "any_severe_spinal": 2}
+    assert result.n_rows == {
+        "spinal": 9,
+        "foraminal": 20,
+        "subarticular": 19,
+        "any_severe_spinal": 2,
+    }
 
 
 def test_zero_probability_is_clipped_not_infinite() -> None:
     labels = make_labels({1: {}})
-    sub = make_submission([1], default=(1.0, 0.0, 0.0),
-                          rows={row_id(1, SPINAL, "l1_l2"): (0.0, 1.0, 0.0)})
+    sub = make_submission(
+        [1], default=(1.0, 0.0, 0.0), rows={row_id(1, SPINAL, "l1_l2"): (0.0, 1.0, 0.0)}
+    )
     result = score(labels, sub)
     # clip to [1e-15, 1-1e-15] then normalise: p_true = 1e-15 / (1e-15 + (1 - 1e-15) + 1e-15)
     p_low = 1e-15 / (1 + 1e-15)
@@ -117,8 +138,12 @@ def test_all_blank_group_is_nan_and_left_out_of_the_mean() -> None:
     assert result.score == pytest.approx(sum(others) / 3)
 
 
-@pytest.mark.parametrize(("severe_level", "any_term"), [(None, math.log(1.5)), ("l4_l5", math.log(3))])
-def test_sample_submission_uniform(rsna: Path, tmp_path: Path, severe_level: str | None, any_term: float) -> None:
+@pytest.mark.parametrize(
+    ("severe_level", "any_term"), [(None, math.log(1.5)), ("l4_l5", math.log(3))]
+)
+def test_sample_submission_uniform(
+    rsna: Path, tmp_path: Path, severe_level: str | None, any_term: float
+) -> None:
     cells = {f"{SPINAL}_l3_l4": "moderate", f"{LEFT_FORAMEN}_l5_s1": "moderate"}
     if severe_level:
         cells[f"{SPINAL}_{severe_level}"] = "severe"
@@ -223,12 +248,20 @@ def _bad(sub: pd.DataFrame, kind: str) -> pd.DataFrame:
     return sub
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("missing row", "1 labelled row(s) missing, e.g. 1_spinal_canal_stenosis_l1_l2"),
-    ("nan", "NaN"), ("inf", "infinite"), ("negative", "negative"), ("text", "non-numeric"),
-    ("unparseable row_id", "not a valid row_id"), ("unknown study", "study 99"),
-    ("duplicate", "duplicate row_id"), ("missing column", "missing column(s) severe"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing row", "1 labelled row(s) missing, e.g. 1_spinal_canal_stenosis_l1_l2"),
+        ("nan", "NaN"),
+        ("inf", "infinite"),
+        ("negative", "negative"),
+        ("text", "non-numeric"),
+        ("unparseable row_id", "not a valid row_id"),
+        ("unknown study", "study 99"),
+        ("duplicate", "duplicate row_id"),
+        ("missing column", "missing column(s) severe"),
+    ],
+)
 def test_bad_submissions_raise(kind: str, message: str) -> None:
     labels = make_labels({1: {}})
     with pytest.raises(SubmissionError) as info:
@@ -250,15 +283,21 @@ def test_read_submission_missing_file(tmp_path: Path) -> None:
 
 
 def test_detailed_metrics() -> None:
-    labels = make_labels({
-        1: {f"{SPINAL}_l1_l2": "severe", f"{SPINAL}_l2_l3": "moderate"},
-        2: {f"{SPINAL}_l3_l4": "moderate"},
-    })
-    sub = make_submission([1, 2], default=(0.8, 0.1, 0.1), rows={
-        row_id(1, SPINAL, "l1_l2"): (0.1, 0.1, 0.8),  # right
-        row_id(1, SPINAL, "l2_l3"): (0.1, 0.8, 0.1),  # right
-        row_id(2, SPINAL, "l3_l4"): (0.1, 0.1, 0.8),  # wrong: predicts severe
-    })
+    labels = make_labels(
+        {
+            1: {f"{SPINAL}_l1_l2": "severe", f"{SPINAL}_l2_l3": "moderate"},
+            2: {f"{SPINAL}_l3_l4": "moderate"},
+        }
+    )
+    sub = make_submission(
+        [1, 2],
+        default=(0.8, 0.1, 0.1),
+        rows={
+            row_id(1, SPINAL, "l1_l2"): (0.1, 0.1, 0.8),  # right
+            row_id(1, SPINAL, "l2_l3"): (0.1, 0.8, 0.1),  # right
+            row_id(2, SPINAL, "l3_l4"): (0.1, 0.1, 0.8),  # wrong: predicts severe
+        },
+    )
     out = detailed_metrics(labels, sub)
     spinal = out["conditions"][SPINAL]
     assert spinal["n"] == 10
@@ -267,8 +306,7 @@ def test_detailed_metrics() -> None:
     # per-class F1: normal 1, moderate 2*1*.5/(1.5) = 2/3, severe 2*.5*1/1.5 = 2/3
     assert spinal["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
     assert spinal["auc"]["normal_mild"] == pytest.approx(1.0)
-    assert spinal["levels"]["l1_l2"] == pytest.approx(
-        (4 * -math.log(0.8) + -math.log(0.8)) / 5)
+    assert spinal["levels"]["l1_l2"] == pytest.approx((4 * -math.log(0.8) + -math.log(0.8)) / 5)
     assert spinal["log_loss"] == pytest.approx(out["score"]["terms"]["spinal"])
     foramen = out["conditions"][LEFT_FORAMEN]
     assert foramen["auc"]["severe"] is None and any("severe" in n for n in foramen["notes"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -69,7 +69,9 @@ def score(
 
 @app.command()
 def validate(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder (train.csv, *_series_descriptions.csv, ...)")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder (train.csv, *_series_descriptions.csv, ...)")
+    ],
     split: Annotated[str, typer.Option(help="'train' or 'test'")] = "train",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
@@ -87,20 +89,31 @@ def validate(
         table = Table("severity", "problem", "count", "example", title=f"validation of {data_root}")
         for p in report.problems:
             style = "red" if p.severity == "error" else "yellow"
-            table.add_row(f"[{style}]{p.severity}[/]", p.kind, str(p.count),
-                          p.examples[0] if p.examples else "")
+            table.add_row(
+                f"[{style}]{p.severity}[/]",
+                p.kind,
+                str(p.count),
+                p.examples[0] if p.examples else "",
+            )
         if report.problems:
             console.print(table)
-        console.print(f"{data_root} ({split}): {len(report.errors)} error(s), "
-                      f"{len(report.warnings)} warning(s)", soft_wrap=True)
+        console.print(
+            f"{data_root} ({split}): {len(report.errors)} error(s), "
+            f"{len(report.warnings)} warning(s)",
+            soft_wrap=True,
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @app.command()
 def inspect(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder (train.csv, ..., optional train_images/)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for report.html, PNGs and facts.json")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder (train.csv, ..., optional train_images/)")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for report.html, PNGs and facts.json")
+    ],
     workers: Annotated[int, typer.Option(help="worker processes reading DICOM headers")] = 2,
 ) -> None:
     """Dataset inspection: label statistics, series, DICOM headers, positions, problems (HTML)."""
@@ -111,13 +124,22 @@ def inspect(
     console.print(f"report: {result.report}")
 
 
-localize_app = typer.Typer(help="Stage 1: find the series, slice and pixel of each of the 25 targets.",
-                           no_args_is_help=True)
+localize_app = typer.Typer(
+    help="Stage 1: find the series, slice and pixel of each of the 25 targets.",
+    no_args_is_help=True,
+)
 app.add_typer(localize_app, name="localize")
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
-#: Every command that takes a config takes its overrides the same way: trailing `key=value` arguments.
-OverridesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="config overrides key=value, e.g. grade.optim.epochs=3", show_default=False)]
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")
+]
+#: Every command that takes a config takes its overrides the same way: trailing `key=value`
+#: arguments.
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="config overrides key=value, e.g. grade.optim.epochs=3", show_default=False
+    ),
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (re-running resumes it)")]
 FoldOpt = Annotated[int, typer.Option(help="held-out fold: train on the others, evaluate on it")]
 
@@ -133,7 +155,9 @@ def _config_and_fold(data_root: Path, config: str, overrides: list[str] | None, 
 
 @localize_app.command("train")
 def localize_train(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
     out: OutOpt,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
@@ -145,15 +169,21 @@ def localize_train(
 
     cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     save_config(cfg, out / "config.yaml")
-    console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
+    console.print(
+        f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out"
+    )
     console.print(f"localiser: {train_localizer(data_root, train_ids, out, cfg)}")
 
 
 @localize_app.command("evaluate")
 def localize_evaluate(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
     model: Annotated[Path, typer.Argument(help="folder written by `localize train`")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (default: <model>/eval)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="report folder (default: <model>/eval)")
+    ] = None,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
     overrides: OverridesArg = None,
@@ -166,15 +196,33 @@ def localize_evaluate(
     cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     out = out or model / "eval"
     report = evaluate_localizer(data_root, model, held, train_ids, out, cfg)
-    table = Table("group", "who", "points", "missed", "median mm", "p90 mm", "slice<=1", "level right",
-                  "swaps", title=f"localisation, {report['studies']} held-out studies (fold {fold})")
+    table = Table(
+        "group",
+        "who",
+        "points",
+        "missed",
+        "median mm",
+        "p90 mm",
+        "slice<=1",
+        "level right",
+        "swaps",
+        title=f"localisation, {report['studies']} held-out studies (fold {fold})",
+    )
     for group in report["model"]["groups"]:
         for who in ("model", "baseline"):
             s = report[who]["groups"][group]
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            table.add_row(group, who, str(s["points"]), str(s["missed"]), fmt(s["inplane_mm_median"], ".2f"),
-                          fmt(s["inplane_mm_p90"], ".2f"), fmt(s["slice_within_1"], ".1%"),
-                          fmt(s["level_right"], ".1%"), str(s["swaps"]))
+            table.add_row(
+                group,
+                who,
+                str(s["points"]),
+                str(s["missed"]),
+                fmt(s["inplane_mm_median"], ".2f"),
+                fmt(s["inplane_mm_p90"], ".2f"),
+                fmt(s["slice_within_1"], ".1%"),
+                fmt(s["level_right"], ".1%"),
+                str(s["swaps"]),
+            )
     console.print(table)
     console.print(f"report: {out}")
 
@@ -182,8 +230,12 @@ def localize_evaluate(
 @localize_app.command("predict")
 def localize_predict(
     model: Annotated[Path, typer.Argument(help="folder written by `localize train`")],
-    studies: Annotated[list[Path], typer.Argument(help="study folders (<study_id>/<series_id>/*.dcm)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (train_label_coordinates style)")],
+    studies: Annotated[
+        list[Path], typer.Argument(help="study folders (<study_id>/<series_id>/*.dcm)")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="CSV to write (train_label_coordinates style)")
+    ],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
 ) -> None:
     """Locate the 25 targets of each study; unreadable studies are skipped and listed."""
@@ -195,47 +247,65 @@ def localize_predict(
         err_console.print(f"skipped {folder}: {why}", soft_wrap=True, highlight=False)
     to_coordinates_csv(table, out)
     located = int((table["reason"] == "").sum()) if len(table) else 0
-    console.print(f"{out}: {len(table)} targets of {len(studies) - len(failed)} studies, {located} located")
+    console.print(
+        f"{out}: {len(table)} targets of {len(studies) - len(failed)} studies, {located} located"
+    )
 
 
 @app.command()
 def train(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder: train.csv, *_series_descriptions.csv, "
-                                                   "train_label_coordinates.csv, train_images/")],
+    data_root: Annotated[
+        Path,
+        typer.Argument(
+            help="RSNA folder: train.csv, *_series_descriptions.csv, "
+            "train_label_coordinates.csv, train_images/"
+        ),
+    ],
     out: OutOpt,
     overrides: OverridesArg = None,
-    config: Annotated[str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")]
-    = "demo",
-    folds: Annotated[Optional[str], typer.Option(help="train only these folds, e.g. 0,1 (default: all)")]
-    = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="config name (tiny, demo, full) or YAML path")
+    ] = "demo",
+    folds: Annotated[
+        str | None, typer.Option(help="train only these folds, e.g. 0,1 (default: all)")
+    ] = None,
 ) -> None:
     """Cross-validate both stages: per fold train the localiser and the grader, predict out of fold,
     then evaluate. Works under `torchrun --nproc-per-node N -m spinegrade train ...` (DDP)."""
     from spinegrade.config import load_config
-    from spinegrade.errors import ConfigError
     from spinegrade.cv.evaluate import metrics_table
     from spinegrade.cv.train import train as train_run
+    from spinegrade.errors import ConfigError
 
     cfg = load_config(config, overrides or [])
     try:
         wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:
-        raise ConfigError(f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1") from None
+        raise ConfigError(
+            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
+        ) from None
     summary = train_run(data_root, out, cfg, folds=wanted)
     if summary.rank == 0:
         console.print(metrics_table(summary.metrics))
-        console.print(f"{out}: trained folds {summary.folds_trained}, reused {summary.folds_reused}, "
-                      f"{len(summary.failed_studies)} unreadable studies, {summary.seconds:.0f} s",
-                      soft_wrap=True)
+        console.print(
+            f"{out}: trained folds {summary.folds_trained}, reused {summary.folds_reused}, "
+            f"{len(summary.failed_studies)} unreadable studies, {summary.seconds:.0f} s",
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="RSNA folder with train.csv "
-                                                 "(default: the one recorded in run.json)")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="RSNA folder with train.csv (default: the one recorded in run.json)"
+        ),
+    ] = None,
 ) -> None:
-    """Recompute metrics.json, localization.json and figures/ from a run's out-of-fold predictions."""
+    """Recompute metrics.json, localization.json and figures/ from a run's out-of-fold
+    predictions."""
     from spinegrade.cv.evaluate import evaluate as evaluate_run
     from spinegrade.cv.evaluate import metrics_table
 
@@ -245,16 +315,36 @@ def evaluate(
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="new (or empty) folder for the synthetic RSNA-format studies")],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="new (or empty) folder for the synthetic RSNA-format studies"
+        ),
+    ],
     studies: Annotated[int, typer.Option("--studies", help="number of studies")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="random seed (same seed: same bytes)")] = 0,
-    size: Annotated[str, typer.Option("--size", help="'small' (fast, ~128 px) or 'full' (256-640 px)")] = "small",
-    workers: Annotated[int, typer.Option("--workers", help="worker processes (0: in this process)")] = 0,
-    labels: Annotated[Optional[Path], typer.Option(
-        "--labels", "--labels-root",
-        help="folder with the real train.csv (default: $SPINEGRADE_RSNA_DIR or ../shared/data/rsna "
-             "if found, else the bundled label model)")] = None,
-    reader_noise: Annotated[Optional[float], typer.Option("--reader-noise", help="label noise s of the latent model (default: calibrated)")] = None,
+    size: Annotated[
+        str, typer.Option("--size", help="'small' (fast, ~128 px) or 'full' (256-640 px)")
+    ] = "small",
+    workers: Annotated[
+        int, typer.Option("--workers", help="worker processes (0: in this process)")
+    ] = 0,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            "--labels-root",
+            help="folder with the real train.csv (default: $SPINEGRADE_RSNA_DIR or "
+            "../shared/data/rsna "
+            "if found, else the bundled label model)",
+        ),
+    ] = None,
+    reader_noise: Annotated[
+        float | None,
+        typer.Option(
+            "--reader-noise", help="label noise s of the latent model (default: calibrated)"
+        ),
+    ] = None,
 ) -> None:
     """Generate synthetic studies in the RSNA layout with oracle.csv; print the label source and
     the oracle's score."""
@@ -262,8 +352,15 @@ def synth(
 
     from spinegrade.data.synthetic import READER_NOISE, generate
 
-    summary = generate(out_dir, studies, seed, size=size, workers=workers, labels=labels,
-                       reader_noise=READER_NOISE if reader_noise is None else reader_noise)
+    summary = generate(
+        out_dir,
+        studies,
+        seed,
+        size=size,
+        workers=workers,
+        labels=labels,
+        reader_noise=READER_NOISE if reader_noise is None else reader_noise,
+    )
     table = Table("what", "value", title=f"synthetic studies in {out_dir}")
     for name, value in summary.table():
         table.add_row(name, value)
@@ -273,10 +370,19 @@ def synth(
 
 @app.command("dicom-info")
 def dicom_info(
-    path: Annotated[Path, typer.Argument(help="a study folder (<study_id>/<series_id>/*.dcm) or one series folder")],
-    workers: Annotated[int, typer.Option(help="worker processes reading series (0: in this process)")] = 0,
-    descriptions: Annotated[Optional[Path], typer.Option(
-        help="a *_series_descriptions.csv to type the series by (default: the headers)")] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(help="a study folder (<study_id>/<series_id>/*.dcm) or one series folder"),
+    ],
+    workers: Annotated[
+        int, typer.Option(help="worker processes reading series (0: in this process)")
+    ] = 0,
+    descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            help="a *_series_descriptions.csv to type the series by (default: the headers)"
+        ),
+    ] = None,
 ) -> None:
     """Read a study or series and print its stacks: type (and how it was decided), size, spacing,
     normal, instance numbers."""
@@ -298,40 +404,92 @@ def dicom_info(
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
-    studies: Annotated[Optional[Path], typer.Argument(
-        help="RSNA test_images/ or train_images/ folder, one study folder, or a folder of DICOM "
-             "files in any arrangement (not with --dicomweb)", show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (submission.csv, errors.csv, "
-                                                          "index.html, studies/<id>/...)")] = ...,
-    workers: Annotated[Optional[int], typer.Option(
-        help="worker processes reading studies and writing reports (0: all in this process; default: "
-             "0 on 2 cores or fewer, else half the cores, at most 4)", show_default=False)] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="average with the left/right-flipped crops")] = False,
-    fail_on_error: Annotated[bool, typer.Option(
-        "--fail-on-error", help="exit with status 1 when any study could not be read or predicted "
-                                "(the outputs are still written; default: exit 0 and list them in "
-                                "errors.csv)")] = False,
-    series_descriptions: Annotated[Optional[Path], typer.Option(
-        "--series-descriptions", help="*_series_descriptions.csv (default: the one beside the images "
-                                      "folder, if any)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N (default: the run's)")] = None,
-    folds: Annotated[Optional[str], typer.Option(help="use only these folds, e.g. 0,1 (default: all)")] = None,
-    dicom_out: Annotated[bool, typer.Option(
-        "--dicom-out", help="also write each study's DICOM SR and overlay images "
-                            "(studies/<id>/dicom/; always on with --dicomweb)")] = False,
-    dicomweb: Annotated[Optional[str], typer.Option(
-        "--dicomweb", help="DICOMweb root of a PACS (e.g. http://localhost:8042/dicom-web): "
-                           "fetch the --study studies from it instead of a folder; credentials "
-                           "from SPINEGRADE_DICOMWEB_TOKEN or SPINEGRADE_DICOMWEB_USER/_PASSWORD",
-        show_default=False)] = None,
-    study: Annotated[Optional[list[str]], typer.Option(
-        "--study", help="StudyInstanceUID to fetch with --dicomweb (repeat for several)",
-        show_default=False)] = None,
-    store: Annotated[bool, typer.Option(
-        "--store", help="with --dicomweb: store the SR and overlays back into each study "
-                        "(STOW-RS)")] = False,
+    studies: Annotated[
+        Path | None,
+        typer.Argument(
+            help="RSNA test_images/ or train_images/ folder, one study folder, or a folder of "
+            "DICOM files in any arrangement (not with --dicomweb)",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="output folder (submission.csv, errors.csv, index.html, studies/<id>/...)",
+        ),
+    ] = ...,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="worker processes reading studies and writing reports (0: all in this process; "
+            "default: "
+            "0 on 2 cores or fewer, else half the cores, at most 4)",
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="average with the left/right-flipped crops")
+    ] = False,
+    fail_on_error: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-error",
+            help="exit with status 1 when any study could not be read or predicted "
+            "(the outputs are still written; default: exit 0 and list them in "
+            "errors.csv)",
+        ),
+    ] = False,
+    series_descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            "--series-descriptions",
+            help="*_series_descriptions.csv (default: the one beside the images folder, if any)",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:N (default: the run's)")
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="use only these folds, e.g. 0,1 (default: all)")
+    ] = None,
+    dicom_out: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-out",
+            help="also write each study's DICOM SR and overlay images "
+            "(studies/<id>/dicom/; always on with --dicomweb)",
+        ),
+    ] = False,
+    dicomweb: Annotated[
+        str | None,
+        typer.Option(
+            "--dicomweb",
+            help="DICOMweb root of a PACS (e.g. http://localhost:8042/dicom-web): "
+            "fetch the --study studies from it instead of a folder; credentials "
+            "from SPINEGRADE_DICOMWEB_TOKEN or SPINEGRADE_DICOMWEB_USER/_PASSWORD",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--study",
+            help="StudyInstanceUID to fetch with --dicomweb (repeat for several)",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="with --dicomweb: store the SR and overlays back into each study (STOW-RS)",
+        ),
+    ] = False,
 ) -> None:
-    """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML reports.
+    """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML
+    reports.
 
     A study that cannot be read gets the trained prior, a row in errors.csv, and the batch goes on.
     With --dicomweb the studies come from a PACS, and any failure stops with one line and exit 2.
@@ -343,7 +501,9 @@ def predict(
     try:
         wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:
-        raise ConfigError(f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1") from None
+        raise ConfigError(
+            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
+        ) from None
     if (studies is None) == (dicomweb is None):
         raise ConfigError("give either a STUDIES folder or --dicomweb URL with --study UID")
     if dicomweb is None and (study or store):
@@ -356,55 +516,98 @@ def predict(
         result = web.predict
         for uid, sid in web.study_ids.items():
             stored = f", {len(web.stored[uid])} instance(s) stored" if uid in web.stored else ""
-            console.print(f"study {uid}: {out / 'studies' / str(sid)}{stored}", soft_wrap=True,
-                          highlight=False)
+            console.print(
+                f"study {uid}: {out / 'studies' / str(sid)}{stored}",
+                soft_wrap=True,
+                highlight=False,
+            )
     else:
         from spinegrade.inference import predict as run_predict
 
-        result = run_predict(run_dir, studies, out, fail_on_error=fail_on_error,
-                             series_descriptions=series_descriptions, dicom_out=dicom_out, **common)
+        result = run_predict(
+            run_dir,
+            studies,
+            out,
+            fail_on_error=fail_on_error,
+            series_descriptions=series_descriptions,
+            dicom_out=dicom_out,
+            **common,
+        )
     failed = result.failed
     for row in failed.itertuples():
         who = "file" if pd.isna(row.study_id) else f"study {row.study_id}"
         err_console.print(f"{who}: {row.path}: {row.reason}", highlight=False, soft_wrap=True)
-    per = "  ".join(f"{k} {v / max(len(result.study_ids), 1):.2f}" for k, v in result.timing.wall.items())
-    console.print(f"{len(result.study_ids)} studies ({int(failed.study_id.notna().sum())} failed) in "
-                  f"{result.wall_s:.1f} s, {result.studies_per_s:.2f} studies/s; s/study: {per}", soft_wrap=True)
-    console.print(f"submission: {result.submission}\nreports: {result.index}\nerrors: {result.errors}",
-                  soft_wrap=True, highlight=False)
+    per = "  ".join(
+        f"{k} {v / max(len(result.study_ids), 1):.2f}" for k, v in result.timing.wall.items()
+    )
+    console.print(
+        f"{len(result.study_ids)} studies ({int(failed.study_id.notna().sum())} failed) in "
+        f"{result.wall_s:.1f} s, {result.studies_per_s:.2f} studies/s; s/study: {per}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"submission: {result.submission}\nreports: {result.index}\nerrors: {result.errors}",
+        soft_wrap=True,
+        highlight=False,
+    )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")]
-    = Path("spinegrade-demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")
+    ] = Path("spinegrade-demo"),
     studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 80,
-    test_studies: Annotated[int, typer.Option("--test-studies", help="held-out synthetic studies to predict")] = 10,
-    folds: Annotated[int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")] = 2,
-    config: Annotated[str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")]
-    = "demo",
+    test_studies: Annotated[
+        int, typer.Option("--test-studies", help="held-out synthetic studies to predict")
+    ] = 10,
+    folds: Annotated[
+        int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")
+    ] = 2,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")
+    ] = "demo",
     overrides: OverridesArg = None,
-    seed: Annotated[int, typer.Option(help="seed of the training set (held-out set: seed + 1)")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="seed of the training set (held-out set: seed + 1)")
+    ] = 0,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
 ) -> None:
-    """The whole pipeline on synthetic studies: generate, train (cross-validated), evaluate out of fold,
+    """The whole pipeline on synthetic studies: generate, train (cross-validated), evaluate out of
+    fold,
     predict a held-out set, and score it next to the oracle and the constant prior."""
     from rich.table import Table
 
     from spinegrade.constants import SCORE_TERMS
-    from spinegrade.demo import demo as run_demo
     from spinegrade.cv.evaluate import metrics_table
+    from spinegrade.demo import demo as run_demo
 
-    result = run_demo(out, studies=studies, test_studies=test_studies, folds=folds, config=config,
-                      overrides=overrides or [], seed=seed, workers=workers)
+    result = run_demo(
+        out,
+        studies=studies,
+        test_studies=test_studies,
+        folds=folds,
+        config=config,
+        overrides=overrides or [],
+        seed=seed,
+        workers=workers,
+    )
     console.print(metrics_table(result.cv_metrics))
-    table = Table("term", "model", "prior", "oracle",
-                  title=f"held-out score, {test_studies} new studies (lower is better)")
+    table = Table(
+        "term",
+        "model",
+        "prior",
+        "oracle",
+        title=f"held-out score, {test_studies} new studies (lower is better)",
+    )
     s = result.test_scores
     for term in (*SCORE_TERMS, "score"):
-        cells = [s[k].score if term == "score" else s[k].terms[term] for k in ("model", "prior", "oracle")]
+        cells = [
+            s[k].score if term == "score" else s[k].terms[term]
+            for k in ("model", "prior", "oracle")
+        ]
         table.add_row(term, *(f"{v:.4f}" for v in cells))
     console.print(table)
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
@@ -414,24 +617,33 @@ def demo(
         f"metrics:     {result.run_dir / 'metrics.json'}\n"
         f"figures:     {result.run_dir / 'figures'}\n"
         f"summary:     {result.out_dir / 'demo.json'}\n"
-        f"time:        {steps}", soft_wrap=True, highlight=False)
+        f"time:        {steps}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
-grade_app = typer.Typer(help="Stage 2: grade the 25 targets from 2.5D crops around their points.",
-                        no_args_is_help=True)
+grade_app = typer.Typer(
+    help="Stage 2: grade the 25 targets from 2.5D crops around their points.", no_args_is_help=True
+)
 app.add_typer(grade_app, name="grade")
 
 
 @grade_app.command("train")
 def grade_train(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
     out: OutOpt,
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="study cache folder (default: <out>/../cache)")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="study cache folder (default: <out>/../cache)")
+    ] = None,
     overrides: OverridesArg = None,
 ) -> None:
-    """Train the grader on the TRUE points of every fold but `--fold` (validation loss on `--fold`)."""
+    """Train the grader on the TRUE points of every fold but `--fold` (validation loss on
+    `--fold`)."""
     from spinegrade.config import save_config
     from spinegrade.data.tables import load_tables
     from spinegrade.grade import train_grader
@@ -439,23 +651,40 @@ def grade_train(
     cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
     tables = load_tables(data_root)
     save_config(cfg, out / "config.yaml")
-    console.print(f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out")
-    path = train_grader(data_root, train_ids, tables.coordinates, tables.labels, out, cfg, val_ids=held,
-                        cache_dir=cache_dir or out.parent / "cache")
+    console.print(
+        f"training on {len(train_ids)} studies, fold {fold} ({len(held)} studies) held out"
+    )
+    path = train_grader(
+        data_root,
+        train_ids,
+        tables.coordinates,
+        tables.labels,
+        out,
+        cfg,
+        val_ids=held,
+        cache_dir=cache_dir or out.parent / "cache",
+    )
     console.print(f"grader: {path}")
 
 
 @grade_app.command("evaluate")
 def grade_evaluate(
-    data_root: Annotated[Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")],
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
     model: Annotated[Path, typer.Argument(help="model.pt written by `grade train`")],
     config: ConfigOpt = "demo",
     fold: FoldOpt = 0,
-    tta: Annotated[bool, typer.Option(help="average with the left/right-mirrored prediction")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="study cache folder (default: none)")] = None,
+    tta: Annotated[
+        bool, typer.Option(help="average with the left/right-mirrored prediction")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="study cache folder (default: none)")
+    ] = None,
     overrides: OverridesArg = None,
 ) -> None:
-    """Score the grader on the held-out fold from TRUE points, next to the prior (and oracle.csv)."""
+    """Score the grader on the held-out fold from TRUE points, next to the prior (and
+    oracle.csv)."""
     from rich.table import Table
 
     from spinegrade.constants import SCORE_TERMS
@@ -463,17 +692,37 @@ def grade_evaluate(
     from spinegrade.training.device import resolve_device
 
     cfg, train_ids, held = _config_and_fold(data_root, config, overrides, fold)
-    report = evaluate_grader(data_root, model, held, train_ids, out=model.parent,
-                             device=str(resolve_device(cfg.device)), cache_dir=cache_dir, tta=tta)
-    table = Table("predictions", "score", *SCORE_TERMS,
-                  title=f"grader on {report['studies']} held-out studies (fold {fold}), true points")
+    report = evaluate_grader(
+        data_root,
+        model,
+        held,
+        train_ids,
+        out=model.parent,
+        device=str(resolve_device(cfg.device)),
+        cache_dir=cache_dir,
+        tta=tta,
+    )
+    table = Table(
+        "predictions",
+        "score",
+        *SCORE_TERMS,
+        title=f"grader on {report['studies']} held-out studies (fold {fold}), true points",
+    )
     for who in ("model", "prior", "oracle"):
         if who in report:
             s = report[who]
-            table.add_row(who, f"{s['score']:.4f}", *(f"{s['terms'][t]:.4f}" if s["terms"][t] is not None
-                                                       else "-" for t in SCORE_TERMS))
+            table.add_row(
+                who,
+                f"{s['score']:.4f}",
+                *(
+                    f"{s['terms'][t]:.4f}" if s["terms"][t] is not None else "-"
+                    for t in SCORE_TERMS
+                ),
+            )
     console.print(table)
     if "oracle" in report:
         console.print(f"model / oracle: {report['model_over_oracle']:.3f}")
-    console.print(f"rows filled with the prior: {report['filled_with_prior']}; report: "
-                  f"{model.parent / 'grade_eval.json'}")
+    console.print(
+        f"rows filled with the prior: {report['filled_with_prior']}; report: "
+        f"{model.parent / 'grade_eval.json'}"
+    )

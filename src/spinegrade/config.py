@@ -58,10 +58,14 @@ class LocalizeConfig:
     image_size: int = 256  #: sagittal/axial slices are resampled to this square size (pixels)
     heatmap_stride: int = 4
     sigma_px: float = 2.0  #: Gaussian target sigma on the heatmap grid
-    slice_sigma: float = 0.6  #: fall-off of target peaks with distance from the labelled slice (slices)
+    slice_sigma: float = (
+        0.6  #: fall-off of target peaks with distance from the labelled slice (slices)
+    )
     pos_weight: float = 10.0  #: extra BCE weight on target pixels (1 + pos_weight * target)
     decoder_width: int = 64  #: channels of the FPN decoder
-    max_axial_distance_mm: float = 10.0  #: a level farther than this from every axial slice is not located
+    max_axial_distance_mm: float = (
+        10.0  #: a level farther than this from every axial slice is not located
+    )
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -78,7 +82,9 @@ class GradeConfig:
     coord_jitter_mm: float = 2.0  #: training jitter of the crop centre (std in mm, per axis)
     angle_deg: float = 10.0  #: training rotation of the crop grid (+- degrees)
     scale_jitter: float = 0.1  #: training zoom of the crop grid (1 +- this)
-    mirror_p: float = 0.5  #: probability of the patient left/right mirror (swaps left/right targets)
+    mirror_p: float = (
+        0.5  #: probability of the patient left/right mirror (swaps left/right targets)
+    )
     intensity_p: float = 0.5  #: probability of each intensity augmentation (albumentations)
     dim: int = 128  #: token width after the backbone
     context_layers: int = 1  #: transformer layers over a study's 25 target tokens (0 = none)
@@ -101,8 +107,11 @@ class Config:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a config by name (`tiny`, `demo`, `full`) or YAML path, then apply `key=value` overrides."""
+def load_config(
+    source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Load a config by name (`tiny`, `demo`, `full`) or YAML path, then apply `key=value`
+    overrides."""
     data: dict[str, Any] = {}
     if source is not None:
         path = _resolve_config_path(source)
@@ -153,13 +162,17 @@ def _resolve_config_path(source: str | Path) -> Path:
     named = CONFIG_DIR / f"{source}.yaml"
     if named.is_file():
         return named
-    raise ConfigError(f"config {str(source)!r} not found: not a file, nor one of {available_configs()}")
+    raise ConfigError(
+        f"config {str(source)!r} not found: not a file, nor one of {available_configs()}"
+    )
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. grade.optim.epochs=3)")
+        raise ConfigError(
+            f"override {item!r} is not of the form key=value (e.g. grade.optim.epochs=3)"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:

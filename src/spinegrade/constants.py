@@ -110,8 +110,8 @@ def parse_row_id(rid: str) -> tuple[int, str, str]:
     if sep and study.isdigit():
         for condition in CONDITIONS:
             prefix = condition + "_"
-            if rest.startswith(prefix) and rest[len(prefix):] in LEVELS:
-                return int(study), condition, rest[len(prefix):]
+            if rest.startswith(prefix) and rest[len(prefix) :] in LEVELS:
+                return int(study), condition, rest[len(prefix) :]
     raise ValueError(f"not a valid row_id: {rid!r} (expected '<study_id>_<condition>_<level>')")
 
 

@@ -29,12 +29,12 @@ from typing import Any
 import pandas as pd
 
 from spinegrade.config import load_config
+from spinegrade.cv.folder import RunFolder
+from spinegrade.cv.train import train
 from spinegrade.data.synthetic import generate
 from spinegrade.data.tables import load_tables
 from spinegrade.io import write_json
 from spinegrade.metrics import ScoreResult, read_submission, score, submission_rows
-from spinegrade.cv.folder import RunFolder
-from spinegrade.cv.train import train
 
 ORACLE_CSV, DEMO_JSON = "oracle.csv", "demo.json"
 
@@ -55,10 +55,15 @@ class DemoResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (written as `demo.json`)."""
         return {
-            "paths": {k: str(getattr(self, k)) for k in ("data", "run_dir", "test_data", "predictions")},
+            "paths": {
+                k: str(getattr(self, k)) for k in ("data", "run_dir", "test_data", "predictions")
+            },
             "held_out": {k: v.to_dict() for k, v in self.test_scores.items()},
-            "cross_validation": {"model": self.cv_metrics.get("model", {}).get("score"),
-                                 "prior": self.cv_metrics.get("prior"), "oracle": self.cv_metrics.get("oracle")},
+            "cross_validation": {
+                "model": self.cv_metrics.get("model", {}).get("score"),
+                "prior": self.cv_metrics.get("prior"),
+                "oracle": self.cv_metrics.get("oracle"),
+            },
             "seconds": self.seconds,
         }
 
@@ -86,8 +91,12 @@ def demo(
     """
     out = Path(out_dir)
     cfg = load_config(config, [f"data.num_workers={workers}", f"data.folds={folds}", *overrides])
-    paths = {"data": out / "data", "run_dir": out / "run", "test_data": out / "test_data",
-             "predictions": out / "predictions"}
+    paths = {
+        "data": out / "data",
+        "run_dir": out / "run",
+        "test_data": out / "test_data",
+        "predictions": out / "predictions",
+    }
     seconds: dict[str, float] = {}
     with _timed(seconds, "synthesise training set"):
         _synthetic(paths["data"], studies, seed, workers, progress)
@@ -97,8 +106,12 @@ def demo(
         _synthetic(paths["test_data"], test_studies, seed + 1, workers, progress)
     with _timed(seconds, "predict held-out set"):
         _predictions(paths["run_dir"], paths["test_data"], paths["predictions"], workers, progress)
-    scores = held_out_scores(paths["test_data"], paths["predictions"] / "submission.csv", paths["run_dir"])
-    result = DemoResult(out, cv_metrics=summary.metrics, test_scores=scores, seconds=seconds, **paths)
+    scores = held_out_scores(
+        paths["test_data"], paths["predictions"] / "submission.csv", paths["run_dir"]
+    )
+    result = DemoResult(
+        out, cv_metrics=summary.metrics, test_scores=scores, seconds=seconds, **paths
+    )
     write_json(out / DEMO_JSON, result.to_dict())
     return result
 
@@ -107,14 +120,19 @@ def held_out_scores(test_data: Path, submission: Path, run_dir: Path) -> dict[st
     """Challenge scores on the held-out labels of the submission, the oracle and the run's prior."""
     labels = load_tables(test_data).labels
     prior = RunFolder(run_dir).ensemble_prior()  # what predict falls back to
-    prior_sub = pd.concat([submission_rows(s, prior) for s in labels["study_id"]], ignore_index=True)
-    return {"model": score(labels, read_submission(submission)),
-            "prior": score(labels, prior_sub),
-            "oracle": score(labels, read_submission(test_data / ORACLE_CSV))}
+    prior_sub = pd.concat(
+        [submission_rows(s, prior) for s in labels["study_id"]], ignore_index=True
+    )
+    return {
+        "model": score(labels, read_submission(submission)),
+        "prior": score(labels, prior_sub),
+        "oracle": score(labels, read_submission(test_data / ORACLE_CSV)),
+    }
 
 
 def _synthetic(folder: Path, n: int, seed: int, workers: int, progress: bool) -> None:
-    """Generate `n` studies into `folder` unless a complete set (oracle.csv written last) is there."""
+    """Generate `n` studies into `folder` unless a complete set (oracle.csv written last) is
+    there."""
     if (folder / ORACLE_CSV).is_file():
         return
     if folder.exists():  # an interrupted generation of the demo's own folder: start it again
@@ -128,11 +146,19 @@ def _predictions(run_dir: Path, test_data: Path, out: Path, workers: int, progre
     from spinegrade.inference.run import default_workers
 
     sub = out / "submission.csv"
-    models = list(run_dir.glob("fold_*/grader/model.pt")) + list(run_dir.glob("fold_*/localizer/*/model.pt"))
+    models = list(run_dir.glob("fold_*/grader/model.pt")) + list(
+        run_dir.glob("fold_*/localizer/*/model.pt")
+    )
     if sub.is_file() and models and sub.stat().st_mtime > max(p.stat().st_mtime for p in models):
         return
     # at most `workers`, and none on small machines, where the pipeline is slower than one process
-    predict(run_dir, test_data / "train_images", out, workers=min(workers, default_workers()), progress=progress)
+    predict(
+        run_dir,
+        test_data / "train_images",
+        out,
+        workers=min(workers, default_workers()),
+        progress=progress,
+    )
 
 
 @contextlib.contextmanager

@@ -52,7 +52,8 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:
-    """Atomically produce `path` with `writer(tmp_path)` (e.g. `df.to_csv`, `fig.savefig`, `torch.save`).
+    """Atomically produce `path` with `writer(tmp_path)` (e.g. `df.to_csv`, `fig.savefig`,
+    `torch.save`).
 
     The temporary name keeps the target's suffix so writers that look at it still work.
     """

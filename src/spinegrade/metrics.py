@@ -16,7 +16,8 @@ on the raw submission, in the scikit-learn of 2024 with `eps=1e-15`):
   weight = the largest of those levels' weights (4 if any severe, 2 if any moderate, else 1),
   prediction = the largest clipped-and-normalised severe probability, clipped again to
   [1e-15, 1 - 1e-15]. A study without a labelled spinal level is not in this term. (The official
-  code takes the max of the raw severe column; for submissions whose rows sum to 1 that is the same.)
+  code takes the max of the raw severe column; for submissions whose rows sum to 1 that is the
+  same.)
 - A term without any scored row (e.g. a labels subset whose subarticular cells are all blank) is
   NaN and the score is the mean of the remaining terms; `n_rows` shows the 0.
 """
@@ -100,7 +101,8 @@ def read_submission(path: str | Path) -> pd.DataFrame:
 
 
 def normalise_probabilities(values: np.ndarray) -> np.ndarray:
-    """(n, 3) non-negative scores -> (n, 3) probabilities: clip to [1e-15, 1-1e-15], then rows / sum."""
+    """(n, 3) non-negative scores -> (n, 3) probabilities: clip to [1e-15, 1-1e-15], then rows /
+    sum."""
     clipped = np.clip(np.asarray(values, dtype=np.float64), PROB_EPS, 1.0 - PROB_EPS)
     return clipped / clipped.sum(axis=1, keepdims=True)
 
@@ -124,13 +126,19 @@ def constant_prior_submission(
     long = labels_long(labels)
     long = long[long["label"] >= 0]
     keys = ["condition", "level"] if per == "target" else ["condition"]
-    counts = (pd.Series(_weights(long["label"].to_numpy()) if weighted else 1.0, index=long.index)
-              .groupby([*(long[k] for k in keys), long["label"]]).sum()
-              .unstack("label").reindex(columns=_CLASSES).fillna(0.0))
+    counts = (
+        pd.Series(_weights(long["label"].to_numpy()) if weighted else 1.0, index=long.index)
+        .groupby([*(long[k] for k in keys), long["label"]])
+        .sum()
+        .unstack("label")
+        .reindex(columns=_CLASSES)
+        .fillna(0.0)
+    )
     totals = counts.sum(axis=1)
     prior = counts.div(totals.where(totals > 0), axis=0).fillna(1.0 / len(SEVERITIES))
-    wanted = pd.MultiIndex.from_tuples(TARGETS) if per == "target" else pd.Index(
-        [c for c, _ in TARGETS])
+    wanted = (
+        pd.MultiIndex.from_tuples(TARGETS) if per == "target" else pd.Index([c for c, _ in TARGETS])
+    )
     table = prior.reindex(wanted).fillna(1.0 / len(SEVERITIES)).to_numpy()  # (25, 3)
     studies = labels["study_id"].tolist() if study_ids is None else [int(s) for s in study_ids]
     rows = [row_id(s, c, lv) for s in studies for c, lv in TARGETS]
@@ -140,8 +148,12 @@ def constant_prior_submission(
 
 def submission_rows(study_id: int, probs: np.ndarray) -> pd.DataFrame:
     """The 25 submission rows of one study from `(25, 3)` probabilities in `TARGETS` order."""
-    return pd.DataFrame({"row_id": [row_id(study_id, c, lv) for c, lv in TARGETS],
-                         **{s: probs[:, i] for i, s in enumerate(SEVERITIES)}})
+    return pd.DataFrame(
+        {
+            "row_id": [row_id(study_id, c, lv) for c, lv in TARGETS],
+            **{s: probs[:, i] for i, s in enumerate(SEVERITIES)},
+        }
+    )
 
 
 def smoothed_prior(labels: pd.DataFrame, pseudo_count: float = 1.0) -> np.ndarray:
@@ -155,9 +167,14 @@ def smoothed_prior(labels: pd.DataFrame, pseudo_count: float = 1.0) -> np.ndarra
     p = constant_prior_submission(labels, study_ids=[0])[list(SEVERITIES)].to_numpy()  # (25, 3)
     long = labels_long(labels)
     long = long[long["label"] >= 0]
-    weight = (pd.Series(_weights(long["label"].to_numpy()), index=long.index)
-              .groupby([long["condition"], long["level"]]).sum()
-              .reindex(pd.MultiIndex.from_tuples(TARGETS)).fillna(0.0).to_numpy()[:, None])
+    weight = (
+        pd.Series(_weights(long["label"].to_numpy()), index=long.index)
+        .groupby([long["condition"], long["level"]])
+        .sum()
+        .reindex(pd.MultiIndex.from_tuples(TARGETS))
+        .fillna(0.0)
+        .to_numpy()[:, None]
+    )
     total = np.broadcast_to(weight + len(SEVERITIES) * pseudo_count, p.shape)
     return np.divide(weight * p + pseudo_count, total, out=p.copy(), where=total > 0)
 
@@ -189,12 +206,17 @@ def score_from_aligned(truth: pd.DataFrame, probs: np.ndarray) -> ScoreResult:
     n_rows: dict[str, int] = {}
     for group, members in CONDITION_GROUPS.items():
         rows = truth["condition"].isin(members).to_numpy()
-        terms[group], n_rows[group] = _weighted_log_loss(truth["label"].to_numpy()[rows], probs[rows])
+        terms[group], n_rows[group] = _weighted_log_loss(
+            truth["label"].to_numpy()[rows], probs[rows]
+        )
     terms[ANY_SEVERE_SPINAL], n_rows[ANY_SEVERE_SPINAL] = _any_severe_spinal(truth, probs)
     scored = [terms[t] for t in SCORE_TERMS if not math.isnan(terms[t])]
     total = float(np.mean(scored)) if scored else math.nan
-    return ScoreResult(terms={t: terms[t] for t in SCORE_TERMS}, score=total,
-                       n_rows={t: n_rows[t] for t in SCORE_TERMS})
+    return ScoreResult(
+        terms={t: terms[t] for t in SCORE_TERMS},
+        score=total,
+        n_rows={t: n_rows[t] for t in SCORE_TERMS},
+    )
 
 
 # --- internals -----------------------------------------------------------------------------------
@@ -214,7 +236,8 @@ def _aligned(labels: pd.DataFrame, submission: pd.DataFrame) -> tuple[pd.DataFra
     if missing.any():
         raise SubmissionError(
             f"submission: {int(missing.sum())} labelled row(s) missing, "
-            f"e.g. {truth.loc[missing, 'row_id'].iloc[0]}")
+            f"e.g. {truth.loc[missing, 'row_id'].iloc[0]}"
+        )
     return truth, normalise_probabilities(sub.loc[truth["row_id"]].to_numpy())
 
 
@@ -222,27 +245,37 @@ def _checked_submission(submission: pd.DataFrame, known_studies: set[int]) -> pd
     """Validate a submission -> float DataFrame (n, 3) indexed by row_id. SubmissionError if bad."""
     missing = [c for c in SUBMISSION_COLUMNS if c not in submission.columns]
     if missing:
-        raise SubmissionError(f"submission: missing column(s) {', '.join(missing)}; "
-                              f"expected {', '.join(SUBMISSION_COLUMNS)}")
+        raise SubmissionError(
+            f"submission: missing column(s) {', '.join(missing)}; "
+            f"expected {', '.join(SUBMISSION_COLUMNS)}"
+        )
     ids = submission["row_id"].astype(str).str.strip()
     duplicated = ids.duplicated()
     if duplicated.any():
-        raise SubmissionError(f"submission: {int(duplicated.sum())} duplicate row_id(s), "
-                              f"e.g. {ids[duplicated].iloc[0]}")
+        raise SubmissionError(
+            f"submission: {int(duplicated.sum())} duplicate row_id(s), "
+            f"e.g. {ids[duplicated].iloc[0]}"
+        )
     for rid in ids:
         try:
             study = parse_row_id(rid)[0]
         except ValueError as exc:
             raise SubmissionError(f"submission: {exc}") from None
         if study not in known_studies:
-            raise SubmissionError(f"submission: row {rid} is for study {study}, which is not "
-                                  "in the labels")
+            raise SubmissionError(
+                f"submission: row {rid} is for study {study}, which is not in the labels"
+            )
     values = submission[list(SEVERITIES)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    for bad, what in ((~np.isfinite(values), "NaN, infinite or non-numeric"), (values < 0, "negative")):
+    for bad, what in (
+        (~np.isfinite(values), "NaN, infinite or non-numeric"),
+        (values < 0, "negative"),
+    ):
         if bad.any():
             row = int(np.nonzero(bad.any(axis=1))[0][0])
-            raise SubmissionError(f"submission: {int(bad.any(axis=1).sum())} row(s) with {what} "
-                                  f"values, e.g. {ids.iloc[row]}")
+            raise SubmissionError(
+                f"submission: {int(bad.any(axis=1).sum())} row(s) with {what} "
+                f"values, e.g. {ids.iloc[row]}"
+            )
     return pd.DataFrame(values, index=ids.to_numpy(), columns=list(SEVERITIES))
 
 
@@ -259,29 +292,47 @@ def _weighted_log_loss(y: np.ndarray, probs: np.ndarray) -> tuple[float, int]:
 
 
 def _any_severe_spinal(truth: pd.DataFrame, probs: np.ndarray) -> tuple[float, int]:
-    """Binary weighted log loss of 'any spinal level severe' per study, and the number of studies."""
+    """Binary weighted log loss of 'any spinal level severe' per study, and the number of
+    studies."""
     spinal = (truth["condition"] == _SPINAL).to_numpy()
     if not spinal.any():
         return math.nan, 0
     y = truth["label"].to_numpy()[spinal]
-    per_study = pd.DataFrame({
-        "study_id": truth["study_id"].to_numpy()[spinal],
-        "severe": (y == SEVERITIES.index("severe")).astype(np.int64),
-        "weight": _weights(y),
-        "p": probs[spinal, SEVERITIES.index("severe")],
-    }).groupby("study_id").max()
+    per_study = (
+        pd.DataFrame(
+            {
+                "study_id": truth["study_id"].to_numpy()[spinal],
+                "severe": (y == SEVERITIES.index("severe")).astype(np.int64),
+                "weight": _weights(y),
+                "p": probs[spinal, SEVERITIES.index("severe")],
+            }
+        )
+        .groupby("study_id")
+        .max()
+    )
     p = np.clip(per_study["p"].to_numpy(), PROB_EPS, 1.0 - PROB_EPS)
-    loss = log_loss(per_study["severe"].to_numpy(), p, sample_weight=per_study["weight"].to_numpy(),
-                    labels=[0, 1])
+    loss = log_loss(
+        per_study["severe"].to_numpy(),
+        p,
+        sample_weight=per_study["weight"].to_numpy(),
+        labels=[0, 1],
+    )
     return float(loss), len(per_study)
 
 
 def _condition_metrics(y: np.ndarray, p: np.ndarray, levels: np.ndarray) -> dict[str, Any]:
     """Diagnostics of one condition: labels (n,), probabilities (n, 3), level names (n,)."""
     if len(y) == 0:
-        return {"n": 0, "log_loss": None, "levels": {lv: None for lv in LEVELS}, "accuracy": None,
-                "macro_f1": None, "auc": {s: None for s in SEVERITIES}, "notes": ["no labelled rows"],
-                "confusion": np.zeros((3, 3), dtype=int).tolist()}
+        return {
+            "n": 0,
+            "log_loss": None,
+            "levels": {lv: None for lv in LEVELS},
+            "accuracy": None,
+            "macro_f1": None,
+            "auc": {s: None for s in SEVERITIES},
+            "notes": ["no labelled rows"],
+            "confusion": np.zeros((3, 3), dtype=int).tolist(),
+        }
     predicted = p.argmax(axis=1)
     notes: list[str] = []
     auc: dict[str, float | None] = {}
@@ -289,17 +340,23 @@ def _condition_metrics(y: np.ndarray, p: np.ndarray, levels: np.ndarray) -> dict
         positives = y == k
         if positives.all() or not positives.any():
             auc[severity] = None
-            notes.append(f"AUC of {severity} skipped: the truth has "
-                         f"{'only' if positives.all() else 'no'} {severity} rows")
+            notes.append(
+                f"AUC of {severity} skipped: the truth has "
+                f"{'only' if positives.all() else 'no'} {severity} rows"
+            )
         else:
             auc[severity] = float(roc_auc_score(positives, p[:, k]))
     return {
         "n": int(len(y)),
         "log_loss": _weighted_log_loss(y, p)[0],
-        "levels": {lv: _none_if_nan(_weighted_log_loss(y[levels == lv], p[levels == lv])[0])
-                   for lv in LEVELS},
+        "levels": {
+            lv: _none_if_nan(_weighted_log_loss(y[levels == lv], p[levels == lv])[0])
+            for lv in LEVELS
+        },
         "accuracy": float(accuracy_score(y, predicted)),
-        "macro_f1": float(f1_score(y, predicted, labels=_CLASSES, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y, predicted, labels=_CLASSES, average="macro", zero_division=0)
+        ),
         "auc": auc,
         "notes": notes,
         "confusion": confusion_matrix(y, predicted, labels=_CLASSES).tolist(),

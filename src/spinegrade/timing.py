@@ -1,4 +1,5 @@
-"""Per-stage wall and CPU time, summed over studies (CPU time stays meaningful on a busy machine)."""
+"""Per-stage wall and CPU time, summed over studies (CPU time stays meaningful on a busy
+machine)."""
 
 from __future__ import annotations
 

@@ -21,20 +21,43 @@ def _points(world: np.ndarray | None) -> pd.DataFrame:
     rows = []
     for c, lv in TARGETS:
         if world is None:
-            rows.append((1, None, None, c, lv, np.nan, np.nan, None, None, np.nan, np.nan, np.nan, 0.0, "", "no series"))
+            rows.append(
+                (
+                    1,
+                    None,
+                    None,
+                    c,
+                    lv,
+                    np.nan,
+                    np.nan,
+                    None,
+                    None,
+                    np.nan,
+                    np.nan,
+                    np.nan,
+                    0.0,
+                    "",
+                    "no series",
+                )
+            )
         else:
             rows.append((1, 5, 3, c, lv, 10.0, 20.0, 0, 2, *world, 0.9, "sagittal_t2", ""))
     return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
 
 
 def test_combine_means_graded_folds_and_falls_back_to_prior(tiny: dict[str, Path]) -> None:
-    study = load_source(discover_studies(tiny["data"] / "train_images" / str(tiny["complete"])).studies[0])
+    study = load_source(
+        discover_studies(tiny["data"] / "train_images" / str(tiny["complete"])).studies[0]
+    )
     prior = np.tile([0.7, 0.2, 0.1], (25, 1))
     probs = np.full((3, 25, 3), np.nan)
     probs[0, 0], probs[1, 0] = [0.2, 0.3, 0.5], [0.4, 0.5, 0.1]  # target 0: two folds graded it
     probs[2, 1] = [0.1, 0.1, 0.8]  # target 1: one fold
-    points = [_points(np.array([0.0, 0.0, 0.0])), _points(np.array([0.0, 3.0, 4.0])),
-              _points(np.array([0.0, 30.0, 40.0]))]
+    points = [
+        _points(np.array([0.0, 0.0, 0.0])),
+        _points(np.array([0.0, 3.0, 4.0])),
+        _points(np.array([0.0, 30.0, 40.0])),
+    ]
     pred = combine(1, study, points, probs, prior)
     np.testing.assert_allclose(pred.probs[0], [0.3, 0.4, 0.3])
     np.testing.assert_allclose(pred.probs[1], [0.1, 0.1, 0.8])
@@ -43,7 +66,9 @@ def test_combine_means_graded_folds_and_falls_back_to_prior(tiny: dict[str, Path
     assert t.folds_graded.tolist()[:3] == [2, 1, 0]
     assert FLAG_PRIOR in t["flags"][2] and FLAG_PRIOR not in t["flags"][0]
     # the medoid is the middle fold's point; the farthest fold is 50 mm from it
-    assert (t.world_y[0], t.world_z[0]) == (3.0, 4.0) and t.spread_mm[0] == pytest.approx(np.hypot(27, 36))
+    assert (t.world_y[0], t.world_z[0]) == (3.0, 4.0) and t.spread_mm[0] == pytest.approx(
+        np.hypot(27, 36)
+    )
     assert FLAG_FOLDS_DISAGREE in t["flags"][0]
     nothing = combine(1, study, [_points(None)], np.full((1, 25, 3), np.nan), prior)
     assert nothing.targets.series_id.isna().all() and (nothing.targets.reason == "no series").all()

@@ -19,7 +19,9 @@ from tests.training.test_checkpoint import write_hostile_checkpoint
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["spinegrade", *map(str, args)])
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -28,33 +30,59 @@ def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 
 def test_the_readme_lists_exactly_the_layout() -> None:
     text = README.read_text(encoding="utf-8")
-    block = text[text.index("<!-- run-folder -->"):text.index("<!-- /run-folder -->")]
+    block = text[text.index("<!-- run-folder -->") : text.index("<!-- /run-folder -->")]
     listed = re.findall(r"^\| `([^`]+)` \| (.+) \|$", block, flags=re.M)
     assert listed == list(LAYOUT)
 
 
-def test_a_folder_of_another_format_gets_one_line_saying_what_to_do(tiny: dict[str, Path], tmp_path: Path,
-                                                                    monkeypatch, capsys) -> None:
+def test_a_folder_of_another_format_gets_one_line_saying_what_to_do(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
     old = tmp_path / "old-run"
     shutil.copytree(tiny["run"], old)
     info = json.loads((old / RUN_JSON).read_text())
     info.pop("format")  # what spinegrade 0.1 wrote
     (old / RUN_JSON).write_text(json.dumps(info))
-    with pytest.raises(DataError, match=f"format 1, but this spinegrade .* reads format {FORMAT_VERSION}"):
+    with pytest.raises(
+        DataError, match=f"format 1, but this spinegrade .* reads format {FORMAT_VERSION}"
+    ):
         RunFolder(old).check()
-    code, err = _cli(["predict", old, tiny["data"] / "train_images", "--out", tmp_path / "out",
-                      "--workers", "0"], monkeypatch, capsys)
+    code, err = _cli(
+        [
+            "predict",
+            old,
+            tiny["data"] / "train_images",
+            "--out",
+            tmp_path / "out",
+            "--workers",
+            "0",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "train it again" in err, err
 
 
-def test_predict_refuses_a_checkpoint_that_would_run_code(tiny: dict[str, Path], tmp_path: Path,
-                                                         monkeypatch, capsys) -> None:
+def test_predict_refuses_a_checkpoint_that_would_run_code(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
     run = tmp_path / "handed-over-run"
     shutil.copytree(tiny["run"], run)
     victim = tmp_path / "pwned"
     write_hostile_checkpoint(run / "fold_0" / "grader" / "model.pt", victim)
-    code, err = _cli(["predict", run, tiny["data"] / "train_images", "--out", tmp_path / "out",
-                      "--workers", "0"], monkeypatch, capsys)
+    code, err = _cli(
+        [
+            "predict",
+            run,
+            tiny["data"] / "train_images",
+            "--out",
+            tmp_path / "out",
+            "--workers",
+            "0",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "grader/model.pt: refused" in err, err
     assert not victim.exists()

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from spinegrade.constants import SEVERITIES
+from spinegrade.cv.folder import FOLD_JSON, OOF_PREDICTIONS, RunFolder
+from spinegrade.cv.train import predict_fold
 from spinegrade.data.cache import cache_studies
 from spinegrade.data.synthetic import generate
 from spinegrade.data.tables import load_tables
-from spinegrade.cv.folder import FOLD_JSON, OOF_PREDICTIONS, RunFolder
-from spinegrade.cv.train import predict_fold
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -77,8 +77,16 @@ def test_two_process_ddp_run_agrees_with_a_single_process(tmp_path: Path) -> Non
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        again = predict_fold(RunFolder(run), 0, shares["1"], cached, tables.coordinates, None,
-                             device="cpu", progress=False).predictions
+        again = predict_fold(
+            RunFolder(run),
+            0,
+            shares["1"],
+            cached,
+            tables.coordinates,
+            None,
+            device="cpu",
+            progress=False,
+        ).predictions
     finally:
         torch.set_num_threads(threads)
     written = pd.read_csv(run / OOF_PREDICTIONS).set_index("row_id").loc[again["row_id"]]

@@ -23,8 +23,6 @@ from spinegrade.constants import (
     TARGET_COLUMNS,
     TARGETS,
 )
-from spinegrade.errors import ConfigError
-from spinegrade.metrics import constant_prior_submission, score
 from spinegrade.cv.evaluate import evaluate
 from spinegrade.cv.folder import (
     CALIBRATION_JSON,
@@ -38,7 +36,8 @@ from spinegrade.cv.folder import (
     RunFolder,
 )
 from spinegrade.cv.train import RunSummary, merge_oof, prior_table, train
-from spinegrade.metrics import submission_rows
+from spinegrade.errors import ConfigError
+from spinegrade.metrics import constant_prior_submission, score, submission_rows
 
 FIGURES = (
     "learning_curves.png",
@@ -111,12 +110,18 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
         fdir = run / f"fold_{k}"
         (fdir / "grader").mkdir(parents=True)
         prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])]).to_csv(
-            fdir / PRIOR_CSV, index=False)
+            fdir / PRIOR_CSV, index=False
+        )
         _submission(held, rng).to_csv(fdir / OOF_PREDICTIONS, index=False)
-        pd.DataFrame({"study_id": np.repeat(held, 25),
-                      "condition": [CONDITION_LABELS[c] for c, _ in TARGETS] * len(held),
-                      "level": [LEVEL_LABELS[lv] for _, lv in TARGETS] * len(held),
-                      "graded": True, "reason": ""}).to_csv(fdir / OOF_POINTS, index=False)
+        pd.DataFrame(
+            {
+                "study_id": np.repeat(held, 25),
+                "condition": [CONDITION_LABELS[c] for c, _ in TARGETS] * len(held),
+                "level": [LEVEL_LABELS[lv] for _, lv in TARGETS] * len(held),
+                "graded": True,
+                "reason": "",
+            }
+        ).to_csv(fdir / OOF_POINTS, index=False)
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
         (fdir / "grader" / "history.json").write_text(
             json.dumps(
@@ -143,10 +148,18 @@ def test_evaluate_recomputes_metrics_from_saved_files(
     oracle = pd.read_csv(root / "oracle.csv")
     assert metrics["oracle"]["score"] == pytest.approx(score(labels, oracle).score)
     folds = pd.read_csv(run / "folds.csv")
-    prior = pd.concat([
-        submission_rows(s, prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])])
-                        [list(SEVERITIES)].to_numpy())
-        for k in (0, 1) for s in folds.study_id[folds.fold == k]])
+    prior = pd.concat(
+        [
+            submission_rows(
+                s,
+                prior_table(labels[labels.study_id.isin(folds.study_id[folds.fold != k])])[
+                    list(SEVERITIES)
+                ].to_numpy(),
+            )
+            for k in (0, 1)
+            for s in folds.study_id[folds.fold == k]
+        ]
+    )
     assert metrics["prior"]["score"] == pytest.approx(score(labels, prior).score)
     assert metrics["prior_in_sample"]["score"] == pytest.approx(
         score(labels, constant_prior_submission(labels)).score
@@ -186,7 +199,11 @@ def test_evaluate_of_a_partial_run_covers_and_names_its_folds(
 
 def test_prior_table_is_the_smoothed_weighted_class_frequency(tmp_path: Path) -> None:
     labels = pd.DataFrame({"study_id": [1, 2, 3], **{c: "normal_mild" for c in TARGET_COLUMNS}})
-    labels["spinal_canal_stenosis_l1_l2"] = ["normal_mild", "normal_mild", "severe"]  # weights 1+1, 4
+    labels["spinal_canal_stenosis_l1_l2"] = [
+        "normal_mild",
+        "normal_mild",
+        "severe",
+    ]  # weights 1+1, 4
     labels["left_subarticular_stenosis_l5_s1"] = np.nan  # never labelled
     table = prior_table(labels).set_index(["condition", "level"])
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l1_l2")], [3 / 9, 1 / 9, 5 / 9])
@@ -194,8 +211,10 @@ def test_prior_table_is_the_smoothed_weighted_class_frequency(tmp_path: Path) ->
     np.testing.assert_allclose(table.loc[("spinal_canal_stenosis", "l2_l3")], [4 / 6, 1 / 6, 1 / 6])
     from spinegrade.metrics import smoothed_prior
 
-    np.testing.assert_allclose(smoothed_prior(labels, pseudo_count=0.0),
-                               constant_prior_submission(labels).iloc[:25][list(SEVERITIES)])
+    np.testing.assert_allclose(
+        smoothed_prior(labels, pseudo_count=0.0),
+        constant_prior_submission(labels).iloc[:25][list(SEVERITIES)],
+    )
     assert list(table.index) == list(TARGETS)
     (tmp_path / "run" / "fold_0").mkdir(parents=True)
     table.reset_index().to_csv(tmp_path / "run" / "fold_0" / PRIOR_CSV, index=False)
@@ -292,8 +311,16 @@ def test_tiny_run_resumes_after_an_interruption(e2e: E2E) -> None:
     points = pd.read_csv(run / OOF_POINTS)
     assert len(points) == 25 * E2E_STUDIES and set(points["fold"]) == {0, 1}
     assert metrics["oracle"]["score"] < metrics["model"]["score"]["score"]
-    for name in ("config.yaml", "run.json", "folds.csv", "fold_0/prior.csv", "localization.json",
-                 "metrics.json", "calibration.json", "oof_calibrated.csv"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "folds.csv",
+        "fold_0/prior.csv",
+        "localization.json",
+        "metrics.json",
+        "calibration.json",
+        "oof_calibrated.csv",
+    ):
         assert (run / name).is_file(), name
     for name in FIGURES:
         assert (run / "figures" / name).is_file(), name
@@ -301,7 +328,8 @@ def test_tiny_run_resumes_after_an_interruption(e2e: E2E) -> None:
 
 @pytest.mark.slow
 def test_tiny_run_beats_the_prior_on_held_out_studies(e2e: E2E) -> None:
-    """Out of fold, i.e. every study graded by the fold that did not train on it, from its predicted points."""
+    """Out of fold, i.e. every study graded by the fold that did not train on it, from its predicted
+    points."""
     metrics = e2e.second.metrics
     assert metrics["model"]["score"]["score"] < metrics["prior"]["score"], metrics
 
@@ -331,8 +359,15 @@ def test_predict_with_one_fold_reproduces_its_out_of_fold_rows(e2e: E2E, tmp_pat
     images.mkdir()
     for sid in held:
         (images / str(sid)).symlink_to(root / "train_images" / str(sid))
-    result = predict(run.path, images, tmp_path / "out", folds=[0], workers=0, progress=False,
-                     series_descriptions=root / "train_series_descriptions.csv")
+    result = predict(
+        run.path,
+        images,
+        tmp_path / "out",
+        folds=[0],
+        workers=0,
+        progress=False,
+        series_descriptions=root / "train_series_descriptions.csv",
+    )
     assert sorted(result.study_ids) == sorted(held)
     got = pd.read_csv(result.submission).set_index("row_id")
     oof = pd.read_csv(run / OOF_CALIBRATED).set_index("row_id").loc[got.index]

@@ -22,13 +22,20 @@ def root(tmp_path: Path) -> Path:
 
 def test_cached_study_equals_the_dicom_study(root: Path, tmp_path: Path) -> None:
     series = load_tables(root).series
-    result = cache_studies(root / "train_images", [101, 102], tmp_path / "cache", series, progress=False)
+    result = cache_studies(
+        root / "train_images", [101, 102], tmp_path / "cache", series, progress=False
+    )
     assert result.built == 2 and not result.failed
     direct = load_study(root / "train_images" / "101", series)
     cached = load_cached(result.paths[101])
     assert cached.study_id == 101 and len(cached.series) == len(direct.series) == 3
     for a, b in zip(direct.series, cached.series):
-        assert (a.series_id, a.series_type, a.description, a.note) == (b.series_id, b.series_type, b.description, b.note)
+        assert (a.series_id, a.series_type, a.description, a.note) == (
+            b.series_id,
+            b.series_type,
+            b.description,
+            b.note,
+        )
         assert len(a.stacks) == len(b.stacks)
         for va, vb in zip(a.stacks, b.stacks):
             assert va.pixels.dtype == vb.pixels.dtype and np.array_equal(va.pixels, vb.pixels)
@@ -53,12 +60,15 @@ def test_entries_are_reused_and_rebuilt_when_a_file_changes(root: Path, tmp_path
     assert third.built == 1 and set(third.paths) == {101, 102}
 
 
-def test_bad_studies_are_skipped_with_a_reason_and_the_rest_cached(root: Path, tmp_path: Path) -> None:
+def test_bad_studies_are_skipped_with_a_reason_and_the_rest_cached(
+    root: Path, tmp_path: Path
+) -> None:
     bad = root / "train_images" / "999" / "1"
     bad.mkdir(parents=True)
     (bad / "1.dcm").write_bytes(b"not dicom")
-    result = cache_studies(root / "train_images", [101, 999, 555], tmp_path / "cache", workers=2,
-                           progress=False)
+    result = cache_studies(
+        root / "train_images", [101, 999, 555], tmp_path / "cache", workers=2, progress=False
+    )
     assert set(result.paths) == {101}
     assert "555" in result.failed[555] and "not found" in result.failed[555]
     assert "999" in result.failed[999]

@@ -42,9 +42,12 @@ def test_real_folds_are_deterministic(labels: pd.DataFrame) -> None:
 
 def _tiny(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    values = rng.choice(["normal_mild", "moderate", "severe", np.nan], size=(n, 25),
-                        p=[0.7, 0.15, 0.1, 0.05])
-    return pd.DataFrame({"study_id": np.arange(100, 100 + n), **dict(zip(TARGET_COLUMNS, values.T))})
+    values = rng.choice(
+        ["normal_mild", "moderate", "severe", np.nan], size=(n, 25), p=[0.7, 0.15, 0.1, 0.05]
+    )
+    return pd.DataFrame(
+        {"study_id": np.arange(100, 100 + n), **dict(zip(TARGET_COLUMNS, values.T))}
+    )
 
 
 def test_rare_strata_are_pooled_and_small_sets_split() -> None:

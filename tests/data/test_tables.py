@@ -29,7 +29,10 @@ def test_real_files_load(real) -> None:
     assert int(real.labels[list(TARGET_COLUMNS)].isna().sum().sum()) == 572
     assert len(real.series) == 6294
     assert real.series["series_description"].value_counts().to_dict() == {
-        AXIAL_T2: 2340, SAGITTAL_T1: 1980, SAGITTAL_T2: 1974}
+        AXIAL_T2: 2340,
+        SAGITTAL_T1: 1980,
+        SAGITTAL_T2: 1974,
+    }
     assert len(real.coordinates) == 9739 and real.coordinates["study_id"].nunique() == 395
     assert real.coordinates["series_description"].notna().all()
     assert set(real.coordinates["level"]) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
@@ -57,7 +60,9 @@ def test_real_validation_finds_exactly_the_five_spinal_points_on_t1(real) -> Non
     assert report.find("studies without Sagittal T1").count == 2
     assert report.find("studies without Sagittal T2/STIR").count == 1
     assert report.find("studies without Axial T2") is None
-    assert report.find("several coordinates for one study/condition/level") is None  # none in the subset
+    assert (
+        report.find("several coordinates for one study/condition/level") is None
+    )  # none in the subset
     assert report.to_dict()["ok"] is True
 
 
@@ -71,28 +76,64 @@ def test_real_test_split(rsna: Path) -> None:
 
 
 def write_rsna(root: Path, *, coordinates_name: str = "train_label_coordinates.csv") -> Path:
-    """A 3-study RSNA folder with a few deliberate problems (see test_validation_of_a_messy_copy)."""
+    """A 3-study RSNA folder with a few deliberate problems (see
+    test_validation_of_a_messy_copy)."""
     root.mkdir(parents=True, exist_ok=True)
     labels = pd.DataFrame({"study_id": [1, 2, 3], **{c: "Normal/Mild" for c in TARGET_COLUMNS}})
     labels.loc[0, "spinal_canal_stenosis_l1_l2"] = "Severe"
     labels.loc[1, "spinal_canal_stenosis_l2_l3"] = "Sever"  # unknown severity
     labels.loc[2, "left_subarticular_stenosis_l1_l2"] = np.nan  # blank
     labels.to_csv(root / "train.csv", index=False)
-    pd.DataFrame({
-        "study_id": [1, 1, 1, 2, 2, 4],
-        "series_id": [10, 11, 12, 20, 21, 40],
-        "series_description": [SAGITTAL_T1, SAGITTAL_T2, AXIAL_T2, SAGITTAL_T1, AXIAL_T2, AXIAL_T2],
-    }).to_csv(root / "train_series_descriptions.csv", index=False)
-    pd.DataFrame([
-        (1, 11, 5, "Spinal Canal Stenosis", "L1/L2", 100.0, 120.0),
-        (1, 10, 3, "Spinal Canal Stenosis", "L2/L3", 101.0, 140.0),  # on T1, not T2
-        (1, 10, 3, "Left Neural Foraminal Narrowing", "L1/L2", 90.0, -3.0),  # negative y
-        (1, 10, 4, "Left Neural Foraminal Narrowing", "L1/L2", 91.0, 60.0),  # 2nd point same target
-        (1, 12, 7, "Left Subarticular Stenosis", "L9/L10", 239.0, np.nan),  # unknown level, NaN y
-        (2, 99, 1, "Right Subarticular Stenosis", "L4/L5", 200.0, 200.0),  # series not described
-        (2, 20, 1, "Bad Condition", "L4/L5", 200.0, 200.0),
-        (3, 30, 1, "Left Subarticular Stenosis", "L1/L2", 200.0, 200.0),  # blank target
-    ], columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
+    pd.DataFrame(
+        {
+            "study_id": [1, 1, 1, 2, 2, 4],
+            "series_id": [10, 11, 12, 20, 21, 40],
+            "series_description": [
+                SAGITTAL_T1,
+                SAGITTAL_T2,
+                AXIAL_T2,
+                SAGITTAL_T1,
+                AXIAL_T2,
+                AXIAL_T2,
+            ],
+        }
+    ).to_csv(root / "train_series_descriptions.csv", index=False)
+    pd.DataFrame(
+        [
+            (1, 11, 5, "Spinal Canal Stenosis", "L1/L2", 100.0, 120.0),
+            (1, 10, 3, "Spinal Canal Stenosis", "L2/L3", 101.0, 140.0),  # on T1, not T2
+            (1, 10, 3, "Left Neural Foraminal Narrowing", "L1/L2", 90.0, -3.0),  # negative y
+            (
+                1,
+                10,
+                4,
+                "Left Neural Foraminal Narrowing",
+                "L1/L2",
+                91.0,
+                60.0,
+            ),  # 2nd point same target
+            (
+                1,
+                12,
+                7,
+                "Left Subarticular Stenosis",
+                "L9/L10",
+                239.0,
+                np.nan,
+            ),  # unknown level, NaN y
+            (
+                2,
+                99,
+                1,
+                "Right Subarticular Stenosis",
+                "L4/L5",
+                200.0,
+                200.0,
+            ),  # series not described
+            (2, 20, 1, "Bad Condition", "L4/L5", 200.0, 200.0),
+            (3, 30, 1, "Left Subarticular Stenosis", "L1/L2", 200.0, 200.0),  # blank target
+        ],
+        columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"],
     ).to_csv(root / coordinates_name, index=False)
     return root
 
@@ -151,18 +192,36 @@ def test_subset_coordinates_file_is_the_fallback(tmp_path: Path) -> None:
     assert len(load_tables(root).coordinates) == 2  # the full file wins when present
 
 
-@pytest.mark.parametrize(("break_it", "message"), [
-    (lambda r: (r / "train.csv").unlink(), "train.csv: file not found"),
-    (lambda r: (r / "train_label_coordinates.csv").unlink(), "train_label_coordinates.csv: file not"),
-    (lambda r: _edit(r / "train.csv", lambda f: f.drop(columns="spinal_canal_stenosis_l5_s1")),
-     "missing column(s) spinal_canal_stenosis_l5_s1"),
-    (lambda r: _edit(r / "train_series_descriptions.csv",
-                     lambda f: f.assign(series_id=f["series_id"].astype(str).replace("20", "2o"))),
-     "column series_id must hold integers; row 5 has '2o'"),
-    (lambda r: _edit(r / "train_label_coordinates.csv", lambda f: f.assign(x=["a", *f["x"][1:]])),
-     "column x must hold numbers; row 2 has 'a'"),
-    (lambda r: (r / "train.csv").write_text(""), "not a readable CSV"),
-])
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda r: (r / "train.csv").unlink(), "train.csv: file not found"),
+        (
+            lambda r: (r / "train_label_coordinates.csv").unlink(),
+            "train_label_coordinates.csv: file not",
+        ),
+        (
+            lambda r: _edit(
+                r / "train.csv", lambda f: f.drop(columns="spinal_canal_stenosis_l5_s1")
+            ),
+            "missing column(s) spinal_canal_stenosis_l5_s1",
+        ),
+        (
+            lambda r: _edit(
+                r / "train_series_descriptions.csv",
+                lambda f: f.assign(series_id=f["series_id"].astype(str).replace("20", "2o")),
+            ),
+            "column series_id must hold integers; row 5 has '2o'",
+        ),
+        (
+            lambda r: _edit(
+                r / "train_label_coordinates.csv", lambda f: f.assign(x=["a", *f["x"][1:]])
+            ),
+            "column x must hold numbers; row 2 has 'a'",
+        ),
+        (lambda r: (r / "train.csv").write_text(""), "not a readable CSV"),
+    ],
+)
 def test_structural_errors_are_one_line(tmp_path: Path, break_it, message: str) -> None:
     root = write_rsna(tmp_path / "rsna")
     break_it(root)

@@ -18,8 +18,14 @@ from .conftest import ramp
 
 
 def test_headers_hold_geometry_and_identity(write):
-    folder = write("s", ramp(3, 4, 5), origin=(1, 2, 3), pixel_spacing=(0.5, 0.8), instance_numbers=[3, 1, 2],
-                   manufacturer="ACME")
+    folder = write(
+        "s",
+        ramp(3, 4, 5),
+        origin=(1, 2, 3),
+        pixel_spacing=(0.5, 0.8),
+        instance_numbers=[3, 1, 2],
+        manufacturer="ACME",
+    )
     headers = read_series_headers(folder)
     assert [h.path.name for h in headers] == ["1.dcm", "2.dcm", "3.dcm"]
     h = headers[0]  # 1.dcm is the second slice written: z = 3 + 3
@@ -31,7 +37,9 @@ def test_headers_hold_geometry_and_identity(write):
     assert h.sop_instance_uid != headers[1].sop_instance_uid
     assert h.sop_class_uid == MRImageStorage
     pooled = read_series_headers(folder, workers=2)
-    assert [(p.path, p.instance_number) for p in pooled] == [(h.path, h.instance_number) for h in headers]
+    assert [(p.path, p.instance_number) for p in pooled] == [
+        (h.path, h.instance_number) for h in headers
+    ]
     np.testing.assert_array_equal([p.position for p in pooled], [h.position for h in headers])
 
 
@@ -57,16 +65,22 @@ def test_missing_and_empty_folders(tmp_path):
     assert "no .dcm files" in str(_one_error(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("garbage", "not a readable DICOM file"),
-    ("truncated_header", "no data elements read"),  # cut in the first element: pydicom reads none
-    ("truncated_elements", "missing geometry tag"),  # pydicom keeps the elements before the cut
-    ("truncated_pixels", "pixel data"),
-    ("no_pixels", "no pixel data"),
-    ("no_ipp", "ImagePositionPatient"),
-    ("no_iop", "ImageOrientationPatient"),
-    ("no_spacing", "PixelSpacing"),
-])
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("garbage", "not a readable DICOM file"),
+        (
+            "truncated_header",
+            "no data elements read",
+        ),  # cut in the first element: pydicom reads none
+        ("truncated_elements", "missing geometry tag"),  # pydicom keeps the elements before the cut
+        ("truncated_pixels", "pixel data"),
+        ("no_pixels", "no pixel data"),
+        ("no_ipp", "ImagePositionPatient"),
+        ("no_iop", "ImageOrientationPatient"),
+        ("no_spacing", "PixelSpacing"),
+    ],
+)
 def test_bad_file_names_the_file_and_reason(write, case, expect):
     folder = write("s", ramp(3, 16, 16))
     bad = folder / "2.dcm"
@@ -74,11 +88,20 @@ def test_bad_file_names_the_file_and_reason(write, case, expect):
     if case == "garbage":
         bad.write_bytes(b"this is not dicom at all" * 20)
     elif case.startswith("truncated_"):
-        bad.write_bytes({"truncated_header": data[:300], "truncated_elements": data[:600],
-                         "truncated_pixels": data[:-100]}[case])
+        bad.write_bytes(
+            {
+                "truncated_header": data[:300],
+                "truncated_elements": data[:600],
+                "truncated_pixels": data[:-100],
+            }[case]
+        )
     else:
-        tag = {"no_pixels": "PixelData", "no_ipp": "ImagePositionPatient", "no_iop": "ImageOrientationPatient",
-               "no_spacing": "PixelSpacing"}[case]
+        tag = {
+            "no_pixels": "PixelData",
+            "no_ipp": "ImagePositionPatient",
+            "no_iop": "ImageOrientationPatient",
+            "no_spacing": "PixelSpacing",
+        }[case]
         _edit(bad, lambda ds: delattr(ds, tag))
     err = _one_error(folder)
     assert err.path == bad and str(bad) in str(err) and expect in str(err)
@@ -91,10 +114,13 @@ def test_compressed_files_are_decoded(write, syntax):
     np.testing.assert_array_equal(vol.pixels, px)
 
 
-@pytest.mark.parametrize("syntax, name, package", [
-    (JPEGLSLossless, "JPEG-LS Lossless", "pip install pyjpegls"),
-    (JPEG2000Lossless, "JPEG 2000", "pip install pylibjpeg + pylibjpeg-openjpeg"),
-])
+@pytest.mark.parametrize(
+    "syntax, name, package",
+    [
+        (JPEGLSLossless, "JPEG-LS Lossless", "pip install pyjpegls"),
+        (JPEG2000Lossless, "JPEG 2000", "pip install pylibjpeg + pylibjpeg-openjpeg"),
+    ],
+)
 def test_missing_decoder_names_syntax_and_package(write, monkeypatch, syntax, name, package):
     folder = write("s", ramp(2, 32, 32), transfer_syntax=syntax)
     monkeypatch.setattr(get_decoder(syntax), "_available", {})
@@ -106,20 +132,36 @@ def test_missing_decoder_names_syntax_and_package(write, monkeypatch, syntax, na
 def test_header_only_read_reports_missing_geometry(write):
     folder = write("s", ramp(2, 4, 4))
     _edit(folder / "1.dcm", lambda ds: delattr(ds, "ImageOrientationPatient"))
-    with pytest.raises(DicomError, match=r"1\.dcm: missing geometry tag\(s\) ImageOrientationPatient$"):
+    with pytest.raises(
+        DicomError, match=r"1\.dcm: missing geometry tag\(s\) ImageOrientationPatient$"
+    ):
         read_series_headers(folder)
 
 
-@pytest.mark.parametrize("signed, bits_stored, syntax", [
-    (False, 16, "1.2.840.10008.1.2.1"), (False, 12, "1.2.840.10008.1.2.1"), (True, 12, "1.2.840.10008.1.2.1"),
-    (True, 16, "1.2.840.10008.1.2"), (False, 12, "1.2.840.10008.1.2"),
-])
+@pytest.mark.parametrize(
+    "signed, bits_stored, syntax",
+    [
+        (False, 16, "1.2.840.10008.1.2.1"),
+        (False, 12, "1.2.840.10008.1.2.1"),
+        (True, 12, "1.2.840.10008.1.2.1"),
+        (True, 16, "1.2.840.10008.1.2"),
+        (False, 12, "1.2.840.10008.1.2"),
+    ],
+)
 def test_fast_native_decoding_equals_pydicom(write, signed, bits_stored, syntax):
     # raw words with bits above BitsStored set: pydicom masks (unsigned) or sign-extends (signed)
-    words = np.array([0x0000, 0x0FFF, 0x0800, 0x3005, 0xF7FF, 0xFFFF, 0x1234, 0x8000, 0x7FFF], dtype=np.uint16)
+    words = np.array(
+        [0x0000, 0x0FFF, 0x0800, 0x3005, 0xF7FF, 0xFFFF, 0x1234, 0x8000, 0x7FFF], dtype=np.uint16
+    )
     px = words.view(np.int16 if signed else np.uint16).reshape(1, 3, 3)
     folder = write("s", px, transfer_syntax=syntax)
-    _edit(folder / "1.dcm", lambda ds: (setattr(ds, "BitsStored", bits_stored), setattr(ds, "HighBit", bits_stored - 1)))
+    _edit(
+        folder / "1.dcm",
+        lambda ds: (
+            setattr(ds, "BitsStored", bits_stored),
+            setattr(ds, "HighBit", bits_stored - 1),
+        ),
+    )
     expected = pydicom.dcmread(folder / "1.dcm").pixel_array
     got = load_series(folder).pixels[0]
     assert got.dtype == expected.dtype
@@ -156,8 +198,10 @@ def test_pydicom_warnings_become_one_log_line(write, monkeypatch, caplog):
 
 def test_failing_file_carries_pydicom_note_in_its_error(write):
     folder = write("s", ramp(2, 8, 8))
-    _edit(folder / "1.dcm",
-          lambda ds: (setattr(ds, "NumberOfFrames", 0), setattr(ds, "BitsAllocated", 7)))
+    _edit(
+        folder / "1.dcm",
+        lambda ds: (setattr(ds, "NumberOfFrames", 0), setattr(ds, "BitsAllocated", 7)),
+    )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         err = _one_error(folder)

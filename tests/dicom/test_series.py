@@ -19,8 +19,13 @@ def test_shuffled_files_and_names_sorted_by_position(write):
     perm = np.random.default_rng(1).permutation(6)
     z = np.arange(6) * 3.0
     names = [f"x{i}.dcm" for i in np.random.default_rng(2).permutation(6)]
-    folder = write("s", px[perm], slice_positions=np.c_[np.zeros(6), np.zeros(6), z[perm]],
-                   instance_numbers=[int(k) + 1 for k in perm], file_names=names)
+    folder = write(
+        "s",
+        px[perm],
+        slice_positions=np.c_[np.zeros(6), np.zeros(6), z[perm]],
+        instance_numbers=[int(k) + 1 for k in perm],
+        file_names=names,
+    )
     v = load_series(folder)
     np.testing.assert_array_equal(v.pixels, px)
     np.testing.assert_array_equal(v.instance_numbers, [1, 2, 3, 4, 5, 6])
@@ -47,20 +52,29 @@ def test_reversed_stack_instance_numbers_follow_pixels(write):
 
 def test_sagittal_slices_sorted_along_normal_not_x(write):
     # r = +y, c = -z -> n = -x: sorted slices go from patient left (+x) to right (-x)
-    folder = write("sag", ramp(3, 4, 4), origin=(-3, 0, 0), row_dir=(0, 1, 0), col_dir=(0, 0, -1),
-                   slice_positions=[[-3, 0, 0], [3, 0, 0], [0, 0, 0]])
+    folder = write(
+        "sag",
+        ramp(3, 4, 4),
+        origin=(-3, 0, 0),
+        row_dir=(0, 1, 0),
+        col_dir=(0, 0, -1),
+        slice_positions=[[-3, 0, 0], [3, 0, 0], [0, 0, 0]],
+    )
     v = load_series(folder)
     np.testing.assert_allclose(v.normal, [-1, 0, 0])
     np.testing.assert_array_equal(v.instance_numbers, [2, 3, 1])
     np.testing.assert_allclose(v.voxel_to_world([[0, 0, 0], [0, 0, 2]])[:, 0], [3, -3])
 
 
-@pytest.mark.parametrize("slopes, intercepts, dtype, first", [
-    ([1, 1], [0, 0], np.uint16, 7),
-    ([2, 2], [-1024, -1024], np.int16, 2 * 7 - 1024),
-    ([1, 3], [0, 5], np.uint16, 7),
-    ([0.5, 0.5], [0, 0], np.float32, 3.5),
-])
+@pytest.mark.parametrize(
+    "slopes, intercepts, dtype, first",
+    [
+        ([1, 1], [0, 0], np.uint16, 7),
+        ([2, 2], [-1024, -1024], np.int16, 2 * 7 - 1024),
+        ([1, 3], [0, 5], np.uint16, 7),
+        ([0.5, 0.5], [0, 0], np.float32, 3.5),
+    ],
+)
 def test_rescale_keeps_integers(slopes, intercepts, dtype, first):
     raw = [np.full((2, 2), 7, np.uint16), np.full((2, 2), 9, np.uint16)]
     out = rescale(raw, slopes, intercepts)
@@ -94,12 +108,29 @@ def test_repeated_positions_split_into_two_stacks(write):
 def test_orientation_and_size_changes_split(write, tmp_path):
     write("s", ramp(3, 4, 4), origin=(0, 0, 0), instance_numbers=[1, 2, 3])
     tilted = rot_x(20)
-    write("s", ramp(3, 4, 4), origin=(0, 0, 40), row_dir=(1, 0, 0), col_dir=tilted @ [0, 1, 0],
-          instance_numbers=[4, 5, 6])
+    write(
+        "s",
+        ramp(3, 4, 4),
+        origin=(0, 0, 40),
+        row_dir=(1, 0, 0),
+        col_dir=tilted @ [0, 1, 0],
+        instance_numbers=[4, 5, 6],
+    )
     write("s", ramp(3, 6, 4), origin=(0, 0, 80), instance_numbers=[7, 8, 9])
-    write("s", ramp(3, 4, 4), origin=(0, 0, 89), pixel_spacing=(0.5, 0.5), instance_numbers=[10, 11, 12])
+    write(
+        "s",
+        ramp(3, 4, 4),
+        origin=(0, 0, 89),
+        pixel_spacing=(0.5, 0.5),
+        instance_numbers=[10, 11, 12],
+    )
     stacks = load_stacks(tmp_path / "s")
-    assert [v.instance_numbers.tolist() for v in stacks] == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    assert [v.instance_numbers.tolist() for v in stacks] == [
+        [1, 2, 3],
+        [4, 5, 6],
+        [7, 8, 9],
+        [10, 11, 12],
+    ]
     assert [v.shape[1] for v in stacks] == [4, 4, 6, 4]
     np.testing.assert_allclose([v.spacing[:2] for v in stacks], [(1.0, 1.0)] * 3 + [(0.5, 0.5)])
 
@@ -129,8 +160,14 @@ def test_single_slice_stack_uses_slice_thickness(write):
 
 def test_jittered_positions_and_instance_gaps_stay_one_stack(write):
     z = np.arange(6) * 4.0 + np.array([0, 0.01, -0.01, 0.02, 0, -0.02])
-    v = load_series(write("s", ramp(6, 4, 4), slice_positions=np.c_[np.zeros(6), np.zeros(6), z],
-                          instance_numbers=[2, 4, 9, 10, 11, 30]))
+    v = load_series(
+        write(
+            "s",
+            ramp(6, 4, 4),
+            slice_positions=np.c_[np.zeros(6), np.zeros(6), z],
+            instance_numbers=[2, 4, 9, 10, 11, 30],
+        )
+    )
     np.testing.assert_array_equal(v.instance_numbers, [2, 4, 9, 10, 11, 30])
     assert v.spacing[2] == pytest.approx(4.0, abs=0.01)
     assert abs(v.world_of_pixel(9, 0, 0)[2] - z[2]) < 0.05

@@ -18,7 +18,11 @@ from .conftest import T1_SIGNAL, T2_SIGNAL, rot_x, spine_pixels
 def test_make_study_loads_with_types_from_dicom(make_study):
     study = load_study(make_study(1001))
     assert study.study_id == 1001 and study.skipped == []
-    assert [(s.series_id, s.series_type) for s in study.series] == [(1, SAGITTAL_T1), (2, SAGITTAL_T2), (3, AXIAL_T2)]
+    assert [(s.series_id, s.series_type) for s in study.series] == [
+        (1, SAGITTAL_T1),
+        (2, SAGITTAL_T2),
+        (3, AXIAL_T2),
+    ]
     assert study.first(AXIAL_T2).stacks[0].shape == (5, 32, 32)
     assert [sid for sid, _ in study.axial_stacks()] == [3]
     assert study.first("Coronal") is None
@@ -26,8 +30,13 @@ def test_make_study_loads_with_types_from_dicom(make_study):
 
 def test_table_overrides_dicom_description(make_study):
     root = make_study(7)
-    table = pd.DataFrame({"study_id": [7, 7, 8], "series_id": [1, 2, 1],
-                          "series_description": ["Sagittal T2/STIR", "Sagittal T1", "Axial T2"]})
+    table = pd.DataFrame(
+        {
+            "study_id": [7, 7, 8],
+            "series_id": [1, 2, 1],
+            "series_description": ["Sagittal T2/STIR", "Sagittal T1", "Axial T2"],
+        }
+    )
     study = load_study(root, table)
     assert [s.series_type for s in study.series] == [SAGITTAL_T2, SAGITTAL_T1, AXIAL_T2]
     assert study.series[0].note == "series descriptions table: 'Sagittal T2/STIR'"
@@ -248,8 +257,15 @@ def two_axial(make_series, tmp_path):
     apart from IPP (-16, -16, -40), instances 13, 12, 11, 10 along n (reversed)."""
     root = tmp_path / "77"
     make_series(root / "3", "axial", slices=4, origin=(-16, -16, 0), slice_step=4.0)
-    make_series(root / "4", "axial", slices=4, origin=(-16, -16, -40), col_dir=rot_x(30) @ [0, 1, 0],
-                slice_step=4.0, instance_numbers=[13, 12, 11, 10])
+    make_series(
+        root / "4",
+        "axial",
+        slices=4,
+        origin=(-16, -16, -40),
+        col_dir=rot_x(30) @ [0, 1, 0],
+        slice_step=4.0,
+        instance_numbers=[13, 12, 11, 10],
+    )
     return load_study(root)
 
 
@@ -270,10 +286,16 @@ def test_nearest_axial_slice_picks_straight_stack(two_axial):
 
 def test_stack_holding_the_point_beats_a_nearer_plane(make_series, tmp_path):
     root = tmp_path / "88"
-    make_series(root / "3", "axial", slices=5, origin=(-16, -16, 0), slice_step=4.0)  # z 0..16, x -16..16
-    make_series(root / "4", "axial", slices=2, origin=(20, -16, 20), slice_step=8.0)  # z 20, 28, x 20..52
+    make_series(
+        root / "3", "axial", slices=5, origin=(-16, -16, 0), slice_step=4.0
+    )  # z 0..16, x -16..16
+    make_series(
+        root / "4", "axial", slices=2, origin=(20, -16, 20), slice_step=8.0
+    )  # z 20, 28, x 20..52
     study = load_study(root)
-    hit = nearest_axial_slice(study, [30, 0, 17])  # 1 mm from series 3's plane z=16, but outside its image
+    hit = nearest_axial_slice(
+        study, [30, 0, 17]
+    )  # 1 mm from series 3's plane z=16, but outside its image
     assert (hit.series_id, hit.slice_index, hit.distance_mm) == (4, 0, pytest.approx(3.0))
     hit = nearest_axial_slice(study, [0, 0, 17])  # inside series 3 (half a spacing beyond z=16)
     assert (hit.series_id, hit.slice_index, hit.distance_mm) == (3, 4, pytest.approx(1.0))
@@ -290,8 +312,10 @@ def test_describe_and_cli(make_study, monkeypatch, capsys):
     root = make_study(1234)
     rows, skipped = describe(root)
     assert [(r["series"], r["type"], r["slices"], r["size"], r["instances"]) for r in rows] == [
-        ("1", SAGITTAL_T1, "5", "32x32", "1..5"), ("2", SAGITTAL_T2, "5", "32x32", "1..5"),
-        ("3", AXIAL_T2, "5", "32x32", "1..5")]
+        ("1", SAGITTAL_T1, "5", "32x32", "1..5"),
+        ("2", SAGITTAL_T2, "5", "32x32", "1..5"),
+        ("3", AXIAL_T2, "5", "32x32", "1..5"),
+    ]
     assert rows[2]["normal"] == "+0.00, +0.00, +1.00" and skipped == []
     assert describe(root / "3")[0][0]["type"] == AXIAL_T2  # a single series folder
     monkeypatch.setattr("sys.argv", ["spinegrade", "dicom-info", str(root / "nope")])

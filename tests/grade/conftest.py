@@ -36,45 +36,88 @@ def _blob(img: np.ndarray, row: int, col: int, label: int) -> None:
     img[(yy - row) ** 2 + (xx - col) ** 2 <= (1 + 2 * label) ** 2] = 1500
 
 
-def _study(root: Path, sid: int, labels: np.ndarray, rng: np.random.Generator, axial: bool) -> list[dict]:
+def _study(
+    root: Path, sid: int, labels: np.ndarray, rng: np.random.Generator, axial: bool
+) -> list[dict]:
     """Write one study's series; return its coordinate rows (CSV spellings)."""
     rows: list[dict] = []
     noise = lambda shape: rng.normal(300, 40, size=shape).clip(0).astype(np.uint16)  # noqa: E731
     level_row = {lv: 8 + 8 * i for i, lv in enumerate(LEVELS)}
-    sag = {1: (SAGITTAL_T1, noise((SAG_SLICES, SIZE, SIZE))), 2: (SAGITTAL_T2, noise((SAG_SLICES, SIZE, SIZE)))}
+    sag = {
+        1: (SAGITTAL_T1, noise((SAG_SLICES, SIZE, SIZE))),
+        2: (SAGITTAL_T2, noise((SAG_SLICES, SIZE, SIZE))),
+    }
     ax = noise((10, SIZE, SIZE))
     for t, (condition, level) in enumerate(TARGETS):
         label = int(labels[t])
         if condition == "spinal_canal_stenosis":
             series, k, x, y = 2, SAG_SLICES // 2, 24, level_row[level]
         elif "foraminal" in condition:  # n = -x: slice 1 lies at larger x = patient left
-            series, k, x, y = 1, 1 if condition.startswith("left") else SAG_SLICES - 2, 24, level_row[level]
+            series, k, x, y = (
+                1,
+                1 if condition.startswith("left") else SAG_SLICES - 2,
+                24,
+                level_row[level],
+            )
         else:
-            series, k, x, y = 3, 2 * LEVELS.index(level), 32 if condition.startswith("left") else 16, 24
+            series, k, x, y = (
+                3,
+                2 * LEVELS.index(level),
+                32 if condition.startswith("left") else 16,
+                24,
+            )
         if series == 3 and not axial:
             continue
         img = (sag[series][1] if series < 3 else ax)[k]
         _blob(img, y, x, max(label, 0))
         if label >= 0:
-            rows.append({"study_id": sid, "series_id": series, "instance_number": k + 1,
-                         "condition": CONDITION_LABELS[condition], "level": LEVEL_LABELS[level], "x": x, "y": y})
+            rows.append(
+                {
+                    "study_id": sid,
+                    "series_id": series,
+                    "instance_number": k + 1,
+                    "condition": CONDITION_LABELS[condition],
+                    "level": LEVEL_LABELS[level],
+                    "x": x,
+                    "y": y,
+                }
+            )
     study_uid = make_uid("grade-fixture", sid)
     for series, (description, pix) in sag.items():
-        write_series(root / str(sid) / str(series), pix, origin=(10.0, -24.0, 24.0), row_dir=(0, 1, 0),
-                     col_dir=(0, 0, -1), pixel_spacing=(1.0, 1.0), slice_thickness=3.0,
-                     series_description=description, study_uid=study_uid,
-                     series_uid=make_uid(study_uid, series), series_number=series)
+        write_series(
+            root / str(sid) / str(series),
+            pix,
+            origin=(10.0, -24.0, 24.0),
+            row_dir=(0, 1, 0),
+            col_dir=(0, 0, -1),
+            pixel_spacing=(1.0, 1.0),
+            slice_thickness=3.0,
+            series_description=description,
+            study_uid=study_uid,
+            series_uid=make_uid(study_uid, series),
+            series_number=series,
+        )
     if axial:
-        write_series(root / str(sid) / "3", ax, origin=(-24.0, -24.0, -15.0), row_dir=(1, 0, 0),
-                     col_dir=(0, 1, 0), pixel_spacing=(1.0, 1.0), slice_thickness=4.0,
-                     series_description=AXIAL_T2, study_uid=study_uid,
-                     series_uid=make_uid(study_uid, 3), series_number=3)
+        write_series(
+            root / str(sid) / "3",
+            ax,
+            origin=(-24.0, -24.0, -15.0),
+            row_dir=(1, 0, 0),
+            col_dir=(0, 1, 0),
+            pixel_spacing=(1.0, 1.0),
+            slice_thickness=4.0,
+            series_description=AXIAL_T2,
+            study_uid=study_uid,
+            series_uid=make_uid(study_uid, 3),
+            series_number=3,
+        )
     return rows
 
 
 @pytest.fixture(scope="session")
 def grade_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """RSNA folder with 8 studies (9000..9007): train.csv, series descriptions, coordinates, images."""
+    """RSNA folder with 8 studies (9000..9007): train.csv, series descriptions, coordinates,
+    images."""
     root = tmp_path_factory.mktemp("grade_data")
     rng = np.random.default_rng(0)
     label_rows, coord_rows, series_rows = [], [], []
@@ -83,11 +126,20 @@ def grade_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         labels = rng.choice(3, size=25, p=[0.5, 0.3, 0.2])
         labels[rng.random(25) < 0.05] = -1
         coord_rows += _study(root / "train_images", sid, labels, rng, axial=sid != NO_AXIAL)
-        label_rows.append({"study_id": sid, **{c: SEVERITY_LABELS[SEVERITIES[k]] if k >= 0 else ""
-                                               for c, k in zip(TARGET_COLUMNS, labels)}})
+        label_rows.append(
+            {
+                "study_id": sid,
+                **{
+                    c: SEVERITY_LABELS[SEVERITIES[k]] if k >= 0 else ""
+                    for c, k in zip(TARGET_COLUMNS, labels)
+                },
+            }
+        )
         for series, desc in ((1, SAGITTAL_T1), (2, SAGITTAL_T2), (3, AXIAL_T2)):
             if series < 3 or sid != NO_AXIAL:
-                series_rows.append({"study_id": sid, "series_id": series, "series_description": desc})
+                series_rows.append(
+                    {"study_id": sid, "series_id": series, "series_description": desc}
+                )
     pd.DataFrame(label_rows).to_csv(root / "train.csv", index=False)
     pd.DataFrame(series_rows).to_csv(root / "train_series_descriptions.csv", index=False)
     pd.DataFrame(coord_rows).to_csv(root / "train_label_coordinates.csv", index=False)

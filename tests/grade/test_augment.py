@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from spinegrade.constants import TARGETS
-from spinegrade.grade.augment import MIRROR_INDEX, AugmentParams, apply_intensity, intensity_transform, mirror_sample, random_jitter
+from spinegrade.grade.augment import (
+    MIRROR_INDEX,
+    AugmentParams,
+    apply_intensity,
+    intensity_transform,
+    mirror_sample,
+    random_jitter,
+)
 
 
 def _slot(condition: str, level: str) -> int:
@@ -22,10 +29,16 @@ def test_mirror_swaps_left_and_right_targets_and_flips_crops() -> None:
 
     m_crops, m_valid, m_labels, m_views = mirror_sample(crops, valid, labels, views)
 
-    left_ax, right_ax = _slot("left_subarticular_stenosis", "l4_l5"), _slot("right_subarticular_stenosis", "l4_l5")
+    left_ax, right_ax = (
+        _slot("left_subarticular_stenosis", "l4_l5"),
+        _slot("right_subarticular_stenosis", "l4_l5"),
+    )
     assert m_labels[right_ax] == labels[left_ax] and m_labels[left_ax] == labels[right_ax]
     assert np.array_equal(m_crops[right_ax], crops[left_ax][:, :, ::-1])  # axial: columns flipped
-    left_f, right_f = _slot("left_neural_foraminal_narrowing", "l2_l3"), _slot("right_neural_foraminal_narrowing", "l2_l3")
+    left_f, right_f = (
+        _slot("left_neural_foraminal_narrowing", "l2_l3"),
+        _slot("right_neural_foraminal_narrowing", "l2_l3"),
+    )
     assert m_labels[right_f] == labels[left_f]
     assert np.array_equal(m_crops[right_f], crops[left_f][::-1])  # sagittal: channel order reversed
     spinal = _slot("spinal_canal_stenosis", "l3_l4")
@@ -36,12 +49,16 @@ def test_mirror_swaps_left_and_right_targets_and_flips_crops() -> None:
     # mirroring twice is the identity
     back = mirror_sample(m_crops, m_valid, m_labels, m_views)
     assert np.array_equal(back[0], crops) and np.array_equal(back[2], labels)
-    assert sorted(MIRROR_INDEX) == list(range(25)) and np.array_equal(MIRROR_INDEX[MIRROR_INDEX], np.arange(25))
+    assert sorted(MIRROR_INDEX) == list(range(25)) and np.array_equal(
+        MIRROR_INDEX[MIRROR_INDEX], np.arange(25)
+    )
 
 
 def test_jitter_and_intensity_stay_in_range() -> None:
     rng = np.random.default_rng(1)
-    params = AugmentParams(coord_jitter_mm=2.0, slice_shift=2, angle_deg=10, scale=0.1, intensity_p=1.0)
+    params = AugmentParams(
+        coord_jitter_mm=2.0, slice_shift=2, angle_deg=10, scale=0.1, intensity_p=1.0
+    )
     jitters = [random_jitter(rng, params) for _ in range(200)]
     assert {j.slice_shift for j in jitters} == {-2, -1, 0, 1, 2}
     assert all(abs(j.angle_deg) <= 10 and 0.9 <= j.scale <= 1.1 for j in jitters)

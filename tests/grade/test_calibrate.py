@@ -41,7 +41,10 @@ def test_the_fitted_temperature_undoes_over_confidence() -> None:
     sharp = apply_temperature(np.tile(q, (len(labels), 1)), 1 / 3)
     t = fit_temperature(sharp, labels)
     assert t == pytest.approx(3.0, rel=0.01)
-    assert weighted_log_loss(apply_temperature(sharp, t), labels) < weighted_log_loss(sharp, labels) - 0.05
+    assert (
+        weighted_log_loss(apply_temperature(sharp, t), labels)
+        < weighted_log_loss(sharp, labels) - 0.05
+    )
 
 
 def test_calibration_never_sharpens() -> None:
@@ -53,8 +56,12 @@ def test_calibration_never_sharpens() -> None:
 
 
 def _rows(study: int, p: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"row_id": [row_id(study, c, lv) for c, lv in TARGETS],
-                         **{s: p[:, k] for k, s in enumerate(SEVERITIES)}})
+    return pd.DataFrame(
+        {
+            "row_id": [row_id(study, c, lv) for c, lv in TARGETS],
+            **{s: p[:, k] for k, s in enumerate(SEVERITIES)},
+        }
+    )
 
 
 def test_cross_fitting_uses_only_the_other_folds() -> None:
@@ -68,8 +75,16 @@ def test_cross_fitting_uses_only_the_other_folds() -> None:
         good = np.full((len(TARGETS), 3), 0.05) + 0.85 * np.eye(3)[labels]
         wrong = np.full((len(TARGETS), 3), 0.05) + 0.85 * np.eye(3)[(labels + 1) % 3]
         oof.append(_rows(s, good if fold_of[s] else wrong))
-        truth.append(pd.DataFrame({"row_id": oof[-1]["row_id"], "study_id": s,
-                                   "condition": [c for c, _ in TARGETS], "label": labels}))
+        truth.append(
+            pd.DataFrame(
+                {
+                    "row_id": oof[-1]["row_id"],
+                    "study_id": s,
+                    "condition": [c for c, _ in TARGETS],
+                    "label": labels,
+                }
+            )
+        )
     raw, truth_df = pd.concat(oof, ignore_index=True), pd.concat(truth, ignore_index=True)
     calibrated, record = cross_fit(raw, truth_df, fold_of)
     assert list(calibrated.columns) == list(raw.columns)
@@ -89,13 +104,22 @@ def test_rows_the_grader_did_not_produce_are_neither_fitted_nor_changed() -> Non
     for s in range(1, 21):
         p = np.tile([0.98, 0.01, 0.01], (len(TARGETS), 1))  # over-confident: T > 1 helps
         rows.append(_rows(s, p))
-        truth.append(pd.DataFrame({"row_id": rows[-1]["row_id"], "study_id": s,
-                                   "condition": [c for c, _ in TARGETS], "label": s % 3}))
+        truth.append(
+            pd.DataFrame(
+                {
+                    "row_id": rows[-1]["row_id"],
+                    "study_id": s,
+                    "condition": [c for c, _ in TARGETS],
+                    "label": s % 3,
+                }
+            )
+        )
         graded.append(np.arange(len(TARGETS)) != 0)  # target 0 of every study holds the prior
     raw = pd.concat(rows, ignore_index=True)
     mask = np.concatenate(graded)
-    calibrated, record = cross_fit(raw, pd.concat(truth, ignore_index=True), {s: s % 2 for s in range(1, 21)},
-                                   graded=mask)
+    calibrated, record = cross_fit(
+        raw, pd.concat(truth, ignore_index=True), {s: s % 2 for s in range(1, 21)}, graded=mask
+    )
     assert all(t > 1.5 for t in record["folds"]["0"].values())
     np.testing.assert_array_equal(calibrated[~mask][list(SEVERITIES)], raw[~mask][list(SEVERITIES)])
     assert (calibrated[mask]["normal_mild"] < 0.9).all()
@@ -103,8 +127,9 @@ def test_rows_the_grader_did_not_produce_are_neither_fitted_nor_changed() -> Non
 
 def test_a_single_fold_is_left_uncalibrated() -> None:
     raw = _rows(7, np.tile([0.9, 0.05, 0.05], (len(TARGETS), 1)))
-    truth = pd.DataFrame({"row_id": raw["row_id"], "study_id": 7, "condition": [c for c, _ in TARGETS],
-                          "label": 2})
+    truth = pd.DataFrame(
+        {"row_id": raw["row_id"], "study_id": 7, "condition": [c for c, _ in TARGETS], "label": 2}
+    )
     calibrated, record = cross_fit(raw, truth, {7: 0})
     pd.testing.assert_frame_equal(calibrated, raw)
     assert record["folds"] == {} and "not calibrated" in record["note"]  # every fold keeps T = 1

@@ -13,7 +13,8 @@ from spinegrade.metrics import score
 
 
 def _case() -> tuple[torch.Tensor, torch.Tensor]:
-    """Three studies, random logits, labels with every class, some blanks, one study without spinal labels."""
+    """Three studies, random logits, labels with every class, some blanks, one study without spinal
+    labels."""
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(3, 25, 3, generator=g, dtype=torch.float64) * 2
     labels = torch.randint(0, 3, (3, 25), generator=g)
@@ -30,20 +31,26 @@ def _metric(logits: torch.Tensor, labels: torch.Tensor):  # type: ignore[no-unty
     wide = pd.DataFrame({"study_id": studies})
     for j, col in enumerate(TARGET_COLUMNS):
         wide[col] = [SEVERITIES[int(k)] if k >= 0 else np.nan for k in labels[:, j]]
-    sub = pd.DataFrame({
-        "row_id": [row_id(s, c, lv) for s in studies for c, lv in TARGETS],
-        **{name: probs[:, :, k].reshape(-1) for k, name in enumerate(SEVERITIES)},
-    })
+    sub = pd.DataFrame(
+        {
+            "row_id": [row_id(s, c, lv) for s in studies for c, lv in TARGETS],
+            **{name: probs[:, :, k].reshape(-1) for k, name in enumerate(SEVERITIES)},
+        }
+    )
     return score(wide, sub)
 
 
 def test_loss_equals_the_challenge_score_and_its_terms() -> None:
     logits, labels = _case()
     expected = _metric(logits, labels)
-    assert float(grade_loss(logits, labels, any_severe_weight=1.0)) == pytest.approx(expected.score, rel=1e-6)
+    assert float(grade_loss(logits, labels, any_severe_weight=1.0)) == pytest.approx(
+        expected.score, rel=1e-6
+    )
     for group, value in group_terms(logits, labels).items():
         assert float(value) == pytest.approx(expected.terms[group], rel=1e-6)
-    assert float(any_severe_term(logits, labels)) == pytest.approx(expected.terms[ANY_SEVERE_SPINAL], rel=1e-6)
+    assert float(any_severe_term(logits, labels)) == pytest.approx(
+        expected.terms[ANY_SEVERE_SPINAL], rel=1e-6
+    )
 
 
 def test_any_severe_weight_and_masking() -> None:
@@ -51,12 +58,16 @@ def test_any_severe_weight_and_masking() -> None:
     terms = group_terms(logits, labels)
     any_term = float(any_severe_term(logits, labels))
     groups = sum(float(t) for t in terms.values())
-    assert float(grade_loss(logits, labels, 3.0)) == pytest.approx((groups + 3 * any_term) / 6, rel=1e-6)
+    assert float(grade_loss(logits, labels, 3.0)) == pytest.approx(
+        (groups + 3 * any_term) / 6, rel=1e-6
+    )
     assert float(grade_loss(logits, labels, 0.0)) == pytest.approx(groups / 3, rel=1e-6)
     # changing the logits of blank rows changes nothing
     moved = logits.clone()
     moved[labels < 0] += 5.0
-    assert float(grade_loss(moved, labels)) == pytest.approx(float(grade_loss(logits, labels)), rel=1e-9)
+    assert float(grade_loss(moved, labels)) == pytest.approx(
+        float(grade_loss(logits, labels)), rel=1e-9
+    )
     # all blank: a zero that still has a graph
     blank = torch.full_like(labels, -1)
     out = grade_loss(logits.clone().requires_grad_(True), blank)

@@ -1,4 +1,5 @@
-"""A tiny training run learns the visible severities; the saved grader predicts (25, 3) per study."""
+"""A tiny training run learns the visible severities; the saved grader predicts (25, 3) per
+study."""
 
 from __future__ import annotations
 
@@ -27,9 +28,18 @@ TRAIN = [9000, 9001, 9002, 9003, 9004, 9005]
 
 #: A small grader with little augmentation, so that 6 studies are learnt in ~20 s of CPU (the
 #: `tiny` config's grader augments more, to generalise across studies, and learns these 6 slower).
-MEMORISE = ["grade.backbone=test_resnet", "grade.crop_mm=24", "grade.crop_px=16", "grade.slice_shift=0",
-            "grade.coord_jitter_mm=0.5", "grade.angle_deg=5", "grade.dim=32", "grade.optim.epochs=6",
-            "grade.optim.batch_size=2", "grade.optim.lr=0.002"]
+MEMORISE = [
+    "grade.backbone=test_resnet",
+    "grade.crop_mm=24",
+    "grade.crop_px=16",
+    "grade.slice_shift=0",
+    "grade.coord_jitter_mm=0.5",
+    "grade.angle_deg=5",
+    "grade.dim=32",
+    "grade.optim.epochs=6",
+    "grade.optim.batch_size=2",
+    "grade.optim.lr=0.002",
+]
 
 
 def _cfg():  # type: ignore[no-untyped-def]
@@ -41,8 +51,16 @@ def trained(grade_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     tables = load_tables(grade_data)
     out = tmp_path_factory.mktemp("grader")
-    return train_grader(grade_data, TRAIN, tables.coordinates, tables.labels, out / "grade", _cfg(),
-                        val_ids=[9006], progress=False)
+    return train_grader(
+        grade_data,
+        TRAIN,
+        tables.coordinates,
+        tables.labels,
+        out / "grade",
+        _cfg(),
+        val_ids=[9006],
+        progress=False,
+    )
 
 
 def _submission(grader: Grader, root: Path, ids: list[int]) -> pd.DataFrame:
@@ -50,14 +68,21 @@ def _submission(grader: Grader, root: Path, ids: list[int]) -> pd.DataFrame:
     coords = tables.coordinates
     rows = []
     for sid in ids:
-        probs = grader.predict(load_study(root / "train_images" / str(sid)), coords[coords.study_id == sid])
+        probs = grader.predict(
+            load_study(root / "train_images" / str(sid)), coords[coords.study_id == sid]
+        )
         probs = np.where(np.isnan(probs), 1 / 3, probs)
-        rows += [{"row_id": row_id(sid, c, lv), **dict(zip(SEVERITIES, p))} for (c, lv), p in zip(TARGETS, probs)]
+        rows += [
+            {"row_id": row_id(sid, c, lv), **dict(zip(SEVERITIES, p))}
+            for (c, lv), p in zip(TARGETS, probs)
+        ]
     return pd.DataFrame(rows)
 
 
 @pytest.mark.slow  # trains the tiny grader once per module (~20 s of CPU)
-def test_tiny_training_beats_the_constant_prior_on_its_training_studies(trained: Path, grade_data: Path) -> None:
+def test_tiny_training_beats_the_constant_prior_on_its_training_studies(
+    trained: Path, grade_data: Path
+) -> None:
     labels = load_tables(grade_data).labels
     train_labels = labels[labels.study_id.isin(TRAIN)]
     model = score(train_labels, _submission(Grader.load(trained), grade_data, TRAIN)).score
@@ -80,12 +105,19 @@ def test_predict_shapes_nan_rows_and_tta(trained: Path, grade_data: Path) -> Non
     graded = probs[~axial & ~np.isnan(probs).any(axis=1)]
     assert len(graded) >= 10 and np.allclose(graded.sum(axis=1), 1.0)
     missing = points.iloc[1:]  # drop one point: that target becomes NaN too
-    assert np.isnan(grader.predict(study, missing)).all(axis=1).sum() == np.isnan(probs).all(axis=1).sum() + 1
+    assert (
+        np.isnan(grader.predict(study, missing)).all(axis=1).sum()
+        == np.isnan(probs).all(axis=1).sum() + 1
+    )
     tta = grader.predict(study, points, tta=True)
     graded_rows = ~np.isnan(probs).any(axis=1)
-    assert np.array_equal(np.isnan(tta), np.isnan(probs)) and np.allclose(tta[graded_rows].sum(axis=1), 1.0)
+    assert np.array_equal(np.isnan(tta), np.isnan(probs)) and np.allclose(
+        tta[graded_rows].sum(axis=1), 1.0
+    )
     batch = grader.predict_many([(study, points), (study, points)], batch_size=1)
-    assert np.allclose(batch[0], probs, equal_nan=True) and np.allclose(batch[1], probs, equal_nan=True)
+    assert np.allclose(batch[0], probs, equal_nan=True) and np.allclose(
+        batch[1], probs, equal_nan=True
+    )
 
 
 def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: Path) -> None:
@@ -96,7 +128,9 @@ def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: 
     tables = load_tables(grade_data)
     cfg = _cfg().grade
     crop, augment = crop_params(cfg), augment_params(cfg)
-    data = GradeDataset.from_studies(studies.items(), tables.coordinates, tables.labels, crop, augment)
+    data = GradeDataset.from_studies(
+        studies.items(), tables.coordinates, tables.labels, crop, augment
+    )
     item = data[0]
     assert item["crops"].shape == (25, cfg.slices, cfg.crop_px, cfg.crop_px)
     assert item["valid"].dtype == torch.bool and item["labels"].dtype == torch.int64
@@ -109,22 +143,38 @@ def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: 
         assert small.volume.pixels.size < loc.volume.pixels.size
         for _ in range(3):
             jitter = random_jitter(rng, augment)
-            args = dict(view=loc.view, slices=crop.slices, crop_mm=crop.crop_mm, crop_px=crop.crop_px, jitter=jitter)
-            assert np.allclose(crop_2p5d(small.volume, small.slice_index, small.x, small.y, **args),
-                               crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, **args), atol=1e-3)
-    cached = dict(iter_studies(grade_data, [9000], tmp_path / "cache", failed=failed, progress=False))
-    assert np.array_equal(cached[9000].series[0].stacks[0].pixels, studies[9000].series[0].stacks[0].pixels)
+            args = dict(
+                view=loc.view,
+                slices=crop.slices,
+                crop_mm=crop.crop_mm,
+                crop_px=crop.crop_px,
+                jitter=jitter,
+            )
+            assert np.allclose(
+                crop_2p5d(small.volume, small.slice_index, small.x, small.y, **args),
+                crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, **args),
+                atol=1e-3,
+            )
+    cached = dict(
+        iter_studies(grade_data, [9000], tmp_path / "cache", failed=failed, progress=False)
+    )
+    assert np.array_equal(
+        cached[9000].series[0].stacks[0].pixels, studies[9000].series[0].stacks[0].pixels
+    )
 
 
 @pytest.mark.slow  # trains the tiny grader once per module (~20 s of CPU)
-def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(trained: Path, grade_data: Path) -> None:
+def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(
+    trained: Path, grade_data: Path
+) -> None:
     from typer.testing import CliRunner
 
     from spinegrade.cli import app
     from spinegrade.localize.train import fold_split
 
-    result = CliRunner().invoke(app, ["grade", "evaluate", str(grade_data), str(trained), "--config", "tiny",
-                                      "--fold", "1"])
+    result = CliRunner().invoke(
+        app, ["grade", "evaluate", str(grade_data), str(trained), "--config", "tiny", "--fold", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "model" in result.output and "prior" in result.output
     report = __import__("json").loads((trained.parent / "grade_eval.json").read_text())
@@ -132,5 +182,7 @@ def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(trained: Path, g
     coords = load_tables(grade_data).coordinates
     pointed = coords[coords.study_id.isin(held)].groupby("study_id").size()
     assert report["studies"] == len(held)
-    assert report["filled_with_prior"] == 25 * len(held) - int(pointed.sum())  # targets without a point
+    assert report["filled_with_prior"] == 25 * len(held) - int(
+        pointed.sum()
+    )  # targets without a point
     assert 0 < report["model"]["score"] < 10 and 0 < report["prior"]["score"] < 10

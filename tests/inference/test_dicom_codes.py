@@ -8,8 +8,8 @@ import re
 from pydicom.sr._concepts_dict import concepts
 
 from spinegrade.constants import CONDITIONS, LEVELS, SEVERITIES
-from spinegrade.inference import dicom_codes as dc
 from spinegrade.cv.ensemble import FLAG_TEXT
+from spinegrade.inference import dicom_codes as dc
 
 #: Standard codes that are not in DICOM PS3.16 (see the module docstring of dicom_codes).
 NOT_IN_DICOM = {("76107001", "SCT")}

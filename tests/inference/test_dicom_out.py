@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from spinegrade.cli import app
 from spinegrade.constants import SEVERITIES
+from spinegrade.cv.ensemble import FLAG_NOT_LOCATED
 from spinegrade.inference import dicom_codes as dc
 from spinegrade.inference.dicom_out import BANNER_PX, STUDY_ATTRIBUTES, run_provenance
-from spinegrade.cv.ensemble import FLAG_NOT_LOCATED
 
 from .conftest import copy_study, read_findings
 
@@ -247,8 +247,19 @@ def test_a_real_rsna_study(tiny: dict[str, Any], shared_data: Any, tmp_path: Pat
     must repeat as they are."""
     study = shared_data("rsna_dicom") / "train_images" / "100206310"
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["predict", str(tiny["run"]), str(study), "--out", str(out),
-                                      "--dicom-out", "--workers", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(tiny["run"]),
+            str(study),
+            "--out",
+            str(out),
+            "--dicom-out",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = out / "studies" / "100206310"
     record = json.loads((folder / "predictions.json").read_text())

@@ -35,9 +35,15 @@ def test_loose_files_are_grouped_by_uid(tiny: dict[str, Path], tmp_path: Path) -
         study = load_source(source)
         original = next(s for u, s in uids.items() if uid_to_id(u) == source.study_id)
         expected = load_source(discover_studies(images / str(original)).studies[0])
-        assert sorted(s.series_type for s in study.series) == sorted(s.series_type for s in expected.series)
+        assert sorted(s.series_type for s in study.series) == sorted(
+            s.series_type for s in expected.series
+        )
         for s in study.series:  # same stacks, same slice order, whatever the file names
-            twin = next(e for e in expected.series if e.stacks[0].meta.series_uid == s.stacks[0].meta.series_uid)
+            twin = next(
+                e
+                for e in expected.series
+                if e.stacks[0].meta.series_uid == s.stacks[0].meta.series_uid
+            )
             assert [v.shape for v in s.stacks] == [v.shape for v in twin.stacks]
             for a, b in zip(s.stacks, twin.stacks):
                 np.testing.assert_array_equal(a.instance_numbers, b.instance_numbers)
@@ -50,7 +56,9 @@ def test_layouts_and_study_ids(tiny: dict[str, Path], tmp_path: Path) -> None:
     found = discover_studies(images)
     assert found.layout == IMAGES
     assert [s.study_id for s in found.studies] == sorted(int(d.name) for d in images.iterdir())
-    assert found.series_descriptions is not None  # train_series_descriptions.csv beside train_images/
+    assert (
+        found.series_descriptions is not None
+    )  # train_series_descriptions.csv beside train_images/
     one = discover_studies(images / str(tiny["complete"]))
     assert one.layout == STUDY and [s.study_id for s in one.studies] == [tiny["complete"]]
     named = tmp_path / "patient_a"  # a study folder whose name is not a number: id from the UID

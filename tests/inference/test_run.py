@@ -13,7 +13,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from spinegrade.cli import app
-from spinegrade.constants import AXIAL_T2, SEVERITIES, TARGETS, row_id  # noqa: F401 (AXIAL_T2: in a query)
+from spinegrade.constants import AXIAL_T2, SEVERITIES, TARGETS, row_id
 from spinegrade.cv.ensemble import FLAG_MISSING_SERIES, FLAG_PRIOR
 from spinegrade.cv.folder import RunFolder
 from spinegrade.inference import discover_studies, predict
@@ -21,13 +21,14 @@ from spinegrade.inference.discover import load_source
 
 
 def _batch(tiny: dict[str, Path], dest: Path) -> dict[str, int]:
-    """An images folder: a good study, the same study without its axial series, a corrupt one, an empty one."""
+    """An images folder: a good study, the same study without its axial series, a corrupt one, an
+    empty one."""
     images = tiny["data"] / "train_images"
     good = tiny["complete"]
     shutil.copytree(images / str(good), dest / str(good))
     shutil.copytree(images / str(good), dest / "900001")
-    axial = pd.read_csv(tiny["data"] / "train_series_descriptions.csv").query(
-        "study_id == @good and series_description == @AXIAL_T2").series_id
+    series = pd.read_csv(tiny["data"] / "train_series_descriptions.csv")
+    axial = series[(series.study_id == good) & (series.series_description == AXIAL_T2)].series_id
     for sid in axial:
         shutil.rmtree(dest / "900001" / str(sid))
     (dest / "900002" / "7").mkdir(parents=True)
@@ -56,8 +57,10 @@ def test_predict_batch_with_bad_studies(tiny: dict[str, Path], tmp_path: Path) -
     assert result.exit_code == 0 and len(result.failed) == 2
 
     prior = RunFolder(tiny["run"]).prior(0)
-    by_study = {s: probs[i * 25:(i + 1) * 25] for i, s in enumerate(order)}
-    np.testing.assert_allclose(by_study[ids["corrupt"]], prior, atol=1e-5)  # failed study: the prior
+    by_study = {s: probs[i * 25 : (i + 1) * 25] for i, s in enumerate(order)}
+    np.testing.assert_allclose(
+        by_study[ids["corrupt"]], prior, atol=1e-5
+    )  # failed study: the prior
     sub_rows = [i for i, (c, _) in enumerate(TARGETS) if "subarticular" in c]
     np.testing.assert_allclose(by_study[ids["no_axial"]][sub_rows], prior[sub_rows], atol=1e-5)
 
@@ -65,20 +68,28 @@ def test_predict_batch_with_bad_studies(tiny: dict[str, Path], tmp_path: Path) -
     assert record["status"] == "ok" and len(record["targets"]) == 25
     for t in record["targets"]:
         if "subarticular" in t["condition"]:
-            assert {FLAG_PRIOR, FLAG_MISSING_SERIES} <= set(t["flags"]) and t["world_lps_mm"] is None
+            assert {FLAG_PRIOR, FLAG_MISSING_SERIES} <= set(t["flags"]) and t[
+                "world_lps_mm"
+            ] is None
         else:  # the sagittal targets are still located and graded
             assert FLAG_PRIOR not in t["flags"] and t["series_id"] is not None
     failed = json.loads((out / "studies" / str(ids["corrupt"]) / "predictions.json").read_text())
     assert failed["status"] == "failed" and "not a readable DICOM file" in failed["error"]
 
     good = out / "studies" / str(ids["good"])
-    assert {p.name for p in good.glob("*.png")} == {"sagittal_t2.png", "sagittal_t1.png", "axial_t2.png"}
+    assert {p.name for p in good.glob("*.png")} == {
+        "sagittal_t2.png",
+        "sagittal_t1.png",
+        "axial_t2.png",
+    }
     html = (good / "report.html").read_text()
     for png in good.glob("*.png"):  # every overlay is embedded, byte for byte
         assert base64.b64encode(png.read_bytes()).decode() in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
     assert not list((out / "studies" / str(ids["no_axial"])).glob("axial_t2.png"))
-    assert "could not be read" in (out / "studies" / str(ids["corrupt"]) / "report.html").read_text()
+    assert (
+        "could not be read" in (out / "studies" / str(ids["corrupt"]) / "report.html").read_text()
+    )
     index = (out / "index.html").read_text()
     for s in order:
         assert f'href="studies/{s}/report.html"' in index
@@ -92,7 +103,9 @@ def test_reported_positions_follow_the_geometry(tiny: dict[str, Path], tmp_path:
     record = json.loads((out / "studies" / str(tiny["complete"]) / "predictions.json").read_text())
     study = load_source(discover_studies(good).studies[0])
     located = [t for t in record["targets"] if t["series_id"] is not None]
-    assert len(located) >= 15  # every sagittal target; axial ones need an axial slice near the level
+    assert (
+        len(located) >= 15
+    )  # every sagittal target; axial ones need an axial slice near the level
     for t in located:
         series = next(s for s in study.series if s.series_id == t["series_id"])
         vol = series.stacks[t["stack_index"]]
@@ -104,7 +117,9 @@ def test_reported_positions_follow_the_geometry(tiny: dict[str, Path], tmp_path:
 
 def test_cli_exit_status_only_with_fail_on_error(tiny: dict[str, Path], tmp_path: Path) -> None:
     images = tmp_path / "images"
-    shutil.copytree(tiny["data"] / "train_images" / str(tiny["complete"]), images / str(tiny["complete"]))
+    shutil.copytree(
+        tiny["data"] / "train_images" / str(tiny["complete"]), images / str(tiny["complete"])
+    )
     (images / "900003").mkdir()  # an empty study folder
     runner = CliRunner()
     args = ["predict", str(tiny["run"]), str(images), "--workers", "0"]

@@ -1,4 +1,5 @@
-"""Training samples: world-point projection into each sagittal series, targets, and the flip swap."""
+"""Training samples: world-point projection into each sagittal series, targets, and the flip
+swap."""
 
 from __future__ import annotations
 
@@ -23,9 +24,16 @@ from spinegrade.localize.targets import to_heatmap
 def test_flip_mirrors_the_image_and_swaps_left_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
     stack = np.zeros((3, 32, 32), np.float16)
     stack[1, 10, 20] = 1.0
-    sample = SliceSample(0, 1, np.array([[20.0, 10.0], [8.0, 12.0]]), np.array([1.0, 0.5]),
-                         np.array([1.0, 0.0], np.float32))
-    ds = HeatmapDataset([stack], [sample], size=32, stride=2, sigma=1.0, augment=True, flip_pairs=((0, 1),))
+    sample = SliceSample(
+        0,
+        1,
+        np.array([[20.0, 10.0], [8.0, 12.0]]),
+        np.array([1.0, 0.5]),
+        np.array([1.0, 0.0], np.float32),
+    )
+    ds = HeatmapDataset(
+        [stack], [sample], size=32, stride=2, sigma=1.0, augment=True, flip_pairs=((0, 1),)
+    )
     ds.transform = None  # geometric/intensity augmentation off: only the flip
     monkeypatch.setattr(np.random, "random", lambda: 0.0)  # always flip
     item = ds[0]
@@ -33,7 +41,9 @@ def test_flip_mirrors_the_image_and_swaps_left_and_right(monkeypatch: pytest.Mon
     assert item["mask"].tolist() == [0.0, 1.0]  # the masks swap with the channels
     xy, peak = decode_heatmaps(item["target"], 1.0)
     expected = to_heatmap(np.array([[31 - 8.0, 12.0], [31 - 20.0, 10.0]]), (32, 32), 32, 2)
-    assert np.allclose(xy.numpy(), expected, atol=0.1)  # channel 0 (left) now holds the old right point
+    assert np.allclose(
+        xy.numpy(), expected, atol=0.1
+    )  # channel 0 (left) now holds the old right point
     # peaks are the amplitudes (0.5, 1) times the same off-grid attenuation (both 0.25 cell off)
     assert peak[0] / peak[1] == pytest.approx(0.5) and peak[1] > 0.9
     monkeypatch.setattr(np.random, "random", lambda: 0.9)  # no flip: unchanged
@@ -55,7 +65,8 @@ def test_points_are_projected_into_each_sagittal_series(phantom_root: Path) -> N
     assert all(s.mask.tolist() == [1.0] * 10 for s in t1.values())
     # the canal (x = 0) lies on slice 4 of both stacks (x = 16 - 4k): amplitude 1 there
     assert t2[4].amps[:5] == pytest.approx(1.0) and t1[4].amps[:5] == pytest.approx(1.0)
-    # the left foramen is labelled on slice 0 (instance 9): peak 1 there, exp(-1 / (2 * 0.6^2)) next door
+    # the left foramen is labelled on slice 0 (instance 9): peak 1 there, exp(-1 / (2 * 0.6^2)) next
+    # door
     assert t1[0].amps[5] == pytest.approx(1.0) and t1[1].amps[5] == pytest.approx(np.exp(-1 / 0.72))
     # L1/L2 canal at (0, 10, 40): column (10 + 38) / 2 = 24, row (48 - 40) / 2 = 4 -> input pixels
     assert t2[4].points[0] == pytest.approx(to_heatmap(np.array([[24.0, 4.0]]), (48, 48), 48, 1)[0])

@@ -25,14 +25,20 @@ def test_gaussian_at_subpixel_position_decodes_within_a_tenth_of_a_cell() -> Non
 
 
 def test_peak_is_the_amplitude_and_zero_amplitude_is_empty() -> None:
-    maps = gaussian_heatmaps(np.array([[10.0, 12.0], [5.0, 5.0], [np.nan, np.nan]]),
-                             np.array([0.5, 0.0, 1.0]), (24, 24), 2.0)
+    maps = gaussian_heatmaps(
+        np.array([[10.0, 12.0], [5.0, 5.0], [np.nan, np.nan]]),
+        np.array([0.5, 0.0, 1.0]),
+        (24, 24),
+        2.0,
+    )
     assert maps[0].max() == np.float32(0.5) and maps[0][12, 10] == np.float32(0.5)
     assert not maps[1].any() and not maps[2].any()
 
 
 def test_decoding_ignores_clutter_outside_the_window() -> None:
-    maps = gaussian_heatmaps(np.array([[8.3, 20.6], [25.0, 4.0]]), np.array([1.0, 0.6]), (32, 32), 1.5)
+    maps = gaussian_heatmaps(
+        np.array([[8.3, 20.6], [25.0, 4.0]]), np.array([1.0, 0.6]), (32, 32), 1.5
+    )
     heat = torch.from_numpy(maps.max(axis=0, keepdims=True))  # one channel, two blobs
     xy, peak = decode_heatmaps(heat, 1.5)
     assert np.allclose(xy.numpy()[0], [8.3, 20.6], atol=0.1)
@@ -44,7 +50,8 @@ def test_pixel_heatmap_maps_are_inverse_and_pixel_centred() -> None:
     shape, size, stride = (100, 256), 128, 4  # rows, cols: non-square slice
     h = to_heatmap(xy, shape, size, stride)
     assert np.allclose(from_heatmap(h, shape, size, stride), xy)
-    # a cell covers 8 columns (256/128*4) and 3.125 rows: the centre of cell 0 is x = 3.5, y = 1.0625
+    # a cell covers 8 columns (256/128*4) and 3.125 rows: the centre of cell 0 is x = 3.5, y =
+    # 1.0625
     assert np.allclose(from_heatmap(np.zeros((1, 2)), shape, size, stride), [[3.5, 1.0625]])
 
 

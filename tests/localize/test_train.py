@@ -22,11 +22,14 @@ from spinegrade.localize.train import train_localizer
 
 
 @pytest.mark.slow
-def test_tiny_training_resumes_and_locates(phantom_root: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_training_resumes_and_locates(
+    phantom_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.set_num_threads(1)
-    cfg = load_config("tiny", ["localize.optim.epochs=2", "localize.image_size=32", "data.num_workers=0",
-                               "device=cpu"])
+    cfg = load_config(
+        "tiny",
+        ["localize.optim.epochs=2", "localize.image_size=32", "data.num_workers=0", "device=cpu"],
+    )
     out = tmp_path / "run" / "localize"
     real_epoch = loop._train_one_epoch
     calls = {"n": 0}
@@ -47,7 +50,9 @@ def test_tiny_training_resumes_and_locates(phantom_root: Path, tmp_path: Path,
     monkeypatch.setattr(loop, "_train_one_epoch", real_epoch)
     assert train_localizer(phantom_root, [101, 102, 103], out, cfg, progress=False) == out
     history = json.loads((out / "sagittal" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2] and history[0] == first_epoch  # resumed, not redone
+    assert [h["epoch"] for h in history] == [1, 2] and history[
+        0
+    ] == first_epoch  # resumed, not redone
     assert not (out / "sagittal" / "last.pt").exists() and (out / "axial" / "model.pt").is_file()
 
     localizer = Localizer.load(out, "cpu")
@@ -58,16 +63,34 @@ def test_tiny_training_resumes_and_locates(phantom_root: Path, tmp_path: Path,
     bad = tmp_path / "555"
     bad.mkdir()
     csv = tmp_path / "located.csv"
-    result = CliRunner().invoke(app, ["localize", "predict", str(out), str(phantom_root / "train_images" / "102"),
-                                      str(bad), "--out", str(csv), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "localize",
+            "predict",
+            str(out),
+            str(phantom_root / "train_images" / "102"),
+            str(bad),
+            "--out",
+            str(csv),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output and "555" in result.output
     located = pd.read_csv(csv)
-    assert len(located) == 25 and set(located.condition) >= {"Spinal Canal Stenosis", "Left Subarticular Stenosis"}
+    assert len(located) == 25 and set(located.condition) >= {
+        "Spinal Canal Stenosis",
+        "Left Subarticular Stenosis",
+    }
     assert set(located.level) == {"L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"}
 
-    report = evaluate_localizer(phantom_root, out, [104], [101, 102, 103], tmp_path / "eval", cfg,
-                                progress=False)
+    report = evaluate_localizer(
+        phantom_root, out, [104], [101, 102, 103], tmp_path / "eval", cfg, progress=False
+    )
     assert report["studies"] == 1 and report["model"]["overall"]["points"] == 25
     assert report["baseline"]["overall"]["missed"] == 0
-    assert (tmp_path / "eval" / REPORT_JSON).is_file() and (tmp_path / "eval" / REPORT_PNG).stat().st_size > 0
+    assert (tmp_path / "eval" / REPORT_JSON).is_file() and (
+        tmp_path / "eval" / REPORT_PNG
+    ).stat().st_size > 0

@@ -22,8 +22,8 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
     TARGETS,
 )
-from spinegrade.dicom import make_uid, write_series
 from spinegrade.data.facts import read_headers
+from spinegrade.dicom import make_uid, write_series
 from spinegrade.report.inspect import inspect_dataset
 
 STUDIES = (101, 202)

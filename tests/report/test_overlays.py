@@ -1,6 +1,9 @@
-"""Overlays: slice choice, marks in millimetres, patient directions, hollow off-slice points, PNGs."""
+"""Overlays: slice choice, marks in millimetres, patient directions, hollow off-slice points,
+PNGs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +12,15 @@ import pytest
 from spinegrade.constants import LEVELS, SEVERITIES, TARGETS
 from spinegrade.dicom import load_study
 from spinegrade.report.figures import SEVERITY_COLORS
-from spinegrade.report.overlays import Mark, Panel, draw_panel, panel_figure, save_overlay, study_panels
+from spinegrade.report.overlays import (
+    Mark,
+    Panel,
+    draw_panel,
+    panel_figure,
+    save_overlay,
+    study_panels,
+)
+from tests.conftest import MakeStudy
 
 SAG_T1, SAG_T2, AXIAL = 1, 2, 3  # series ids of the conftest `make_study`
 
@@ -18,7 +29,7 @@ def _targets(located: bool = True) -> pd.DataFrame:
     """One row per target: canal on T2 slice 2 (L5/S1 on slice 3), foramina on T1 slices 1 / 3,
     subarticular on axial slice = level index; severe at L4/L5 canal, else normal."""
     rows = []
-    for i, (cond, level) in enumerate(TARGETS):
+    for cond, level in TARGETS:
         k = LEVELS.index(level)
         if cond == "spinal_canal_stenosis":
             sid, s = SAG_T2, 3 if level == "l5_s1" else 2
@@ -26,15 +37,28 @@ def _targets(located: bool = True) -> pd.DataFrame:
             sid, s = SAG_T1, 1 if cond.startswith("left") else 3
         else:
             sid, s = AXIAL, k
-        probs = [0.1, 0.2, 0.7] if (cond, level) == ("spinal_canal_stenosis", "l4_l5") else [0.8, 0.15, 0.05]
-        rows.append({"condition": cond, "level": level, **dict(zip(SEVERITIES, probs)),
-                     "series_id": sid if located else None, "stack_index": 0 if located else None,
-                     "slice_index": s if located else None, "instance_number": s + 1 if located else None,
-                     "x": 4.0 + 5 * k if located else np.nan, "y": 6.0 if located else np.nan})
+        probs = (
+            [0.1, 0.2, 0.7]
+            if (cond, level) == ("spinal_canal_stenosis", "l4_l5")
+            else [0.8, 0.15, 0.05]
+        )
+        rows.append(
+            {
+                "condition": cond,
+                "level": level,
+                **dict(zip(SEVERITIES, probs)),
+                "series_id": sid if located else None,
+                "stack_index": 0 if located else None,
+                "slice_index": s if located else None,
+                "instance_number": s + 1 if located else None,
+                "x": 4.0 + 5 * k if located else np.nan,
+                "y": 6.0 if located else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def test_study_panels_pick_slices_and_directions(make_study) -> None:  # type: ignore[no-untyped-def]
+def test_study_panels_pick_slices_and_directions(make_study: MakeStudy) -> None:
     study = load_study(make_study())
     panels = study_panels(study, _targets())
     assert [len(panels[k]) for k in ("sagittal_t2", "sagittal_t1", "axial_t2")] == [1, 2, 5]
@@ -52,7 +76,7 @@ def test_study_panels_pick_slices_and_directions(make_study) -> None:  # type: i
     np.testing.assert_array_equal(axial[2].image, study.first("Axial T2").stacks[0].pixels[2])
 
 
-def test_unlocated_targets_show_the_mid_slice_or_nothing(make_study) -> None:  # type: ignore[no-untyped-def]
+def test_unlocated_targets_show_the_mid_slice_or_nothing(make_study: MakeStudy) -> None:
     study = load_study(make_study())
     panels = study_panels(study, _targets(located=False))
     assert panels["axial_t2"] == []
@@ -61,10 +85,17 @@ def test_unlocated_targets_show_the_mid_slice_or_nothing(make_study) -> None:  #
     np.testing.assert_array_equal(t2.image, study.first("Sagittal T2/STIR").stacks[0].pixels[2])
 
 
-def test_marks_are_drawn_in_millimetres_and_coloured(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_marks_are_drawn_in_millimetres_and_coloured(tmp_path: Path) -> None:
     image = np.arange(20 * 10, dtype=np.uint16).reshape(20, 10)
-    panel = Panel(image, (0.5, 2.0), "non-square pixels", [
-        Mark(3.0, 4.0, "on", (0.1, 0.1, 0.8)), Mark(1.0, 2.0, "off", (0.9, 0.05, 0.05), on_slice=False)])
+    panel = Panel(
+        image,
+        (0.5, 2.0),
+        "non-square pixels",
+        [
+            Mark(3.0, 4.0, "on", (0.1, 0.1, 0.8)),
+            Mark(1.0, 2.0, "off", (0.9, 0.05, 0.05), on_slice=False),
+        ],
+    )
     fig = panel_figure([panel])
     ax = fig.axes[0]
     extent = ax.images[0].get_extent()

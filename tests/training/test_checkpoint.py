@@ -31,8 +31,12 @@ def write_hostile_checkpoint(path: Path, victim: Path) -> None:
 
 
 def test_round_trip_keeps_tensors_and_plain_metadata(tmp_path: Path) -> None:
-    payload = {"model": {"w": torch.arange(3.0)}, "meta": {"spec": {"dim": 8, "name": "x"}, "n": None},
-               "history": [{"epoch": 1, "train_loss": 0.5}], "shape": torch.Size([2, 3])}
+    payload = {
+        "model": {"w": torch.arange(3.0)},
+        "meta": {"spec": {"dim": 8, "name": "x"}, "n": None},
+        "history": [{"epoch": 1, "train_loss": 0.5}],
+        "shape": torch.Size([2, 3]),
+    }
     save_checkpoint(tmp_path / "m.pt", payload)
     back = load_checkpoint(tmp_path / "m.pt")
     assert torch.equal(back["model"]["w"], payload["model"]["w"])

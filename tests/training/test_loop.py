@@ -72,7 +72,15 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        fit(make_model(), LinearToy(), None, crash_in_epoch_three, OPT, run, device=torch.device("cpu"))
+        fit(
+            make_model(),
+            LinearToy(),
+            None,
+            crash_in_epoch_three,
+            OPT,
+            run,
+            device=torch.device("cpu"),
+        )
     assert (run / LAST).is_file() and not (run / FINAL).exists()
 
     resumed = make_model()
@@ -91,7 +99,9 @@ def test_completed_run_only_loads_weights(tmp_path: Path) -> None:
         raise AssertionError("a completed run was trained again")
 
     fresh = make_model()
-    result = fit(fresh, LinearToy(), None, must_not_train, OPT, tmp_path, device=torch.device("cpu"))
+    result = fit(
+        fresh, LinearToy(), None, must_not_train, OPT, tmp_path, device=torch.device("cpu")
+    )
     assert result.resumed_from_epoch == OPT.epochs
     torch.testing.assert_close(fresh.weight, trained.weight)
 
@@ -106,6 +116,7 @@ def test_ema_weights_are_saved_as_final(tmp_path: Path) -> None:
     fit(plain, LinearToy(), None, mse, OPT, tmp_path / "plain", device=torch.device("cpu"))
     assert not torch.allclose(plain.weight, model.weight)
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,16 +124,23 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     info = distributed.init_distributed("gloo")
     assert info.world_size == world and info.rank == rank
     model = make_model()
-    result = fit(model, LinearToy(), LinearToy(16), mse, OPT, Path(out) / "run",
-                 device=torch.device("cpu"))
-    torch.save({"weight": model.weight.detach(), "history": result.history},
-               Path(out) / f"rank{rank}.pt")
+    result = fit(
+        model, LinearToy(), LinearToy(16), mse, OPT, Path(out) / "run", device=torch.device("cpu")
+    )
+    torch.save(
+        {"weight": model.weight.detach(), "history": result.history}, Path(out) / f"rank{rank}.pt"
+    )
     distributed.shutdown()
 
 
@@ -143,7 +161,16 @@ def test_single_process_is_not_distributed() -> None:
 
 
 def test_progress_false_draws_no_bars(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fit(make_model(), LinearToy(), None, mse, OPT, tmp_path / "quiet", device=torch.device("cpu"), progress=False)
+    fit(
+        make_model(),
+        LinearToy(),
+        None,
+        mse,
+        OPT,
+        tmp_path / "quiet",
+        device=torch.device("cpu"),
+        progress=False,
+    )
     assert capsys.readouterr().err == ""
     fit(make_model(), LinearToy(), None, mse, OPT, tmp_path / "shown", device=torch.device("cpu"))
     assert "train 1/" in capsys.readouterr().err

@@ -54,12 +54,40 @@ DISAGREE_MM = 10.0
 
 #: Columns of `StudyPrediction.targets`, one row per target in `TARGETS` order.
 TARGET_COLUMNS = (
-    "row_id", "condition", "level", *SEVERITIES, "series_id", "series_type", "stack_index",
-    "slice_index", "instance_number", "x", "y", "world_x", "world_y", "world_z", "confidence",
-    "method", "spread_mm", "folds_graded", "reason", "flags",
+    "row_id",
+    "condition",
+    "level",
+    *SEVERITIES,
+    "series_id",
+    "series_type",
+    "stack_index",
+    "slice_index",
+    "instance_number",
+    "x",
+    "y",
+    "world_x",
+    "world_y",
+    "world_z",
+    "confidence",
+    "method",
+    "spread_mm",
+    "folds_graded",
+    "reason",
+    "flags",
 )
-_LOCATION = ("series_id", "stack_index", "slice_index", "instance_number", "x", "y",
-             "world_x", "world_y", "world_z", "confidence", "method")
+_LOCATION = (
+    "series_id",
+    "stack_index",
+    "slice_index",
+    "instance_number",
+    "x",
+    "y",
+    "world_x",
+    "world_y",
+    "world_z",
+    "confidence",
+    "method",
+)
 
 
 @dataclass
@@ -69,7 +97,9 @@ class FoldModels:
     fold: int
     localizer: Localizer
     grader: Grader
-    temperatures: dict[str, float] = field(default_factory=dict)  #: per condition group; absent: T = 1
+    temperatures: dict[str, float] = field(
+        default_factory=dict
+    )  #: per condition group; absent: T = 1
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         """This fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated."""
@@ -95,8 +125,9 @@ class Ensemble:
         self.device = device
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str | None = None,
-             folds: Sequence[int] | None = None) -> Ensemble:
+    def load(
+        cls, run_dir: str | Path, *, device: str | None = None, folds: Sequence[int] | None = None
+    ) -> Ensemble:
         """The complete folds of a run folder (`folds` picks some of them)."""
         run = RunFolder(run_dir)
         run.check()
@@ -111,12 +142,20 @@ class Ensemble:
         return cls.of_folds(run, done, device=device)
 
     @classmethod
-    def of_folds(cls, run: RunFolder, folds: Sequence[int], *, device: str | None = None) -> Ensemble:
+    def of_folds(
+        cls, run: RunFolder, folds: Sequence[int], *, device: str | None = None
+    ) -> Ensemble:
         """The given folds' trained models, complete or not (out-of-fold prediction in training)."""
         dev = resolve_device(device or run.config().device)
-        models = [FoldModels(k, Localizer.load(run.localizer_dir(k), dev),
-                             Grader.load(run.grader_model(k), dev), run.temperatures(k))
-                  for k in folds]
+        models = [
+            FoldModels(
+                k,
+                Localizer.load(run.localizer_dir(k), dev),
+                Grader.load(run.grader_model(k), dev),
+                run.temperatures(k),
+            )
+            for k in folds
+        ]
         return cls(models, run.ensemble_prior(folds), dev)
 
     def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
@@ -135,24 +174,42 @@ class Ensemble:
 
 
 def combine(
-    study_id: int, study: Study, points: list[pd.DataFrame], probs: np.ndarray, prior: np.ndarray,
+    study_id: int,
+    study: Study,
+    points: list[pd.DataFrame],
+    probs: np.ndarray,
+    prior: np.ndarray,
 ) -> StudyPrediction:
     """Fold outputs -> one prediction: `points` k location tables (25 rows), `probs (k, 25, 3)`."""
     graded = ~np.isnan(probs).any(axis=2)  # (k, 25)
     n_graded = graded.sum(axis=0)
     with np.errstate(invalid="ignore"):
-        mean = np.where(graded[..., None], probs, 0.0).sum(axis=0) / np.maximum(n_graded, 1)[:, None]
+        mean = (
+            np.where(graded[..., None], probs, 0.0).sum(axis=0) / np.maximum(n_graded, 1)[:, None]
+        )
     final = np.where((n_graded > 0)[:, None], mean, prior)
     types = {s.series_id: s.series_type for s in study.series}
     rows = []
     for t, (cond, level) in enumerate(TARGETS):
         loc, spread = _medoid([p.iloc[t] for p in points])
-        row = {"row_id": row_id(study_id, cond, level), "condition": cond, "level": level,
-               **dict(zip(SEVERITIES, final[t])), **loc, "spread_mm": spread,
-               "folds_graded": int(n_graded[t])}
+        row = {
+            "row_id": row_id(study_id, cond, level),
+            "condition": cond,
+            "level": level,
+            **dict(zip(SEVERITIES, final[t])),
+            **loc,
+            "spread_mm": spread,
+            "folds_graded": int(n_graded[t]),
+        }
         row["series_type"] = types.get(loc["series_id"]) if loc["series_id"] is not None else None
-        row["reason"] = "" if loc["series_id"] is not None else next(
-            (str(p.iloc[t]["reason"]) for p in points if str(p.iloc[t]["reason"])), "not located")
+        row["reason"] = (
+            ""
+            if loc["series_id"] is not None
+            else next(
+                (str(p.iloc[t]["reason"]) for p in points if str(p.iloc[t]["reason"])),
+                "not located",
+            )
+        )
         row["flags"] = _flags(study, cond, row, n_graded[t] > 0)
         rows.append(row)
     return StudyPrediction(study_id, final, pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
@@ -160,10 +217,21 @@ def combine(
 
 def prior_prediction(study_id: int, prior: np.ndarray, reason: str) -> StudyPrediction:
     """The prediction of a study that could not be read: the prior everywhere, flagged."""
-    rows = [{"row_id": row_id(study_id, c, lv), "condition": c, "level": lv,
-             **dict(zip(SEVERITIES, prior[t])), **{k: None for k in _LOCATION}, "series_type": None,
-             "spread_mm": None, "folds_graded": 0, "reason": reason,
-             "flags": [FLAG_STUDY_FAILED, FLAG_PRIOR]} for t, (c, lv) in enumerate(TARGETS)]
+    rows = [
+        {
+            "row_id": row_id(study_id, c, lv),
+            "condition": c,
+            "level": lv,
+            **dict(zip(SEVERITIES, prior[t])),
+            **{k: None for k in _LOCATION},
+            "series_type": None,
+            "spread_mm": None,
+            "folds_graded": 0,
+            "reason": reason,
+            "flags": [FLAG_STUDY_FAILED, FLAG_PRIOR],
+        }
+        for t, (c, lv) in enumerate(TARGETS)
+    ]
     return StudyPrediction(study_id, prior.copy(), pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
 
 

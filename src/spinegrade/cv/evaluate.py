@@ -143,8 +143,10 @@ def graded_rows(run: RunFolder, row_ids: pd.Series) -> np.ndarray:
     if not path.is_file():
         return np.ones(len(row_ids), dtype=bool)
     points = pd.read_csv(path, usecols=["study_id", "condition", "level", "graded"])
-    ids = [row_id(s, condition_from_label(c), level_from_label(lv))
-           for s, c, lv in zip(points["study_id"], points["condition"], points["level"])]
+    ids = [
+        row_id(s, condition_from_label(c), level_from_label(lv))
+        for s, c, lv in zip(points["study_id"], points["condition"], points["level"])
+    ]
     graded = dict(zip(ids, points["graded"].astype(bool)))
     return np.array([graded.get(r, True) for r in row_ids], dtype=bool)
 
@@ -153,8 +155,10 @@ def oof_prior(run: RunFolder, done: list[int]) -> pd.DataFrame:
     """Each complete fold's training prior (`fold_<k>/prior.csv`, the one that fills its ungraded
     targets) for its held-out studies (submission rows)."""
     folds = run.folds()
-    return pd.concat([submission_rows(s, run.prior(k)) for k in done for s in _fold_ids(folds, k)],
-                     ignore_index=True)
+    return pd.concat(
+        [submission_rows(s, run.prior(k)) for k in done for s in _fold_ids(folds, k)],
+        ignore_index=True,
+    )
 
 
 def localization_report(run: RunFolder, done: list[int]) -> dict[str, Any]:
@@ -171,8 +175,10 @@ def localization_report(run: RunFolder, done: list[int]) -> dict[str, Any]:
         errors[col] = errors[col].astype(bool)
     return {
         "studies": int(errors["study_id"].nunique()),
-        **{who: summarize(errors[errors["who"] == who].drop(columns="who"))
-           for who in ("model", "baseline")},
+        **{
+            who: summarize(errors[errors["who"] == who].drop(columns="who"))
+            for who in ("model", "baseline")
+        },
     }
 
 

@@ -110,19 +110,25 @@ class RunFolder:
 
     def completed_folds(self) -> list[int]:
         """Folds whose `fold.json` (written last) exists, in order."""
-        found = (re.fullmatch(r"fold_(\d+)", p.parent.name) for p in self.path.glob(f"fold_*/{FOLD_JSON}"))
+        found = (
+            re.fullmatch(r"fold_(\d+)", p.parent.name)
+            for p in self.path.glob(f"fold_*/{FOLD_JSON}")
+        )
         return sorted(int(m.group(1)) for m in found if m)
 
     def check(self) -> None:
         """Raise one-line DataError unless this is a run folder of `FORMAT_VERSION`."""
         if not (self.path / CONFIG_YAML).is_file():
-            raise DataError(f"{self.path}: not a run folder written by `spinegrade train` "
-                            f"(no {CONFIG_YAML})")
+            raise DataError(
+                f"{self.path}: not a run folder written by `spinegrade train` (no {CONFIG_YAML})"
+            )
         version = self.info().get("format", 1)
         if version != FORMAT_VERSION:
-            raise DataError(f"{self.path}: run folder format {version}, but this spinegrade "
-                            f"({__version__}) reads format {FORMAT_VERSION}; train it again with "
-                            f"`spinegrade train` (same data and config) into a new --out")
+            raise DataError(
+                f"{self.path}: run folder format {version}, but this spinegrade "
+                f"({__version__}) reads format {FORMAT_VERSION}; train it again with "
+                f"`spinegrade train` (same data and config) into a new --out"
+            )
 
     def info(self) -> dict[str, Any]:
         """`run.json`, or {} when absent."""
@@ -142,7 +148,9 @@ class RunFolder:
         """`folds.csv`: `study_id, fold`."""
         path = self.path / FOLDS_CSV
         if not path.is_file():
-            raise DataError(f"{path}: folds not found (not a run folder written by `spinegrade train`)")
+            raise DataError(
+                f"{path}: folds not found (not a run folder written by `spinegrade train`)"
+            )
         return pd.read_csv(path)
 
     def prior(self, k: int) -> np.ndarray:
@@ -185,39 +193,55 @@ class RunFolder:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def start(self, cfg: Config, fold_table: pd.DataFrame, data_root: Path, wanted: Sequence[int],
-              world_size: int) -> None:
+    def start(
+        self,
+        cfg: Config,
+        fold_table: pd.DataFrame,
+        data_root: Path,
+        wanted: Sequence[int],
+        world_size: int,
+    ) -> None:
         """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches."""
         self.check_config(cfg)
         self.check_folds(fold_table)
         save_config(cfg, self.path / CONFIG_YAML)
         write_with(self.path / FOLDS_CSV, lambda tmp: fold_table.to_csv(tmp, index=False))
-        write_json(self.path / RUN_JSON, {
-            "format": FORMAT_VERSION,
-            "data_root": str(Path(data_root).resolve()),
-            "studies": len(fold_table),
-            "folds_asked": list(wanted),
-            "world_size": world_size,
-            "spinegrade": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        })
+        write_json(
+            self.path / RUN_JSON,
+            {
+                "format": FORMAT_VERSION,
+                "data_root": str(Path(data_root).resolve()),
+                "studies": len(fold_table),
+                "folds_asked": list(wanted),
+                "world_size": world_size,
+                "spinegrade": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        )
 
     def check_config(self, cfg: Config) -> None:
         """Refuse to resume a folder of another format or config (in a key that changes results)."""
         if (self.path / CONFIG_YAML).is_file():
             self.check()
             try:
-                old = to_dict(from_dict(Config, yaml.safe_load(
-                    (self.path / CONFIG_YAML).read_text(encoding="utf-8")) or {}))
+                old = to_dict(
+                    from_dict(
+                        Config,
+                        yaml.safe_load((self.path / CONFIG_YAML).read_text(encoding="utf-8")) or {},
+                    )
+                )
             except (yaml.YAMLError, SpinegradeError) as exc:
-                raise ConfigError(f"{self.path / CONFIG_YAML}: unreadable config of an earlier "
-                                  f"run ({exc})") from None
+                raise ConfigError(
+                    f"{self.path / CONFIG_YAML}: unreadable config of an earlier run ({exc})"
+                ) from None
             diff = [k for k in diff_keys(old, to_dict(cfg)) if k not in RESUMABLE_KEYS]
             if diff:
-                raise ConfigError(f"{self.path / CONFIG_YAML}: this run folder was trained with "
-                                  f"another config (differs in {', '.join(diff[:5])}); use the "
-                                  f"same config or a new --out")
+                raise ConfigError(
+                    f"{self.path / CONFIG_YAML}: this run folder was trained with "
+                    f"another config (differs in {', '.join(diff[:5])}); use the "
+                    f"same config or a new --out"
+                )
 
     def check_folds(self, fold_table: pd.DataFrame) -> None:
         """Refuse to resume a folder whose `folds.csv` holds other studies or folds."""
@@ -225,9 +249,12 @@ class RunFolder:
         if path.is_file():
             old_folds = pd.read_csv(path)
             if list(old_folds.columns) != ["study_id", "fold"] or not np.array_equal(
-                    old_folds.to_numpy(), fold_table.to_numpy()):
-                raise DataError(f"{path}: the studies or their folds differ from this data "
-                                f"({len(old_folds)} vs {len(fold_table)} studies); use a new --out")
+                old_folds.to_numpy(), fold_table.to_numpy()
+            ):
+                raise DataError(
+                    f"{path}: the studies or their folds differ from this data "
+                    f"({len(old_folds)} vs {len(fold_table)} studies); use a new --out"
+                )
 
 
 def read_prior(path: str | Path) -> np.ndarray:

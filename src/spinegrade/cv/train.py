@@ -37,7 +37,13 @@ import torch
 from tqdm.auto import tqdm
 
 from spinegrade.config import Config
-from spinegrade.constants import CONDITION_LABELS, LEVEL_LABELS, SEVERITIES, SUBMISSION_COLUMNS, TARGETS
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    LEVEL_LABELS,
+    SEVERITIES,
+    SUBMISSION_COLUMNS,
+    TARGETS,
+)
 from spinegrade.cv.ensemble import Ensemble, StudyPrediction, prior_prediction
 from spinegrade.cv.folder import (
     FOLD_JSON,
@@ -63,9 +69,25 @@ from spinegrade.training import distributed
 T = TypeVar("T")
 
 #: Columns of `oof_points.csv` (one row per target of each held-out study).
-OOF_POINT_COLUMNS = ("study_id", "condition", "level", "series_id", "instance_number", "x", "y",
-                     "stack_index", "slice_index", "world_x", "world_y", "world_z", "confidence",
-                     "method", "reason", "graded", "fold")
+OOF_POINT_COLUMNS = (
+    "study_id",
+    "condition",
+    "level",
+    "series_id",
+    "instance_number",
+    "x",
+    "y",
+    "stack_index",
+    "slice_index",
+    "world_x",
+    "world_y",
+    "world_z",
+    "confidence",
+    "method",
+    "reason",
+    "graded",
+    "fold",
+)
 
 
 @dataclass
@@ -94,7 +116,8 @@ class FoldPart:
 
 
 def prior_table(labels: pd.DataFrame) -> pd.DataFrame:
-    """`smoothed_prior(labels)` as the table of a `prior.csv`: condition, level, the 3 severities."""
+    """`smoothed_prior(labels)` as the table of a `prior.csv`: condition, level, the 3
+    severities."""
     table = pd.DataFrame(TARGETS, columns=["condition", "level"])
     for i, s in enumerate(SEVERITIES):
         table[s] = smoothed_prior(labels)[:, i]
@@ -129,9 +152,12 @@ def train(
         tables, labels, left_out = _load(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
         _on_main(lambda: run.start(cfg, fold_table, data_root, wanted, info.world_size))
-        cached = _on_main(lambda: _build_cache(data_root, tables, fold_table, run.cache_dir(cfg), cfg, show))
-        summary = RunSummary(run.path, failed_studies=dict(cached.failed), rank=info.rank,
-                             left_out=left_out)
+        cached = _on_main(
+            lambda: _build_cache(data_root, tables, fold_table, run.cache_dir(cfg), cfg, show)
+        )
+        summary = RunSummary(
+            run.path, failed_studies=dict(cached.failed), rank=info.rank, left_out=left_out
+        )
         done = set(run.completed_folds())
         for k in tqdm(wanted, desc="folds", unit="fold", disable=not show, dynamic_ncols=True):
             if k in done:
@@ -172,7 +198,10 @@ def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.Data
     tables = load_tables(data_root)
     report = validate_tables(tables)
     for p in report.warnings:
-        _say(f"warning: {p.kind}: {p.count}" + (f" (e.g. {p.examples[0]})" if p.examples else ""), show)
+        _say(
+            f"warning: {p.kind}: {p.count}" + (f" (e.g. {p.examples[0]})" if p.examples else ""),
+            show,
+        )
     if not report.ok:
         worst = report.errors[0]
         raise DataError(
@@ -182,16 +211,22 @@ def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.Data
     assert tables.labels is not None
     labels = tables.labels.sort_values("study_id").reset_index(drop=True)
     images = data_root / "train_images"
-    present = {int(d.name) for d in images.iterdir() if d.is_dir() and d.name.isdigit()} \
-        if images.is_dir() else set()
+    present = (
+        {int(d.name) for d in images.iterdir() if d.is_dir() and d.name.isdigit()}
+        if images.is_dir()
+        else set()
+    )
     if not present:
         raise DataError(f"{images}: no study folders (the images of train.csv's studies)")
     has = labels["study_id"].isin(present)
     left_out = labels.loc[~has, "study_id"].astype(int).tolist()
     if left_out:
         shown = ", ".join(map(str, left_out[:5])) + (" ..." if len(left_out) > 5 else "")
-        _say(f"training on the {int(has.sum())} labelled studies that have images; "
-             f"{len(left_out)} have none and are left out ({shown})", show)
+        _say(
+            f"training on the {int(has.sum())} labelled studies that have images; "
+            f"{len(left_out)} have none and are left out ({shown})",
+            show,
+        )
     labels = labels[has].reset_index(drop=True)
     if cfg.data.max_studies is not None:
         labels = labels.head(cfg.data.max_studies).reset_index(drop=True)
@@ -207,22 +242,45 @@ def _wanted_folds(folds: list[int] | None, k: int) -> list[int]:
     return sorted(set(folds))
 
 
-def _build_cache(data_root: Path, tables: RsnaTables, fold_table: pd.DataFrame, cache_dir: Path,
-                 cfg: Config, show: bool) -> CacheResult:
+def _build_cache(
+    data_root: Path,
+    tables: RsnaTables,
+    fold_table: pd.DataFrame,
+    cache_dir: Path,
+    cfg: Config,
+    show: bool,
+) -> CacheResult:
     """Cache every study once (parallel, atomic, reused by later runs); list the unreadable ones."""
     ids = fold_table["study_id"].astype(int).tolist()
-    result = cache_studies(data_root / "train_images", ids, cache_dir, tables.series,
-                           workers=cfg.data.num_workers, progress=show)
+    result = cache_studies(
+        data_root / "train_images",
+        ids,
+        cache_dir,
+        tables.series,
+        workers=cfg.data.num_workers,
+        progress=show,
+    )
     for sid, why in sorted(result.failed.items()):
         _say(f"skipped study {sid}: {why}", show)
     if len(result.failed) == len(ids):
-        raise DataError(f"{data_root}: none of the {len(ids)} studies could be read "
-                        f"(e.g. {next(iter(result.failed.values()))})")
+        raise DataError(
+            f"{data_root}: none of the {len(ids)} studies could be read "
+            f"(e.g. {next(iter(result.failed.values()))})"
+        )
     return result
 
 
-def _train_fold(k: int, data_root: Path, run: RunFolder, cfg: Config, tables: RsnaTables,
-                labels: pd.DataFrame, fold_table: pd.DataFrame, cached: CacheResult, show: bool) -> None:
+def _train_fold(
+    k: int,
+    data_root: Path,
+    run: RunFolder,
+    cfg: Config,
+    tables: RsnaTables,
+    labels: pd.DataFrame,
+    fold_table: pd.DataFrame,
+    cached: CacheResult,
+    show: bool,
+) -> None:
     """Train both stages of fold `k`, predict its held-out studies, write the fold's files."""
     info = distributed.current()
     train_ids = _ids(fold_table, fold_table["fold"] != k)
@@ -231,27 +289,53 @@ def _train_fold(k: int, data_root: Path, run: RunFolder, cfg: Config, tables: Rs
     cache_dir = run.cache_dir(cfg)
     timings: dict[str, float] = {}
     assert tables.coordinates is not None
-    _on_main(lambda: write_with(run.fold_dir(k) / PRIOR_CSV, lambda tmp: prior_table(
-        labels[labels["study_id"].isin(train_ids)]).to_csv(tmp, index=False)))
+    _on_main(
+        lambda: write_with(
+            run.fold_dir(k) / PRIOR_CSV,
+            lambda tmp: prior_table(labels[labels["study_id"].isin(train_ids)]).to_csv(
+                tmp, index=False
+            ),
+        )
+    )
 
     _say(f"fold {k}: training on {len(readable)} studies, {len(held)} held out", show)
     tick = time.perf_counter()
     torch.manual_seed(cfg.data.seed + 1000 * k)
-    train_localizer(data_root, readable, run.localizer_dir(k), cfg, cache_dir=cache_dir, progress=show)
+    train_localizer(
+        data_root, readable, run.localizer_dir(k), cfg, cache_dir=cache_dir, progress=show
+    )
     distributed.barrier()
     timings["localize_train_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     torch.manual_seed(cfg.data.seed + 1000 * k + 1)
-    train_grader(data_root, readable, tables.coordinates, labels, run.grader_model(k).parent, cfg,
-                 val_ids=[s for s in held if s in cached.paths], cache_dir=cache_dir, progress=show)
+    train_grader(
+        data_root,
+        readable,
+        tables.coordinates,
+        labels,
+        run.grader_model(k).parent,
+        cfg,
+        val_ids=[s for s in held if s in cached.paths],
+        cache_dir=cache_dir,
+        progress=show,
+    )
     distributed.barrier()
     timings["grade_train_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     baseline = _on_main(lambda: _fit_baseline(readable, cached, tables.coordinates))
-    part = predict_fold(run, k, held[info.rank :: info.world_size], cached, tables.coordinates,
-                        baseline, device=cfg.device, rank=info.rank, progress=show)
+    part = predict_fold(
+        run,
+        k,
+        held[info.rank :: info.world_size],
+        cached,
+        tables.coordinates,
+        baseline,
+        device=cfg.device,
+        rank=info.rank,
+        progress=show,
+    )
     parts = distributed.all_gather_object(part)
     timings["predict_s"] = time.perf_counter() - tick
     _on_main(lambda: _write_fold(run, k, parts, timings, len(readable)))
@@ -261,7 +345,9 @@ def _ids(fold_table: pd.DataFrame, mask: pd.Series) -> list[int]:
     return fold_table.loc[mask, "study_id"].astype(int).tolist()
 
 
-def _fit_baseline(train_ids: list[int], cached: CacheResult, coords: pd.DataFrame) -> MeanPositionBaseline:
+def _fit_baseline(
+    train_ids: list[int], cached: CacheResult, coords: pd.DataFrame
+) -> MeanPositionBaseline:
     """The localisation baseline (mean position per target) fitted on the training studies."""
     by_study = dict(tuple(coords.groupby("study_id")))
 
@@ -322,8 +408,12 @@ def point_table(pred: StudyPrediction) -> pd.DataFrame:
 
 def submission_of(pred: StudyPrediction) -> pd.DataFrame:
     """The 25 submission rows of a prediction."""
-    return pd.DataFrame({"row_id": pred.targets["row_id"],
-                         **{s: pred.probs[:, i] for i, s in enumerate(SEVERITIES)}})
+    return pd.DataFrame(
+        {
+            "row_id": pred.targets["row_id"],
+            **{s: pred.probs[:, i] for i, s in enumerate(SEVERITIES)},
+        }
+    )
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -331,8 +421,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _write_fold(run: RunFolder, k: int, parts: list[FoldPart], timings: dict[str, float],
-                n_train: int) -> None:
+def _write_fold(
+    run: RunFolder, k: int, parts: list[FoldPart], timings: dict[str, float], n_train: int
+) -> None:
     """The fold's files (atomically, `fold.json` last), then the run's OOF files from all folds."""
     fdir = run.fold_dir(k)
     order = {sid: i for i, sid in enumerate(sorted(s for p in parts for s in p.study_ids))}
@@ -341,33 +432,43 @@ def _write_fold(run: RunFolder, k: int, parts: list[FoldPart], timings: dict[str
     preds = preds.assign(study_id=preds["row_id"].str.split("_").str[0].astype(int))
     preds = _by_study(preds, order)[list(SUBMISSION_COLUMNS)]
     errors = _concat([p.loc_errors for p in parts])
-    csv_points = points.assign(condition=points["condition"].map(CONDITION_LABELS),
-                               level=points["level"].map(LEVEL_LABELS))
+    csv_points = points.assign(
+        condition=points["condition"].map(CONDITION_LABELS), level=points["level"].map(LEVEL_LABELS)
+    )
     write_with(fdir / OOF_POINTS, lambda tmp: csv_points.to_csv(tmp, index=False))
     write_with(fdir / OOF_PREDICTIONS, lambda tmp: preds.to_csv(tmp, index=False))
     write_with(fdir / LOCALIZATION_ERRORS, lambda tmp: errors.to_csv(tmp, index=False))
-    write_json(fdir / FOLD_JSON, {
-        "fold": k,
-        "train_studies": n_train,
-        "held_out_studies": len(order),
-        "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
-        "timings": timings,
-        "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
-    })
+    write_json(
+        fdir / FOLD_JSON,
+        {
+            "fold": k,
+            "train_studies": n_train,
+            "held_out_studies": len(order),
+            "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
+            "timings": timings,
+            "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
+        },
+    )
     merge_oof(run)
 
 
 def _by_study(frame: pd.DataFrame, order: dict[int, int]) -> pd.DataFrame:
     """Rows sorted by the study order (stable within a study)."""
-    return frame.assign(_s=frame["study_id"].map(order)).sort_values("_s", kind="stable").drop(columns="_s")
+    return (
+        frame.assign(_s=frame["study_id"].map(order))
+        .sort_values("_s", kind="stable")
+        .drop(columns="_s")
+    )
 
 
 def merge_oof(run: RunFolder) -> list[int]:
     """Rebuild the run's `oof_points.csv` and `oof_predictions.csv` from the complete folds."""
     done = run.completed_folds()
     for name in (OOF_POINTS, OOF_PREDICTIONS):  # read as text: every value is copied as written
-        table = pd.concat([pd.read_csv(run.fold_dir(k) / name, dtype=str, keep_default_na=False)
-                           for k in done], ignore_index=True)
+        table = pd.concat(
+            [pd.read_csv(run.fold_dir(k) / name, dtype=str, keep_default_na=False) for k in done],
+            ignore_index=True,
+        )
         write_with(run / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return done
 

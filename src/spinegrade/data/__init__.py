@@ -1,4 +1,5 @@
-"""RSNA tables and their validation, folds (and, from other modules, study index, synthetic data, cache)."""
+"""RSNA tables and their validation, folds (and, from other modules, study index, synthetic data,
+cache)."""
 
 from spinegrade.data.folds import make_folds
 from spinegrade.data.tables import (

@@ -1,4 +1,5 @@
-"""The preprocessed study cache: each study's DICOM read once into one `.npz`, loaded back as `Study`.
+"""The preprocessed study cache: each study's DICOM read once into one `.npz`, loaded back as
+`Study`.
 
 Both stages read studies many times (every epoch, every fold, evaluation); decoding DICOM each time
 would dominate. `cache_studies` reads the studies in parallel worker processes (with a progress bar)
@@ -72,8 +73,12 @@ def study_key(study_dir: str | Path, series_descriptions: pd.DataFrame | None = 
 def save_study(study: Study, path: str | Path, key: str = "") -> Path:
     """Write `study` atomically to the npz `path` (see module docstring for the layout)."""
     arrays: dict[str, np.ndarray] = {}
-    index = {"study_id": study.study_id, "path": str(study.path), "skipped": list(study.skipped),
-             "series": []}
+    index = {
+        "study_id": study.study_id,
+        "path": str(study.path),
+        "skipped": list(study.skipped),
+        "series": [],
+    }
     for i, series in enumerate(study.series):
         stacks = []
         for j, vol in enumerate(series.stacks):
@@ -82,11 +87,21 @@ def save_study(study: Study, path: str | Path, key: str = "") -> Path:
             arrays[f"s{i}_{j}_instances"] = vol.instance_numbers
             arrays[f"s{i}_{j}_sop_uids"] = np.array(vol.sop_instance_uids, dtype=str)
             arrays[f"s{i}_{j}_sop_classes"] = np.array(vol.sop_class_uids, dtype=str)
-            stacks.append({k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in dataclasses.asdict(vol.meta).items()})
-        index["series"].append({"series_id": series.series_id, "series_type": series.series_type,
-                                "description": series.description, "note": series.note,
-                                "stacks": stacks})
+            stacks.append(
+                {
+                    k: (str(v) if isinstance(v, Path) else v)
+                    for k, v in dataclasses.asdict(vol.meta).items()
+                }
+            )
+        index["series"].append(
+            {
+                "series_id": series.series_id,
+                "series_type": series.series_type,
+                "description": series.description,
+                "note": series.note,
+                "stacks": stacks,
+            }
+        )
     arrays["key"] = np.array(key)
     arrays["index"] = np.array(json.dumps(index))
     return write_with(path, lambda tmp: np.savez(tmp, **arrays))
@@ -102,21 +117,38 @@ def load_cached(path: str | Path) -> Study:
             for i, s in enumerate(index["series"]):
                 stacks = []
                 for j, meta in enumerate(s["stacks"]):
-                    meta = dict(meta, path=Path(meta["path"]),
-                                pixel_spacing=tuple(meta["pixel_spacing"]))
-                    stacks.append(Volume(pixels=npz[f"s{i}_{j}_pixels"], affine=npz[f"s{i}_{j}_affine"],
-                                         instance_numbers=npz[f"s{i}_{j}_instances"],
-                                         meta=SeriesMeta(**meta),
-                                         sop_instance_uids=_strings(npz[f"s{i}_{j}_sop_uids"]),
-                                         sop_class_uids=_strings(npz[f"s{i}_{j}_sop_classes"])))
-                series.append(Series(series_id=s["series_id"], series_type=s["series_type"],
-                                     description=s["description"], stacks=stacks, note=s["note"]))
+                    meta = dict(
+                        meta, path=Path(meta["path"]), pixel_spacing=tuple(meta["pixel_spacing"])
+                    )
+                    stacks.append(
+                        Volume(
+                            pixels=npz[f"s{i}_{j}_pixels"],
+                            affine=npz[f"s{i}_{j}_affine"],
+                            instance_numbers=npz[f"s{i}_{j}_instances"],
+                            meta=SeriesMeta(**meta),
+                            sop_instance_uids=_strings(npz[f"s{i}_{j}_sop_uids"]),
+                            sop_class_uids=_strings(npz[f"s{i}_{j}_sop_classes"]),
+                        )
+                    )
+                series.append(
+                    Series(
+                        series_id=s["series_id"],
+                        series_type=s["series_type"],
+                        description=s["description"],
+                        stacks=stacks,
+                        note=s["note"],
+                    )
+                )
     except FileNotFoundError:
         raise DataError(f"{path}: cache file not found") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable cache file ({type(exc).__name__}: {exc})") from None
-    return Study(study_id=index["study_id"], path=Path(index["path"]), series=series,
-                 skipped=index["skipped"])
+    return Study(
+        study_id=index["study_id"],
+        path=Path(index["path"]),
+        series=series,
+        skipped=index["skipped"],
+    )
 
 
 def _strings(array: np.ndarray) -> tuple[str, ...]:
@@ -155,8 +187,11 @@ def cache_studies(
         if not study_dir.is_dir():
             result.failed[sid] = f"{study_dir}: study folder not found"
             continue
-        desc = None if series_descriptions is None else \
-            series_descriptions[series_descriptions["study_id"] == sid]
+        desc = (
+            None
+            if series_descriptions is None
+            else series_descriptions[series_descriptions["study_id"] == sid]
+        )
         key = study_key(study_dir, desc)
         if cached_key(cache_path(cache_dir, sid)) == key:
             result.paths[sid] = cache_path(cache_dir, sid)
@@ -166,10 +201,16 @@ def cache_studies(
     if workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
             outcomes = pool.map(_cache_one, jobs)
-            _collect(result, tqdm(outcomes, total=len(jobs), desc="cache studies", disable=not progress))
+            _collect(
+                result, tqdm(outcomes, total=len(jobs), desc="cache studies", disable=not progress)
+            )
     else:
-        _collect(result, tqdm(map(_cache_one, jobs), total=len(jobs), desc="cache studies",
-                              disable=not progress))
+        _collect(
+            result,
+            tqdm(
+                map(_cache_one, jobs), total=len(jobs), desc="cache studies", disable=not progress
+            ),
+        )
     return result
 
 
@@ -182,7 +223,9 @@ def _collect(result: CacheResult, outcomes) -> None:  # type: ignore[no-untyped-
             result.failed[sid] = error
 
 
-def _cache_one(job: tuple[int, Path, pd.DataFrame | None, str, Path]) -> tuple[int, Path | None, str | None]:
+def _cache_one(
+    job: tuple[int, Path, pd.DataFrame | None, str, Path],
+) -> tuple[int, Path | None, str | None]:
     sid, study_dir, desc, key, cache_dir = job
     try:
         study = load_study(study_dir, desc)

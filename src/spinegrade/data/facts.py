@@ -1,5 +1,6 @@
 """Facts of an RSNA folder, for inspection: label statistics, series, DICOM headers, positions,
-consistency problems. Computed here from the tables and the headers; drawn by `spinegrade.report.inspect`.
+consistency problems. Computed here from the tables and the headers; drawn by
+`spinegrade.report.inspect`.
 
 Headers are read without pixel data, in worker processes. Everything works on the label files
 alone: the image facts then say plainly that there are no images.
@@ -58,7 +59,6 @@ SLICE_COLUMNS = (
 )
 
 
-
 @dataclass
 class DatasetFacts:
     """Everything `spinegrade inspect` reports about one RSNA folder.
@@ -79,8 +79,9 @@ class DatasetFacts:
     summary: dict[str, Any]
 
 
-def dataset_facts(root: str | os.PathLike[str], *, split: str = "train", workers: int = 2,
-                  progress: bool = True) -> DatasetFacts:
+def dataset_facts(
+    root: str | os.PathLike[str], *, split: str = "train", workers: int = 2, progress: bool = True
+) -> DatasetFacts:
     """The facts of the RSNA folder `root`.
 
     DICOM headers under `root/{split}_images/<study>/<series>/` are read when that folder exists
@@ -90,16 +91,24 @@ def dataset_facts(root: str | os.PathLike[str], *, split: str = "train", workers
     root = Path(root)
     tables = load_tables(root, split)
     if tables.labels is None or tables.coordinates is None:
-        raise SpinegradeError(f"{root}: inspect needs the train split's labels (got split {split!r})")
+        raise SpinegradeError(
+            f"{root}: inspect needs the train split's labels (got split {split!r})"
+        )
     images_dir = root / f"{split}_images"
     has_images = images_dir.is_dir()
-    slices, failures = (read_headers(images_dir, workers=workers, progress=progress) if has_images
-                        else (_empty_slices(), _empty_failures()))
+    slices, failures = (
+        read_headers(images_dir, workers=workers, progress=progress)
+        if has_images
+        else (_empty_slices(), _empty_failures())
+    )
     series_info = summarise_series(slices)
     coords = annotate_coordinates(tables.coordinates, slices, series_info)
-    problems = consistency_problems(tables, coords, slices, series_info, failures,
-                                    has_images=has_images)
-    summary = _facts(tables, slices, series_info, failures, coords, problems, has_images, images_dir)
+    problems = consistency_problems(
+        tables, coords, slices, series_info, failures, has_images=has_images
+    )
+    summary = _facts(
+        tables, slices, series_info, failures, coords, problems, has_images, images_dir
+    )
     return DatasetFacts(root, tables, slices, series_info, failures, coords, problems, summary)
 
 

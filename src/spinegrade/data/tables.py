@@ -1,8 +1,10 @@
 """The RSNA label tables: loading, converting to the project's names, and validating.
 
-Loading is strict about structure (missing folder, file or column, unparseable numbers raise a one-line
+Loading is strict about structure (missing folder, file or column, unparseable numbers raise a
+one-line
 `DataError` naming the file) and lenient about content: severity, condition and level strings that
-are not known are *kept* (stripped, as written) so that :func:`validate_tables` can report them; known
+are not known are *kept* (stripped, as written) so that :func:`validate_tables` can report them;
+known
 ones are converted to the snake_case names of `spinegrade.constants`. Code that needs clean labels
 (:func:`labels_long`, the metric) raises `DataError` on an unknown value instead of guessing.
 """
@@ -41,7 +43,13 @@ COORDINATE_FILES: tuple[str, ...] = (
 )
 SERIES_COLUMNS: tuple[str, ...] = ("study_id", "series_id", "series_description")
 COORDINATE_COLUMNS: tuple[str, ...] = (
-    "study_id", "series_id", "instance_number", "condition", "level", "x", "y",
+    "study_id",
+    "series_id",
+    "instance_number",
+    "condition",
+    "level",
+    "x",
+    "y",
 )
 #: Label of a blank (not scored) target in :func:`labels_long`.
 BLANK_LABEL = -1
@@ -102,13 +110,16 @@ def read_labels(path: str | Path) -> pd.DataFrame:
 
 
 def read_series(path: str | Path) -> pd.DataFrame:
-    """Read a `*_series_descriptions.csv`: `study_id, series_id` (int), `series_description` (str)."""
+    """Read a `*_series_descriptions.csv`: `study_id, series_id` (int), `series_description`
+    (str)."""
     raw = _read_csv(path, SERIES_COLUMNS)
-    return pd.DataFrame({
-        "study_id": _integers(raw["study_id"], path, "study_id"),
-        "series_id": _integers(raw["series_id"], path, "series_id"),
-        "series_description": raw["series_description"].fillna("").str.strip().astype(object),
-    })
+    return pd.DataFrame(
+        {
+            "study_id": _integers(raw["study_id"], path, "study_id"),
+            "series_id": _integers(raw["series_id"], path, "series_id"),
+            "series_description": raw["series_description"].fillna("").str.strip().astype(object),
+        }
+    )
 
 
 def read_coordinates(path: str | Path, series: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -117,15 +128,19 @@ def read_coordinates(path: str | Path, series: pd.DataFrame | None = None) -> pd
     With `series`, its `series_description` is merged in (NaN where the series is not listed).
     """
     raw = _read_csv(path, COORDINATE_COLUMNS)
-    out = pd.DataFrame({
-        "study_id": _integers(raw["study_id"], path, "study_id"),
-        "series_id": _integers(raw["series_id"], path, "series_id"),
-        "instance_number": _integers(raw["instance_number"], path, "instance_number"),
-        "condition": raw["condition"].map(lambda v: _name(v, condition_from_label)).astype(object),
-        "level": raw["level"].map(lambda v: _name(v, level_from_label)).astype(object),
-        "x": _floats(raw["x"], path, "x"),
-        "y": _floats(raw["y"], path, "y"),
-    })
+    out = pd.DataFrame(
+        {
+            "study_id": _integers(raw["study_id"], path, "study_id"),
+            "series_id": _integers(raw["series_id"], path, "series_id"),
+            "instance_number": _integers(raw["instance_number"], path, "instance_number"),
+            "condition": raw["condition"]
+            .map(lambda v: _name(v, condition_from_label))
+            .astype(object),
+            "level": raw["level"].map(lambda v: _name(v, level_from_label)).astype(object),
+            "x": _floats(raw["x"], path, "x"),
+            "y": _floats(raw["y"], path, "y"),
+        }
+    )
     if series is not None:
         described = series.drop_duplicates(["study_id", "series_id"])
         out = out.merge(described, on=["study_id", "series_id"], how="left", validate="many_to_one")
@@ -144,13 +159,15 @@ def labels_long(labels: pd.DataFrame) -> pd.DataFrame:
     studies = np.repeat(labels["study_id"].to_numpy(dtype=np.int64), len(TARGETS))
     conditions, levels = (np.tile(np.array(part, dtype=object), n) for part in zip(*TARGETS))
     severity = values.ravel()
-    out = pd.DataFrame({
-        "study_id": studies,
-        "condition": conditions,
-        "level": levels,
-        "severity": severity,
-        "label": severity_labels(severity),
-    })
+    out = pd.DataFrame(
+        {
+            "study_id": studies,
+            "condition": conditions,
+            "level": levels,
+            "severity": severity,
+            "label": severity_labels(severity),
+        }
+    )
     out["row_id"] = [row_id(s, c, lv) for s, c, lv in zip(studies, conditions, levels)]
     return out
 
@@ -214,8 +231,10 @@ class ValidationReport:
 
     def summary(self) -> str:
         """Plain-text summary: one line per problem, then the verdict."""
-        lines = [f"{self.root} ({self.split}): {len(self.errors)} error(s), "
-                 f"{len(self.warnings)} warning(s)"]
+        lines = [
+            f"{self.root} ({self.split}): {len(self.errors)} error(s), "
+            f"{len(self.warnings)} warning(s)"
+        ]
         for p in self.problems:
             example = f" e.g. {p.examples[0]}" if p.examples else ""
             lines.append(f"  {p.severity:7s} {p.kind}: {p.count}{example}")
@@ -258,19 +277,26 @@ def validate_tables(tables: RsnaTables) -> ValidationReport:
 
 def _series_problems(series: pd.DataFrame) -> list[Problem]:
     out = [
-        _problem("duplicate series rows", _dup_examples(series, ["study_id", "series_id"]), "error"),
+        _problem(
+            "duplicate series rows", _dup_examples(series, ["study_id", "series_id"]), "error"
+        ),
         _problem(
             "unknown series description",
-            [f"study {r.study_id} series {r.series_id}: {r.series_description!r}"
-             for r in series[~series["series_description"].isin(SERIES_TYPES)].itertuples()],
+            [
+                f"study {r.study_id} series {r.series_id}: {r.series_description!r}"
+                for r in series[~series["series_description"].isin(SERIES_TYPES)].itertuples()
+            ],
             "warning",
         ),
     ]
     types_per_study = series.groupby("study_id")["series_description"].agg(set)
     for series_type in SERIES_TYPES:
         lacking = types_per_study[types_per_study.map(lambda s, t=series_type: t not in s)]
-        out.append(_problem(f"studies without {series_type}",
-                            [f"study {s}" for s in lacking.index], "warning"))
+        out.append(
+            _problem(
+                f"studies without {series_type}", [f"study {s}" for s in lacking.index], "warning"
+            )
+        )
     return [p for p in out if p.count]
 
 
@@ -298,40 +324,72 @@ def _label_problems(labels: pd.DataFrame, series: pd.DataFrame) -> list[Problem]
 
 def _coordinate_problems(coords: pd.DataFrame, labels: pd.DataFrame | None) -> list[Problem]:
     def where(frame: pd.DataFrame) -> list[str]:
-        return [f"study {r.study_id} series {r.series_id} instance {r.instance_number} "
-                f"{r.condition} {r.level}" for r in frame.itertuples()]
+        return [
+            f"study {r.study_id} series {r.series_id} instance {r.instance_number} "
+            f"{r.condition} {r.level}"
+            for r in frame.itertuples()
+        ]
 
     described = coords["series_description"].notna() if "series_description" in coords else None
     expected = coords["condition"].map(SERIES_OF_CONDITION)
     xy = coords[["x", "y"]]
     key = ["study_id", "condition", "level"]
     out = [
-        _problem("unknown condition in coordinates",
-                 where(coords[~coords["condition"].isin(CONDITIONS)]), "error"),
-        _problem("unknown level in coordinates", where(coords[~coords["level"].isin(LEVELS)]), "error"),
-        _problem("duplicate coordinate rows",
-                 _dup_examples(coords, ["study_id", "series_id", "instance_number", *key[1:]]),
-                 "error"),
-        _problem("coordinates with NaN or negative x/y",
-                 where(coords[xy.isna().any(axis=1) | (xy < 0).any(axis=1)]), "error"),
-        _problem("several coordinates for one study/condition/level",
-                 _dup_examples(coords.drop_duplicates(
-                     ["study_id", "series_id", "instance_number", *key[1:]]), key), "warning"),
+        _problem(
+            "unknown condition in coordinates",
+            where(coords[~coords["condition"].isin(CONDITIONS)]),
+            "error",
+        ),
+        _problem(
+            "unknown level in coordinates", where(coords[~coords["level"].isin(LEVELS)]), "error"
+        ),
+        _problem(
+            "duplicate coordinate rows",
+            _dup_examples(coords, ["study_id", "series_id", "instance_number", *key[1:]]),
+            "error",
+        ),
+        _problem(
+            "coordinates with NaN or negative x/y",
+            where(coords[xy.isna().any(axis=1) | (xy < 0).any(axis=1)]),
+            "error",
+        ),
+        _problem(
+            "several coordinates for one study/condition/level",
+            _dup_examples(
+                coords.drop_duplicates(["study_id", "series_id", "instance_number", *key[1:]]), key
+            ),
+            "warning",
+        ),
     ]
     if described is not None:
         wrong = described & expected.notna() & (coords["series_description"] != expected)
         out += [
-            _problem("coordinates on a series not in the descriptions",
-                     where(coords[~described]), "error"),
-            _problem("coordinates on an unexpected series type",
-                     [f"{e} (on {d}, expected {x})" for e, d, x in zip(
-                         where(coords[wrong]), coords.loc[wrong, "series_description"],
-                         expected[wrong])],
-                     "warning"),
+            _problem(
+                "coordinates on a series not in the descriptions",
+                where(coords[~described]),
+                "error",
+            ),
+            _problem(
+                "coordinates on an unexpected series type",
+                [
+                    f"{e} (on {d}, expected {x})"
+                    for e, d, x in zip(
+                        where(coords[wrong]),
+                        coords.loc[wrong, "series_description"],
+                        expected[wrong],
+                    )
+                ],
+                "warning",
+            ),
         ]
     if labels is not None:
-        out.append(_problem("coordinates of blank or unlabelled targets",
-                            where(_coordinates_without_label(coords, labels)), "warning"))
+        out.append(
+            _problem(
+                "coordinates of blank or unlabelled targets",
+                where(_coordinates_without_label(coords, labels)),
+                "warning",
+            )
+        )
     return [p for p in out if p.count]
 
 
@@ -341,13 +399,15 @@ def _coordinates_without_label(coords: pd.DataFrame, labels: pd.DataFrame) -> pd
     long = long.drop_duplicates(["study_id", "variable"])
     column = coords["condition"].astype(str) + "_" + coords["level"].astype(str)
     merged = pd.DataFrame({"study_id": coords["study_id"], "variable": column}).merge(
-        long, on=["study_id", "variable"], how="left")
+        long, on=["study_id", "variable"], how="left"
+    )
     return coords[merged["severity"].isna().to_numpy()]
 
 
 def _problem(kind: str, examples: list[str], severity: Literal["error", "warning"]) -> Problem:
-    return Problem(kind=kind, count=len(examples), examples=examples[:_MAX_EXAMPLES],
-                   severity=severity)
+    return Problem(
+        kind=kind, count=len(examples), examples=examples[:_MAX_EXAMPLES], severity=severity
+    )
 
 
 def _dup_examples(frame: pd.DataFrame, key: list[str]) -> list[str]:
@@ -375,8 +435,10 @@ def _existing(root: Path, *names: str) -> Path:
     for name in names:
         if (root / name).is_file():
             return root / name
-    raise DataError(f"{root / names[0]}: file not found" +
-                    (f" (nor {', '.join(names[1:])})" if len(names) > 1 else ""))
+    raise DataError(
+        f"{root / names[0]}: file not found"
+        + (f" (nor {', '.join(names[1:])})" if len(names) > 1 else "")
+    )
 
 
 def _read_csv(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -405,8 +467,10 @@ def _integers(values: pd.Series, path: str | Path, column: str) -> pd.Series:
     numbers = pd.to_numeric(values.str.strip(), errors="coerce")
     bad = numbers.isna() | (numbers != np.round(numbers))
     if bad.any():
-        raise DataError(f"{path}: column {column} must hold integers; row {int(bad.idxmax()) + 2} "
-                        f"has {values[bad].iloc[0]!r}")
+        raise DataError(
+            f"{path}: column {column} must hold integers; row {int(bad.idxmax()) + 2} "
+            f"has {values[bad].iloc[0]!r}"
+        )
     return numbers.astype(np.int64)
 
 
@@ -415,8 +479,10 @@ def _floats(values: pd.Series, path: str | Path, column: str) -> pd.Series:
     numbers = pd.to_numeric(values.str.strip(), errors="coerce")
     bad = numbers.isna() & values.notna()
     if bad.any():
-        raise DataError(f"{path}: column {column} must hold numbers; row {int(bad.idxmax()) + 2} "
-                        f"has {values[bad].iloc[0]!r}")
+        raise DataError(
+            f"{path}: column {column} must hold numbers; row {int(bad.idxmax()) + 2} "
+            f"has {values[bad].iloc[0]!r}"
+        )
     return numbers.astype(np.float64)
 
 

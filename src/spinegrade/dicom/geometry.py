@@ -21,7 +21,8 @@ PLANES = ("sagittal", "coronal", "axial")
 
 def plane_of(normal: npt.ArrayLike, tolerance_deg: float = PLANE_TOLERANCE_DEG) -> str:
     """`sagittal` / `coronal` / `axial` when the slice normal (3,) is within `tolerance_deg` of the
-    patient x / y / z axis, `oblique` when it is farther from all three, `unknown` when degenerate."""
+    patient x / y / z axis, `oblique` when it is farther from all three, `unknown` when
+    degenerate."""
     n = np.abs(np.asarray(normal, dtype=np.float64).reshape(3))
     norm = float(np.linalg.norm(n))
     if not norm or not np.isfinite(norm):
@@ -74,9 +75,11 @@ class Volume:
     sop_class_uids: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return (f"Volume(shape={self.shape}, dtype={self.pixels.dtype}, spacing="
-                f"{tuple(round(v, 4) for v in self.spacing)}, series_id={self.meta.series_id}, "
-                f"description={self.meta.description!r})")
+        return (
+            f"Volume(shape={self.shape}, dtype={self.pixels.dtype}, spacing="
+            f"{tuple(round(v, 4) for v in self.spacing)}, series_id={self.meta.series_id}, "
+            f"description={self.meta.description!r})"
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -124,8 +127,11 @@ class Volume:
         """Index along the slice axis of the slice with this InstanceNumber."""
         hits = np.flatnonzero(self.instance_numbers == int(instance_number))
         if len(hits) == 0:
-            raise DicomError(self.meta.path, f"instance number {instance_number} is not in this stack "
-                                             f"(it holds {_ranges(self.instance_numbers)})")
+            raise DicomError(
+                self.meta.path,
+                f"instance number {instance_number} is not in this stack "
+                f"(it holds {_ranges(self.instance_numbers)})",
+            )
         return int(hits[0])
 
     def world_of_pixel(self, instance_number: int, x: float, y: float) -> np.ndarray:
@@ -134,9 +140,13 @@ class Volume:
 
 
 def make_affine(
-    first_position: np.ndarray, orientation: np.ndarray, pixel_spacing: tuple[float, float], slice_step: np.ndarray
+    first_position: np.ndarray,
+    orientation: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    slice_step: np.ndarray,
 ) -> np.ndarray:
-    """(4, 4) affine from the first slice's IPP (3,), IOP (6,), (dy, dx) and the slice step vector (3,)."""
+    """(4, 4) affine from the first slice's IPP (3,), IOP (6,), (dy, dx) and the slice step vector
+    (3,)."""
     r, c = orientation[:3], orientation[3:]
     dy, dx = pixel_spacing
     affine = np.eye(4)

@@ -42,12 +42,34 @@ _DECODER_HINTS = (
 
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 _RESCALE = ("RescaleSlope", "RescaleIntercept")
-_OTHER = ("InstanceNumber", "SliceThickness", "StudyInstanceUID", "SeriesInstanceUID",
-          "SeriesDescription", "Manufacturer", "EchoTime", "RepetitionTime", "InversionTime",
-          "ScanningSequence", "SequenceName", "SOPInstanceUID", "SOPClassUID")
+_OTHER = (
+    "InstanceNumber",
+    "SliceThickness",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "Manufacturer",
+    "EchoTime",
+    "RepetitionTime",
+    "InversionTime",
+    "ScanningSequence",
+    "SequenceName",
+    "SOPInstanceUID",
+    "SOPClassUID",
+)
 _TAGS = {kw: tag_for_keyword(kw) for kw in _GEOMETRY + _RESCALE + _OTHER}
-_PIXEL_TAGS = {kw: tag_for_keyword(kw) for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel",
-                                                   "PixelRepresentation", "NumberOfFrames")}
+_PIXEL_TAGS = {
+    kw: tag_for_keyword(kw)
+    for kw in (
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "SamplesPerPixel",
+        "PixelRepresentation",
+        "NumberOfFrames",
+    )
+}
 _TEXT_VRS = frozenset({"DS", "IS", "CS", "LO", "SH", "UI"})
 _NATIVE_LE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
@@ -94,7 +116,9 @@ def list_dicom_files(series_dir: str | Path) -> list[Path]:
     """The `*.dcm` files of a series folder, sorted by name (not a spatial order)."""
     folder = Path(series_dir)
     if not folder.is_dir():
-        raise DicomError(folder, "series folder does not exist" if not folder.exists() else "not a folder")
+        raise DicomError(
+            folder, "series folder does not exist" if not folder.exists() else "not a folder"
+        )
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
     if not files:
         raise DicomError(folder, "no .dcm files in the series folder")
@@ -131,12 +155,17 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
     except (TypeError, ValueError) as exc:
         raise DicomError(path, f"malformed geometry tag ({exc})") from None
     if position.shape != (3,) or orientation.shape != (6,) or len(spacing) != 2:
-        raise DicomError(path, "ImagePositionPatient/ImageOrientationPatient/PixelSpacing "
-                               "have wrong lengths")
-    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(orientation))
-            and all(map(math.isfinite, spacing))):
-        raise DicomError(path, "non-finite ImagePositionPatient, ImageOrientationPatient or "
-                               "PixelSpacing")
+        raise DicomError(
+            path, "ImagePositionPatient/ImageOrientationPatient/PixelSpacing have wrong lengths"
+        )
+    if not (
+        np.all(np.isfinite(position))
+        and np.all(np.isfinite(orientation))
+        and all(map(math.isfinite, spacing))
+    ):
+        raise DicomError(
+            path, "non-finite ImagePositionPatient, ImageOrientationPatient or PixelSpacing"
+        )
     if min(spacing) <= 0 or np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
         raise DicomError(path, "degenerate PixelSpacing or ImageOrientationPatient")
     if rows < 1 or cols < 1:
@@ -158,7 +187,8 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
         series_uid=str(v["SeriesInstanceUID"] or ""),
         description=str(v["SeriesDescription"] or ""),
         manufacturer=_opt_str(v["Manufacturer"]),
-        transfer_syntax=str(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) if meta
+        transfer_syntax=str(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+        if meta
         else ExplicitVRLittleEndian,
         echo_time=_opt_float(v["EchoTime"]),
         repetition_time=_opt_float(v["RepetitionTime"]),
@@ -171,7 +201,8 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
 
 
 def decode_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
-    """Stored pixel values of a single-frame dataset, shape (rows, cols), before rescale (maybe read-only)."""
+    """Stored pixel values of a single-frame dataset, shape (rows, cols), before rescale (maybe
+    read-only)."""
     if "PixelData" not in ds:
         raise DicomError(path, "no pixel data")
     ts = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
@@ -182,8 +213,11 @@ def decode_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
     if ts.is_compressed:
         decoder = get_decoder(ts)
         if decoder is None or not decoder.is_available:
-            raise DicomError(path, f"pixel data is compressed as {ts.name} ({ts}) and no decoder is "
-                                   f"installed: pip install {_decoder_hint(ts)}")
+            raise DicomError(
+                path,
+                f"pixel data is compressed as {ts.name} ({ts}) and no decoder is "
+                f"installed: pip install {_decoder_hint(ts)}",
+            )
     if ts == RLELossless:  # pydicom's own RLE decoder: pylibjpeg-rle 2.2 panics on corrupt frames
         ds.pixel_array_options(decoding_plugin="pydicom")
     try:
@@ -192,7 +226,9 @@ def decode_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
         reason = _first_line(exc)
         raise DicomError(path, f"cannot decode pixel data ({ts.name}: {reason})") from None
     if arr.ndim != 2:
-        raise DicomError(path, f"expected one monochrome frame, got pixel array of shape {arr.shape}")
+        raise DicomError(
+            path, f"expected one monochrome frame, got pixel array of shape {arr.shape}"
+        )
     return arr
 
 
@@ -204,14 +240,24 @@ def _native_pixels(ds: Dataset) -> np.ndarray | None:
     None for anything else, which then goes through pydicom. The array may be a read-only view.
     """
     v = {kw: _value(ds, tag) for kw, tag in _PIXEL_TAGS.items()}
-    if (v["BitsAllocated"], v["SamplesPerPixel"]) != (16, 1) or v["NumberOfFrames"] not in (None, "1", 1):
+    if (v["BitsAllocated"], v["SamplesPerPixel"]) != (16, 1) or v["NumberOfFrames"] not in (
+        None,
+        "1",
+        1,
+    ):
         return None
     rows, cols, stored = v["Rows"], v["Columns"], v["BitsStored"] or 16
     data = ds.PixelData
-    if not isinstance(rows, int) or not isinstance(cols, int) or len(data) not in (2 * rows * cols, 2 * rows * cols + 1):
+    if (
+        not isinstance(rows, int)
+        or not isinstance(cols, int)
+        or len(data) not in (2 * rows * cols, 2 * rows * cols + 1)
+    ):
         return None
     signed = v["PixelRepresentation"] == 1
-    arr = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(rows, cols)
+    arr = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(
+        rows, cols
+    )
     if isinstance(stored, int) and stored < 16:
         shift = 16 - stored
         arr = (arr << shift) >> shift if signed else arr & ((1 << stored) - 1)
@@ -225,8 +271,10 @@ def read_slice(path: str | Path) -> tuple[SliceHeader, np.ndarray]:
         header = parse_header(ds, path)
         pixels = decode_pixels(ds, path)
     if pixels.shape != (header.rows, header.cols):
-        raise DicomError(path, f"pixel array of shape {pixels.shape} for Rows {header.rows} x "
-                               f"Columns {header.cols}")
+        raise DicomError(
+            path,
+            f"pixel array of shape {pixels.shape} for Rows {header.rows} x Columns {header.cols}",
+        )
     return header, pixels
 
 
@@ -363,7 +411,9 @@ def _floats(value: object) -> list[float]:
 
 
 def _decoder_hint(ts: UID) -> str:
-    return next((hint for prefix, hint in _DECODER_HINTS if str(ts).startswith(prefix)), "pylibjpeg or gdcm")
+    return next(
+        (hint for prefix, hint in _DECODER_HINTS if str(ts).startswith(prefix)), "pylibjpeg or gdcm"
+    )
 
 
 def _opt_float(value: object) -> float | None:

@@ -21,7 +21,9 @@ from spinegrade.errors import DicomError, SpinegradeError
 _POOL_MIN_FILES = 64
 
 
-def group_by_study(files: Sequence[Path], *, workers: int = 0) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+def group_by_study(
+    files: Sequence[Path], *, workers: int = 0
+) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
     """`({StudyInstanceUID: files}, [(file, why it is not usable DICOM)])`, headers only.
 
     `workers > 0` reads the headers in that many processes (for more than a few dozen files).
@@ -38,8 +40,11 @@ def group_by_study(files: Sequence[Path], *, workers: int = 0) -> tuple[dict[str
     return dict(by_study), ignored
 
 
-def read_by_series(files: Sequence[Path]) -> tuple[dict[str, list[tuple[SliceHeader, np.ndarray]]], list[str]]:
-    """`({SeriesInstanceUID: [(header, stored pixels (rows, cols))]}, [one line per unreadable file])`."""
+def read_by_series(
+    files: Sequence[Path],
+) -> tuple[dict[str, list[tuple[SliceHeader, np.ndarray]]], list[str]]:
+    """`({SeriesInstanceUID: [(header, stored pixels (rows, cols))]}, [one line per unreadable
+    file])`."""
     by_series: dict[str, list[tuple[SliceHeader, np.ndarray]]] = defaultdict(list)
     skipped: list[str] = []
     for path in files:

@@ -49,7 +49,9 @@ def load_series(series_dir: str | Path, *, workers: int = 0) -> Volume:
     stacks = load_stacks(series_dir, workers=workers)
     if len(stacks) != 1:
         sizes = ", ".join(str(v.shape[0]) for v in stacks)
-        raise DicomError(series_dir, f"series holds {len(stacks)} stacks ({sizes} slices); use load_stacks")
+        raise DicomError(
+            series_dir, f"series holds {len(stacks)} stacks ({sizes} slices); use load_stacks"
+        )
     return stacks[0]
 
 
@@ -77,9 +79,15 @@ def _load_or_error(folder: Path) -> list[Volume] | DicomError:
 
 def build_stacks(slices: Sequence[Slice], folder: Path) -> list[Volume]:
     """Split read slices (header, stored pixels (rows, cols)) into sorted `Volume`s."""
-    stacks = [stack for group in _group_by_frame([h for h, _ in slices]) for stack in _split_group(slices, group)]
+    stacks = [
+        stack
+        for group in _group_by_frame([h for h, _ in slices])
+        for stack in _split_group(slices, group)
+    ]
     volumes = [_to_volume([slices[i] for i in idx], folder) for idx in stacks]
-    return sorted(volumes, key=lambda v: float(v.voxel_to_world([[0, 0, (v.shape[0] - 1) / 2]])[0] @ v.normal))
+    return sorted(
+        volumes, key=lambda v: float(v.voxel_to_world([[0, 0, (v.shape[0] - 1) / 2]])[0] @ v.normal)
+    )
 
 
 def _group_by_frame(headers: Sequence[SliceHeader]) -> list[list[int]]:
@@ -147,16 +155,25 @@ def _to_volume(stack: Sequence[Slice], folder: Path) -> Volume:
         sequence_name=first.sequence_name,
     )
     return Volume(
-        pixels=rescale([p for _, p in stack], [h.rescale_slope for h in headers], [h.rescale_intercept for h in headers]),
+        pixels=rescale(
+            [p for _, p in stack],
+            [h.rescale_slope for h in headers],
+            [h.rescale_intercept for h in headers],
+        ),
         affine=make_affine(first.position, first.orientation, first.pixel_spacing, step),
-        instance_numbers=np.array([-1 if h.instance_number is None else h.instance_number for h in headers], dtype=np.int64),
+        instance_numbers=np.array(
+            [-1 if h.instance_number is None else h.instance_number for h in headers],
+            dtype=np.int64,
+        ),
         meta=meta,
         sop_instance_uids=tuple(h.sop_instance_uid for h in headers),
         sop_class_uids=tuple(h.sop_class_uid for h in headers),
     )
 
 
-def rescale(raw: Sequence[np.ndarray], slopes: Sequence[float], intercepts: Sequence[float]) -> np.ndarray:
+def rescale(
+    raw: Sequence[np.ndarray], slopes: Sequence[float], intercepts: Sequence[float]
+) -> np.ndarray:
     """Stack stored slices (rows, cols) into (slices, rows, cols) and apply per-slice rescale.
 
     Identity rescale keeps the stored dtype; integral slopes/intercepts give the smallest of
@@ -174,4 +191,6 @@ def rescale(raw: Sequence[np.ndarray], slopes: Sequence[float], intercepts: Sequ
             if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
                 return out.astype(dtype)
         return out
-    return (stack.astype(np.float32) * slope.astype(np.float32) + intercept.astype(np.float32)).astype(np.float32)
+    return (
+        stack.astype(np.float32) * slope.astype(np.float32) + intercept.astype(np.float32)
+    ).astype(np.float32)

@@ -45,7 +45,8 @@ class Series:
 
 @dataclass(frozen=True, eq=False)
 class Study:
-    """A study folder's usable series; `skipped` holds one line per series that could not be read."""
+    """A study folder's usable series; `skipped` holds one line per series that could not be
+    read."""
 
     study_id: int | None
     path: Path
@@ -91,8 +92,13 @@ def load_study(
     """
     folder = Path(study_dir)
     if not folder.is_dir():
-        raise DicomError(folder, "study folder does not exist" if not folder.exists() else "not a folder")
-    dirs = sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: (not d.name.isdigit(), _num(d.name), d.name))
+        raise DicomError(
+            folder, "study folder does not exist" if not folder.exists() else "not a folder"
+        )
+    dirs = sorted(
+        (d for d in folder.iterdir() if d.is_dir()),
+        key=lambda d: (not d.name.isdigit(), _num(d.name), d.name),
+    )
     study_id = _num(folder.name)
     loaded, skipped = [], []
     for d, stacks in zip(dirs, load_many(dirs, workers=workers, progress=False)):
@@ -153,22 +159,26 @@ def _decide(series_id: int | None, stacks: list[Volume], table: Mapping[int, str
 
     if series_id in table and (t := series_type_from_description(table[series_id])) is not None:
         return done(t, f"series descriptions table: {table[series_id]!r}")
-    planes = sorted({v.plane for v in stacks} - {"oblique", "unknown"})  # oblique stacks go with the others
+    planes = sorted(
+        {v.plane for v in stacks} - {"oblique", "unknown"}
+    )  # oblique stacks go with the others
     if len(planes) > 1:
         several = ", ".join(planes)
         return done(None, f"unknown type: stacks in several planes ({several}), a localizer?")
     plane = planes[0] if planes else None
     words = read_description(description)
     if words.excluded:
-        return done(None, f"unknown type: description {description!r} names {words.excluded} "
-                          "series")
+        return done(
+            None, f"unknown type: description {description!r} names {words.excluded} series"
+        )
     if plane not in (SAGITTAL, AXIAL):
         normal = "{:+.2f}, {:+.2f}, {:+.2f}".format(*np.round(main.normal, 2) + 0.0)  # no -0.00
         return done(None, f"unknown type: {plane or 'oblique'} geometry (normal {normal})")
     clash = ""
     if words.plane and words.plane != plane:
-        clash = (f"; the description names {words.plane}, the geometry is {plane}: the geometry "
-                 "decides")
+        clash = (
+            f"; the description names {words.plane}, the geometry is {plane}: the geometry decides"
+        )
     if words.contrast:
         evidence = f"description {description!r} + {plane} geometry{clash}"
         return done(*_typed(plane, words.contrast, evidence))
@@ -178,8 +188,11 @@ def _decide(series_id: int | None, stacks: list[Volume], table: Mapping[int, str
             return done(None, f"unknown type: {evidence}{clash}")
         return done(*_typed(plane, contrast, evidence + clash))
     if plane == AXIAL:
-        return done(AXIAL_T2, "axial geometry, no contrast in the description or tags (none is "
-                              f"read from axial pixels): Axial T2, the only axial type{clash}")
+        return done(
+            AXIAL_T2,
+            "axial geometry, no contrast in the description or tags (none is "
+            f"read from axial pixels): Axial T2, the only axial type{clash}",
+        )
     return done(*_by_pixels(main, clash))
 
 
@@ -187,17 +200,40 @@ def _by_pixels(sagittal: Volume, clash: str) -> tuple[str | None, str, float | N
     """(type, note, midline fade, weak) of a sagittal stack from its pixels (step 4)."""
     fade = midline_fade(sagittal)
     if fade is None:
-        note = ("unknown type: no contrast in the description or tags, and the sagittal stack "
-                f"does not reach {LATERAL_MM:g} mm to both sides of its midline")
+        note = (
+            "unknown type: no contrast in the description or tags, and the sagittal stack "
+            f"does not reach {LATERAL_MM:g} mm to both sides of its midline"
+        )
         return None, note, None, False
     if fade >= FADE_T2:
-        return SAGITTAL_T2, (f"pixel contrast: midline fade {fade:.2f} >= {FADE_T2:.2f} (the "
-                             f"brightest tissue is midline CSF){clash}"), fade, False
+        return (
+            SAGITTAL_T2,
+            (
+                f"pixel contrast: midline fade {fade:.2f} >= {FADE_T2:.2f} (the "
+                f"brightest tissue is midline CSF){clash}"
+            ),
+            fade,
+            False,
+        )
     if fade <= FADE_T1:
-        return SAGITTAL_T1, (f"pixel contrast: midline fade {fade:.2f} <= {FADE_T1:.2f} (the "
-                             f"brightest tissue continues laterally){clash}"), fade, False
-    return None, (f"unknown type: pixel contrast weak, midline fade {fade:.2f} between "
-                  f"{FADE_T1:.2f} and {FADE_T2:.2f}{clash}"), fade, True
+        return (
+            SAGITTAL_T1,
+            (
+                f"pixel contrast: midline fade {fade:.2f} <= {FADE_T1:.2f} (the "
+                f"brightest tissue continues laterally){clash}"
+            ),
+            fade,
+            False,
+        )
+    return (
+        None,
+        (
+            f"unknown type: pixel contrast weak, midline fade {fade:.2f} between "
+            f"{FADE_T1:.2f} and {FADE_T2:.2f}{clash}"
+        ),
+        fade,
+        True,
+    )
 
 
 def _typed(plane: str, contrast: str, evidence: str) -> tuple[str | None, str]:
@@ -221,8 +257,10 @@ def _relative(decisions: list[_Decision]) -> list[_Decision]:
     out = list(decisions)
     for i, d, series_type, other in ((low, a, SAGITTAL_T1, b), (high, b, SAGITTAL_T2, a)):
         if d.weak:
-            note = (f"pixel contrast relative to series {other.series.series_id}: midline fade "
-                    f"{d.fade:.2f} vs {other.fade:.2f}")
+            note = (
+                f"pixel contrast relative to series {other.series.series_id}: midline fade "
+                f"{d.fade:.2f} vs {other.fade:.2f}"
+            )
             series = replace(d.series, series_type=series_type, note=note)
             out[i] = replace(d, series=series, weak=False)
     return out
@@ -276,7 +314,9 @@ def nearest_axial_slice(study: Study, point_lps: npt.ArrayLike) -> AxialHit | No
     return None if best is None else best[1]
 
 
-def _hit_in_stack(vol: Volume, point: np.ndarray, series_id: int | None, stack_index: int) -> tuple[AxialHit, bool]:
+def _hit_in_stack(
+    vol: Volume, point: np.ndarray, series_id: int | None, stack_index: int
+) -> tuple[AxialHit, bool]:
     """The nearest slice of one stack to `point`, and whether the stack's extent holds the point."""
     n_slices, rows, cols = vol.shape
     s = float(vol.world_to_voxel(point[None])[0, 2])
@@ -286,7 +326,15 @@ def _hit_in_stack(vol: Volume, point: np.ndarray, series_id: int | None, stack_i
     dx, dy, _ = vol.spacing
     col, row = float((point - origin) @ r / dx), float((point - origin) @ c / dy)
     inside = -0.5 <= s <= n_slices - 0.5 and -0.5 <= col <= cols - 0.5 and -0.5 <= row <= rows - 0.5
-    hit = AxialHit(series_id, stack_index, k, int(vol.instance_numbers[k]), float(abs((point - origin) @ n)), col, row)
+    hit = AxialHit(
+        series_id,
+        stack_index,
+        k,
+        int(vol.instance_numbers[k]),
+        float(abs((point - origin) @ n)),
+        col,
+        row,
+    )
     return hit, inside
 
 
@@ -315,12 +363,17 @@ def describe(
     rows = []
     for s in series:
         for k, v in enumerate(s.stacks):
-            rows.append({
-                "series": str(s.series_id), "type": s.series_type or "?", "stack": str(k),
-                "slices": str(v.shape[0]), "size": f"{v.shape[1]}x{v.shape[2]}",
-                "spacing_mm": "{:.3g}, {:.3g}, {:.3g}".format(*v.spacing),
-                "normal": "{:+.2f}, {:+.2f}, {:+.2f}".format(*v.normal),
-                "instances": f"{v.instance_numbers[0]}..{v.instance_numbers[-1]}",
-                "note": s.note or s.description,
-            })
+            rows.append(
+                {
+                    "series": str(s.series_id),
+                    "type": s.series_type or "?",
+                    "stack": str(k),
+                    "slices": str(v.shape[0]),
+                    "size": f"{v.shape[1]}x{v.shape[2]}",
+                    "spacing_mm": "{:.3g}, {:.3g}, {:.3g}".format(*v.spacing),
+                    "normal": "{:+.2f}, {:+.2f}, {:+.2f}".format(*v.normal),
+                    "instances": f"{v.instance_numbers[0]}..{v.instance_numbers[-1]}",
+                    "note": s.note or s.description,
+                }
+            )
     return rows, skipped

@@ -14,17 +14,18 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
 )
 from pydicom.valuerep import DSfloat
 
 from spinegrade.io import write_with
 
-#: Root of the deterministic UIDs made by :func:`make_uid` (the pydicom root: 1.2.826.0.1.3680043.8.498.).
+#: Root of the deterministic UIDs made by :func:`make_uid` (the pydicom root:
+#: 1.2.826.0.1.3680043.8.498.).
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
@@ -78,23 +79,44 @@ def write_series(
         raise ValueError(f"row_dir and col_dir must be orthogonal (dot = {float(r @ c):.2g})")
     normal = np.cross(r, c)
     positions = _positions(origin, normal, n_slices, slice_positions, slice_step, slice_thickness)
-    numbers = list(range(1, n_slices + 1)) if instance_numbers is None else [int(i) for i in instance_numbers]
+    numbers = (
+        list(range(1, n_slices + 1))
+        if instance_numbers is None
+        else [int(i) for i in instance_numbers]
+    )
     names = [f"{i}.dcm" for i in numbers] if file_names is None else list(file_names)
     if len(numbers) != n_slices or len(names) != n_slices:
-        raise ValueError(f"need {n_slices} instance_numbers and file_names, got {len(numbers)}, {len(names)}")
+        raise ValueError(
+            f"need {n_slices} instance_numbers and file_names, got {len(numbers)}, {len(names)}"
+        )
     steps = np.diff(positions @ normal)
     spacing_between = float(np.median(np.abs(steps))) if len(steps) else float(slice_thickness)
 
     common = _series_dataset(
-        arr, r, c, pixel_spacing, slice_thickness, spacing_between, series_description, study_uid,
-        series_uid, series_number, patient_id, study_id, modality, manufacturer,
-        rescale_slope, rescale_intercept,
+        arr,
+        r,
+        c,
+        pixel_spacing,
+        slice_thickness,
+        spacing_between,
+        series_description,
+        study_uid,
+        series_uid,
+        series_number,
+        patient_id,
+        study_id,
+        modality,
+        manufacturer,
+        rescale_slope,
+        rescale_intercept,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n_slices):
-        ds = _slice_dataset(common, arr[k], positions[k], normal, numbers[k], series_uid, UID(transfer_syntax))
+        ds = _slice_dataset(
+            common, arr[k], positions[k], normal, numbers[k], series_uid, UID(transfer_syntax)
+        )
         path = out / names[k]
         write_with(path, lambda p, ds=ds: ds.save_as(p, enforce_file_format=True))
         paths.append(path)
@@ -105,7 +127,9 @@ def _as_pixels(pixels: npt.ArrayLike) -> np.ndarray:
     """Check and cast to a (slices, rows, cols) uint16 or int16 array."""
     arr = np.asarray(pixels)
     if arr.ndim != 3 or min(arr.shape) == 0:
-        raise ValueError(f"pixels must be a non-empty (slices, rows, cols) array, got shape {arr.shape}")
+        raise ValueError(
+            f"pixels must be a non-empty (slices, rows, cols) array, got shape {arr.shape}"
+        )
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"pixels must be integers (uint16 or int16), got {arr.dtype}")
     if arr.dtype not in (np.uint16, np.int16):
@@ -148,14 +172,28 @@ def _positions(
 
 def _ds(values: Sequence[float] | np.ndarray) -> list[DSfloat]:
     """Floats as DICOM decimal strings (at most 16 characters each)."""
-    return [DSfloat(float(v), auto_format=True) for v in np.asarray(values, dtype=np.float64).ravel()]
+    return [
+        DSfloat(float(v), auto_format=True) for v in np.asarray(values, dtype=np.float64).ravel()
+    ]
 
 
 def _series_dataset(
-    arr: np.ndarray, r: np.ndarray, c: np.ndarray, pixel_spacing: tuple[float, float],
-    slice_thickness: float, spacing_between: float, description: str, study_uid: str,
-    series_uid: str, series_number: int, patient_id: str, study_id: str | None, modality: str,
-    manufacturer: str | None, slope: float | None, intercept: float | None,
+    arr: np.ndarray,
+    r: np.ndarray,
+    c: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    slice_thickness: float,
+    spacing_between: float,
+    description: str,
+    study_uid: str,
+    series_uid: str,
+    series_number: int,
+    patient_id: str,
+    study_id: str | None,
+    modality: str,
+    manufacturer: str | None,
+    slope: float | None,
+    intercept: float | None,
 ) -> Dataset:
     """The attributes every slice of the series shares."""
     ds = Dataset()
@@ -185,14 +223,21 @@ def _series_dataset(
     ds.PixelRepresentation = 1 if arr.dtype == np.int16 else 0
     if slope is not None or intercept is not None:
         ds.RescaleSlope = DSfloat(1.0 if slope is None else float(slope), auto_format=True)
-        ds.RescaleIntercept = DSfloat(0.0 if intercept is None else float(intercept), auto_format=True)
+        ds.RescaleIntercept = DSfloat(
+            0.0 if intercept is None else float(intercept), auto_format=True
+        )
         ds.RescaleType = "US"
     return ds
 
 
 def _slice_dataset(
-    common: Dataset, image: np.ndarray, position: np.ndarray, normal: np.ndarray,
-    instance_number: int, series_uid: str, transfer_syntax: UID,
+    common: Dataset,
+    image: np.ndarray,
+    position: np.ndarray,
+    normal: np.ndarray,
+    instance_number: int,
+    series_uid: str,
+    transfer_syntax: UID,
 ) -> Dataset:
     """One slice's dataset with file meta, pixel data and (if asked) compression."""
     ds = Dataset()

@@ -36,21 +36,30 @@ class AugmentParams:
 def random_jitter(rng: np.random.Generator, params: AugmentParams) -> CropJitter:
     """One crop's random `CropJitter` drawn from `params`."""
     return CropJitter(
-        shift_mm=tuple(rng.normal(0.0, params.coord_jitter_mm, size=2)) if params.coord_jitter_mm else (0.0, 0.0),
-        slice_shift=int(rng.integers(-params.slice_shift, params.slice_shift + 1)) if params.slice_shift else 0,
-        angle_deg=float(rng.uniform(-params.angle_deg, params.angle_deg)) if params.angle_deg else 0.0,
+        shift_mm=tuple(rng.normal(0.0, params.coord_jitter_mm, size=2))
+        if params.coord_jitter_mm
+        else (0.0, 0.0),
+        slice_shift=int(rng.integers(-params.slice_shift, params.slice_shift + 1))
+        if params.slice_shift
+        else 0,
+        angle_deg=float(rng.uniform(-params.angle_deg, params.angle_deg))
+        if params.angle_deg
+        else 0.0,
         scale=float(rng.uniform(1 - params.scale, 1 + params.scale)) if params.scale else 1.0,
     )
 
 
 def intensity_transform(p: float) -> A.Compose:
-    """albumentations intensity jitter for a normalised crop `(rows, cols, slices)` float32 in [0, 1]."""
-    return A.Compose([
-        A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.2, p=p),
-        A.RandomGamma(gamma_limit=(80, 125), p=p),
-        A.GaussNoise(std_range=(0.0, 0.04), p=p / 2),
-        A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.2, 0.8), p=p / 4),
-    ])
+    """albumentations intensity jitter for a normalised crop `(rows, cols, slices)` float32 in [0,
+    1]."""
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.2, p=p),
+            A.RandomGamma(gamma_limit=(80, 125), p=p),
+            A.GaussNoise(std_range=(0.0, 0.04), p=p / 2),
+            A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.2, 0.8), p=p / 4),
+        ]
+    )
 
 
 def apply_intensity(transform: A.Compose, crop: np.ndarray, seed: int) -> np.ndarray:

@@ -52,7 +52,8 @@ NO_JITTER = CropJitter()
 
 
 def crop_frame(volume: Volume, view: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """In-plane unit axes of the crop `(h, v)` in LPS (3,) each, and the slice-index step per channel.
+    """In-plane unit axes of the crop `(h, v)` in LPS (3,) each, and the slice-index step per
+    channel.
 
     `h` is the canonical column direction projected into the slice plane, `v` the canonical row
     direction made orthogonal to `h` in that plane; the step is +1 or -1 so that channels advance
@@ -78,7 +79,8 @@ def crop_2p5d(
     crop_px: int,
     jitter: CropJitter = NO_JITTER,
 ) -> np.ndarray:
-    """Raw 2.5D crop `(slices, crop_px, crop_px)` float32 around pixel (`x` col, `y` row) of a slice.
+    """Raw 2.5D crop `(slices, crop_px, crop_px)` float32 around pixel (`x` col, `y` row) of a
+    slice.
 
     Crop pixel (i, j) of channel k samples (bilinear) slice `slice_index + step*(k - slices//2)`
     (clamped to the stack) at the in-plane point `centre + a_j*h + a_i*v` mm, with
@@ -91,7 +93,9 @@ def crop_2p5d(
     r, c = volume.orientation[:, 0], volume.orientation[:, 1]
     dx, dy, _ = volume.spacing
     # mm -> pixel offsets along (col, row) of one step along h and along v
-    to_px = np.array([[h @ r / dx, v @ r / dx], [h @ c / dy, v @ c / dy]])  # (2: col,row) x (2: h,v)
+    to_px = np.array(
+        [[h @ r / dx, v @ r / dx], [h @ c / dy, v @ c / dy]]
+    )  # (2: col,row) x (2: h,v)
     offsets = (np.arange(crop_px) + 0.5 - crop_px / 2) * crop_mm * jitter.scale / crop_px
     centre = np.array([x, y]) + to_px @ np.asarray(jitter.shift_mm, dtype=np.float64)
     cols = centre[0] + to_px[0, 0] * offsets[None, :] + to_px[0, 1] * offsets[:, None]  # (P, P)
@@ -99,12 +103,16 @@ def crop_2p5d(
     n_slices = volume.shape[0]
     centre_slice = slice_index + step * jitter.slice_shift
     ks = np.clip(centre_slice + step * (np.arange(slices) - slices // 2), 0, n_slices - 1)
-    coords = np.stack([
-        np.broadcast_to(ks[:, None, None], (slices, crop_px, crop_px)),
-        np.broadcast_to(rows, (slices, crop_px, crop_px)),
-        np.broadcast_to(cols, (slices, crop_px, crop_px)),
-    ]).astype(np.float64)
-    return map_coordinates(volume.pixels, coords, order=1, mode="constant", cval=0.0, output=np.float32)
+    coords = np.stack(
+        [
+            np.broadcast_to(ks[:, None, None], (slices, crop_px, crop_px)),
+            np.broadcast_to(rows, (slices, crop_px, crop_px)),
+            np.broadcast_to(cols, (slices, crop_px, crop_px)),
+        ]
+    ).astype(np.float64)
+    return map_coordinates(
+        volume.pixels, coords, order=1, mode="constant", cval=0.0, output=np.float32
+    )
 
 
 def normalize_crop(crop: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
@@ -130,7 +138,8 @@ def mirror_crop(crop: np.ndarray, view: str) -> np.ndarray:
 
 
 def _in_plane(direction: np.ndarray, normal: np.ndarray, fallback: Iterable[float]) -> np.ndarray:
-    """`direction` projected onto the plane with unit `normal`, normalised (fallback if degenerate)."""
+    """`direction` projected onto the plane with unit `normal`, normalised (fallback if
+    degenerate)."""
     p = direction - (direction @ normal) * normal
     norm = float(np.linalg.norm(p))
     if norm < 1e-3:

@@ -23,7 +23,13 @@ from torch.utils.data import Dataset
 
 from spinegrade.constants import TARGET_COLUMNS, TARGETS, severity_index
 from spinegrade.dicom import Study, Volume
-from spinegrade.grade.augment import AugmentParams, apply_intensity, intensity_transform, mirror_sample, random_jitter
+from spinegrade.grade.augment import (
+    AugmentParams,
+    apply_intensity,
+    intensity_transform,
+    mirror_sample,
+    random_jitter,
+)
 from spinegrade.grade.crops import NO_JITTER, crop_2p5d, normalize_crop
 
 BLANK = -1
@@ -52,7 +58,8 @@ class Located:
 
 
 def locate(study: Study, series_id: Any, instance_number: Any, x: Any, y: Any) -> Located | None:
-    """Find the stack of `study` holding the point; None if the series/instance is absent or x/y NaN."""
+    """Find the stack of `study` holding the point; None if the series/instance is absent or x/y
+    NaN."""
     if any(_missing(v) for v in (series_id, instance_number, x, y)):
         return None
     for series in study.series:
@@ -90,24 +97,39 @@ def study_crops(
     rng: np.random.Generator | None = None,
     augment: AugmentParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Normalised crops `(25, slices, crop_px, crop_px)` float32 (zeros where no point), `valid (25,)`
+    """Normalised crops `(25, slices, crop_px, crop_px)` float32 (zeros where no point), `valid
+    (25,)`
     bool, and the view of each target. With `augment` and `rng`, each crop gets a random jitter."""
     out = np.zeros((len(TARGETS), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
     valid = np.zeros(len(TARGETS), dtype=bool)
-    views = ["axial" if TARGETS[i][0].endswith("subarticular_stenosis") else "sagittal"
-             for i in range(len(TARGETS))]
+    views = [
+        "axial" if TARGETS[i][0].endswith("subarticular_stenosis") else "sagittal"
+        for i in range(len(TARGETS))
+    ]
     for i, loc in enumerate(located):
         if loc is None:
             continue
-        jitter = random_jitter(rng, augment) if (augment is not None and rng is not None) else NO_JITTER
-        raw = crop_2p5d(loc.volume, loc.slice_index, loc.x, loc.y, view=loc.view, slices=crop.slices,
-                        crop_mm=crop.crop_mm, crop_px=crop.crop_px, jitter=jitter)
+        jitter = (
+            random_jitter(rng, augment) if (augment is not None and rng is not None) else NO_JITTER
+        )
+        raw = crop_2p5d(
+            loc.volume,
+            loc.slice_index,
+            loc.x,
+            loc.y,
+            view=loc.view,
+            slices=crop.slices,
+            crop_mm=crop.crop_mm,
+            crop_px=crop.crop_px,
+            jitter=jitter,
+        )
         out[i], valid[i], views[i] = normalize_crop(raw), True, loc.view
     return out, valid, views
 
 
 def label_vector(labels: pd.DataFrame | None, study_id: int) -> np.ndarray:
-    """Class indices `(25,)` int64 of a study from the wide labels table (`BLANK` = -1 for blank)."""
+    """Class indices `(25,)` int64 of a study from the wide labels table (`BLANK` = -1 for
+    blank)."""
     out = np.full(len(TARGETS), BLANK, dtype=np.int64)
     if labels is None:
         return out
@@ -125,7 +147,8 @@ def patch(loc: Located, crop: CropParams, augment: AugmentParams | None = None) 
     """The same point on a sub-volume just large enough for every crop `augment` can ask for.
 
     The sub-volume keeps the slices within `slices//2 + slice_shift` of the point's slice and the
-    pixels within the crop's half-diagonal (zoomed out by `1 + scale`) plus 4 sigma of centre jitter,
+    pixels within the crop's half-diagonal (zoomed out by `1 + scale`) plus 4 sigma of centre
+    jitter,
     with its affine shifted so that world positions are unchanged; crops cut from it equal crops cut
     from the full volume. This keeps a training set of thousands of studies in memory (a few hundred
     KB per target instead of whole series) and cheap to hand to loader worker processes.
@@ -141,13 +164,18 @@ def patch(loc: Located, crop: CropParams, augment: AugmentParams | None = None) 
     r0, r1 = _span(loc.y, radius_mm / dy, rows)
     shift = np.eye(4)
     shift[:3, 3] = (c0, r0, s0)
-    sub = Volume(pixels=np.ascontiguousarray(vol.pixels[s0:s1, r0:r1, c0:c1]), affine=vol.affine @ shift,
-                 instance_numbers=vol.instance_numbers[s0:s1].copy(), meta=vol.meta)
+    sub = Volume(
+        pixels=np.ascontiguousarray(vol.pixels[s0:s1, r0:r1, c0:c1]),
+        affine=vol.affine @ shift,
+        instance_numbers=vol.instance_numbers[s0:s1].copy(),
+        meta=vol.meta,
+    )
     return Located(sub, loc.slice_index - s0, loc.x - c0, loc.y - r0, loc.view)
 
 
 def _span(centre: float, half_px: float, size: int) -> tuple[int, int]:
-    """Integer pixel range [lo, hi) covering centre +- half_px (+1 px for interpolation), clipped."""
+    """Integer pixel range [lo, hi) covering centre +- half_px (+1 px for interpolation),
+    clipped."""
     lo = int(np.floor(centre - half_px)) - 1
     hi = int(np.ceil(centre + half_px)) + 2
     return max(lo, 0), max(min(hi, size), max(lo, 0) + 1)
@@ -171,7 +199,9 @@ class GradeDataset(Dataset):
         self.labels = list(labels)
         self.crop = crop
         self.augment = augment
-        self.intensity = intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
+        self.intensity = (
+            intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
+        )
         self._calls = 0
 
     @classmethod
@@ -185,22 +215,34 @@ class GradeDataset(Dataset):
         *,
         patches: bool = True,
     ) -> GradeDataset:
-        """Locate each study's points (`points`: the coordinates table) and keep, with `patches`, only
+        """Locate each study's points (`points`: the coordinates table) and keep, with `patches`,
+        only
         the sub-volumes the crops need (see :func:`patch`); `studies` may be a lazy iterator."""
         by_study = dict(tuple(points.groupby("study_id"))) if len(points) else {}
         located, vectors, ids = [], [], []
         for sid, study in studies:
             found = locate_targets(study, by_study.get(sid, points.iloc[:0]))
-            located.append([patch(loc, crop, augment) if (loc is not None and patches) else loc for loc in found])
+            located.append(
+                [
+                    patch(loc, crop, augment) if (loc is not None and patches) else loc
+                    for loc in found
+                ]
+            )
             vectors.append(label_vector(labels, sid))
             ids.append(sid)
         return cls(located, vectors, crop, augment, ids)
 
     def split(self, ids: set[int], augment: AugmentParams | None) -> GradeDataset:
-        """The studies of this set whose id is in `ids` (sharing the volumes), augmented with `augment`."""
+        """The studies of this set whose id is in `ids` (sharing the volumes), augmented with
+        `augment`."""
         keep = [i for i, s in enumerate(self.ids) if s in ids]
-        return GradeDataset([self.located[i] for i in keep], [self.labels[i] for i in keep], self.crop,
-                            augment, [self.ids[i] for i in keep])
+        return GradeDataset(
+            [self.located[i] for i in keep],
+            [self.labels[i] for i in keep],
+            self.crop,
+            augment,
+            [self.ids[i] for i in keep],
+        )
 
     def __len__(self) -> int:
         return len(self.located)
@@ -213,7 +255,9 @@ class GradeDataset(Dataset):
         self._calls += 1
         seed = (torch.initial_seed() + 7919 * index + 104729 * self._calls) % 2**32
         rng = np.random.default_rng(seed)
-        crops, valid, views = study_crops(self.located[index], self.crop, rng=rng, augment=self.augment)
+        crops, valid, views = study_crops(
+            self.located[index], self.crop, rng=rng, augment=self.augment
+        )
         if self.intensity is not None:
             for i in np.flatnonzero(valid):
                 crops[i] = apply_intensity(self.intensity, crops[i], int(rng.integers(2**31)))
@@ -222,11 +266,16 @@ class GradeDataset(Dataset):
         return _as_tensors(crops, valid, labels)
 
 
-def _as_tensors(crops: np.ndarray, valid: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+def _as_tensors(
+    crops: np.ndarray, valid: np.ndarray, labels: np.ndarray
+) -> dict[str, torch.Tensor]:
     """Targets without a crop are not trained on: their label becomes BLANK."""
     labels = np.where(valid, labels, BLANK)
-    return {"crops": torch.from_numpy(np.ascontiguousarray(crops)), "valid": torch.from_numpy(valid),
-            "labels": torch.from_numpy(labels)}
+    return {
+        "crops": torch.from_numpy(np.ascontiguousarray(crops)),
+        "valid": torch.from_numpy(valid),
+        "labels": torch.from_numpy(labels),
+    }
 
 
 def _missing(value: Any) -> bool:

@@ -34,7 +34,8 @@ def grade_true_points(
     tta: bool = False,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, int]:
-    """Submission for `study_ids` graded at their true coordinates; `prior (25, 3)` fills the targets
+    """Submission for `study_ids` graded at their true coordinates; `prior (25, 3)` fills the
+    targets
     (and studies) that cannot be graded. Returns the submission and the number of filled rows."""
     coords = load_tables(data_root).coordinates
     assert coords is not None
@@ -42,7 +43,9 @@ def grade_true_points(
     failed: dict[int, str] = {}
     parts, filled = [], 0
     studies = iter_studies(data_root, study_ids, cache_dir, failed=failed, progress=progress)
-    for sid, study in tqdm(studies, total=len(study_ids), desc="grade: evaluate", disable=not progress):
+    for sid, study in tqdm(
+        studies, total=len(study_ids), desc="grade: evaluate", disable=not progress
+    ):
         try:
             probs = grader.predict(study, by_study.get(sid, coords.iloc[:0]), tta=tta)
         except SpinegradeError as exc:
@@ -71,18 +74,27 @@ def evaluate_grader(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score the grader on `held_ids` from true points, with the constant prior of `train_ids` and,
-    when the data folder has one, `oracle.csv`, on the same studies. Writes `out/grade_eval.json`."""
+    when the data folder has one, `oracle.csv`, on the same studies. Writes
+    `out/grade_eval.json`."""
     tables = load_tables(data_root)
     assert tables.labels is not None
     labels = tables.labels[tables.labels["study_id"].isin(held_ids)]
     train_labels = tables.labels[tables.labels["study_id"].isin(train_ids)]
     prior_sub = constant_prior_submission(train_labels, labels["study_id"])
     prior = prior_sub[list(SEVERITIES)].to_numpy()[: len(TARGETS)]
-    submission, filled = grade_true_points(Grader.load(checkpoint, device), data_root,
-                                           labels["study_id"].tolist(), prior, cache_dir=cache_dir, tta=tta,
-                                           progress=progress)
+    submission, filled = grade_true_points(
+        Grader.load(checkpoint, device),
+        data_root,
+        labels["study_id"].tolist(),
+        prior,
+        cache_dir=cache_dir,
+        tta=tta,
+        progress=progress,
+    )
     report: dict[str, Any] = {
-        "studies": int(len(labels)), "filled_with_prior": filled, "tta": tta,
+        "studies": int(len(labels)),
+        "filled_with_prior": filled,
+        "tta": tta,
         "model": score(labels, submission).to_dict(),
         "prior": score(labels, prior_sub).to_dict(),
     }
@@ -90,9 +102,13 @@ def evaluate_grader(
     if oracle_path.is_file():
         oracle = read_submission(oracle_path)
         wanted = set(submission["row_id"])
-        report["oracle"] = score(labels, oracle[oracle["row_id"].astype(str).isin(wanted)]).to_dict()
+        report["oracle"] = score(
+            labels, oracle[oracle["row_id"].astype(str).isin(wanted)]
+        ).to_dict()
         report["model_over_oracle"] = report["model"]["score"] / report["oracle"]["score"]
     if out is not None:
         write_json(Path(out) / "grade_eval.json", report)
-        write_with(Path(out) / "grade_eval_submission.csv", lambda p: submission.to_csv(p, index=False))
+        write_with(
+            Path(out) / "grade_eval_submission.csv", lambda p: submission.to_csv(p, index=False)
+        )
     return report

@@ -17,7 +17,8 @@ from spinegrade.constants import CONDITION_GROUPS, SEVERITIES, SEVERITY_WEIGHTS,
 
 #: Target indices (into TARGETS) of each condition group, in CONDITION_GROUPS order.
 GROUP_TARGETS: dict[str, list[int]] = {
-    g: [i for i, (c, _) in enumerate(TARGETS) if c in members] for g, members in CONDITION_GROUPS.items()
+    g: [i for i, (c, _) in enumerate(TARGETS) if c in members]
+    for g, members in CONDITION_GROUPS.items()
 }
 SPINAL_TARGETS: list[int] = GROUP_TARGETS["spinal"]
 SEVERE = SEVERITIES.index("severe")
@@ -25,7 +26,9 @@ SEVERE = SEVERITIES.index("severe")
 EPS = 1e-7
 
 
-def grade_loss(logits: torch.Tensor, labels: torch.Tensor, any_severe_weight: float = 1.0) -> torch.Tensor:
+def grade_loss(
+    logits: torch.Tensor, labels: torch.Tensor, any_severe_weight: float = 1.0
+) -> torch.Tensor:
     """Scalar loss of `logits (b, 25, 3)` against `labels (b, 25)` int (0/1/2, -1 = blank)."""
     terms = [t for t in group_terms(logits, labels).values() if t is not None]
     weights = [1.0] * len(terms)
@@ -39,7 +42,8 @@ def grade_loss(logits: torch.Tensor, labels: torch.Tensor, any_severe_weight: fl
 
 
 def group_terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Weighted 3-class log loss of each condition group (None where the group has no labelled row)."""
+    """Weighted 3-class log loss of each condition group (None where the group has no labelled
+    row)."""
     class_w = torch.tensor(SEVERITY_WEIGHTS, dtype=logits.dtype, device=logits.device)
     logp = F.log_softmax(logits.float(), dim=-1)
     out: dict[str, torch.Tensor | None] = {}
@@ -57,7 +61,8 @@ def group_terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.T
 
 
 def any_severe_term(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-    """Weighted binary log loss of any-severe-spinal over the batch's studies (None if no study has a
+    """Weighted binary log loss of any-severe-spinal over the batch's studies (None if no study has
+    a
     labelled spinal level)."""
     y = labels[:, SPINAL_TARGETS]  # (b, 5)
     p_severe = F.softmax(logits[:, SPINAL_TARGETS].float(), dim=-1)[..., SEVERE]  # (b, 5)

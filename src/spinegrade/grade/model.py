@@ -42,21 +42,37 @@ class GraderNet(nn.Module):
     def __init__(self, spec: GraderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.backbone = timm.create_model(spec.backbone, pretrained=spec.pretrained,
-                                          in_chans=spec.in_chans, num_classes=0)
+        self.backbone = timm.create_model(
+            spec.backbone, pretrained=spec.pretrained, in_chans=spec.in_chans, num_classes=0
+        )
         # with num_classes=0 the pooled output is `head_hidden_size` wide (e.g. MobileNetV3's 1024)
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.project = nn.Sequential(nn.Linear(width, spec.dim), nn.GELU(),
-                                     nn.Dropout(spec.dropout))
+        self.project = nn.Sequential(
+            nn.Linear(width, spec.dim), nn.GELU(), nn.Dropout(spec.dropout)
+        )
         self.target_embed = nn.Parameter(torch.zeros(len(TARGETS), spec.dim))
         nn.init.normal_(self.target_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(spec.dim, nhead=4, dim_feedforward=2 * spec.dim,
-                                           dropout=spec.dropout, batch_first=True, norm_first=True)
-        self.context = (nn.TransformerEncoder(layer, spec.context_layers, enable_nested_tensor=False)
-                        if spec.context_layers > 0 else nn.Identity())
-        self.heads = nn.ModuleDict({g: nn.Linear(spec.dim, len(SEVERITIES)) for g in CONDITION_GROUPS})
-        self.register_buffer("group_of_target", torch.tensor(
-            [list(CONDITION_GROUPS).index(GROUP_OF_CONDITION[c]) for c, _ in TARGETS]), persistent=False)
+        layer = nn.TransformerEncoderLayer(
+            spec.dim,
+            nhead=4,
+            dim_feedforward=2 * spec.dim,
+            dropout=spec.dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.context = (
+            nn.TransformerEncoder(layer, spec.context_layers, enable_nested_tensor=False)
+            if spec.context_layers > 0
+            else nn.Identity()
+        )
+        self.heads = nn.ModuleDict(
+            {g: nn.Linear(spec.dim, len(SEVERITIES)) for g in CONDITION_GROUPS}
+        )
+        self.register_buffer(
+            "group_of_target",
+            torch.tensor([list(CONDITION_GROUPS).index(GROUP_OF_CONDITION[c]) for c, _ in TARGETS]),
+            persistent=False,
+        )
 
     def forward(self, crops: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         b, t = crops.shape[:2]
@@ -67,6 +83,8 @@ class GraderNet(nn.Module):
         else:
             feats = crops.new_zeros(b, t, self.spec.dim)
         tokens = self.context(feats + self.target_embed)  # (b, 25, dim)
-        logits = torch.stack([head(tokens) for head in self.heads.values()], dim=2)  # (b, 25, groups, 3)
+        logits = torch.stack(
+            [head(tokens) for head in self.heads.values()], dim=2
+        )  # (b, 25, groups, 3)
         index = self.group_of_target.view(1, t, 1, 1).expand(b, t, 1, logits.shape[-1])
         return logits.gather(2, index).squeeze(2)

@@ -26,7 +26,8 @@ class Grader:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Grader:
-        """Rebuild the grader from a `model.pt` written by `train_grader` (SpinegradeError if unusable)."""
+        """Rebuild the grader from a `model.pt` written by `train_grader` (SpinegradeError if
+        unusable)."""
         device = torch.device(device)
         state = load_checkpoint(path, map_location=device)
         meta = state.get("meta", {})
@@ -59,19 +60,30 @@ class Grader:
             out.extend(self._run(batch, tta))
         return out
 
-    def _run(self, batch: list[tuple[np.ndarray, np.ndarray, list[str]]], tta: bool) -> list[np.ndarray]:
+    def _run(
+        self, batch: list[tuple[np.ndarray, np.ndarray, list[str]]], tta: bool
+    ) -> list[np.ndarray]:
         """Probabilities of a batch of study samples, NaN where there is no crop."""
         probs = self._probs(np.stack([c for c, _, _ in batch]), np.stack([v for _, v, _ in batch]))
         if tta:
-            mirrored = [mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views)
-                        for c, v, views in batch]
-            back = self._probs(np.stack([m[0] for m in mirrored]), np.stack([m[1] for m in mirrored]))
-            probs = (probs + back[:, MIRROR_INDEX]) / 2  # the mirror swaps slots t and MIRROR_INDEX[t]
+            mirrored = [
+                mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views)
+                for c, v, views in batch
+            ]
+            back = self._probs(
+                np.stack([m[0] for m in mirrored]), np.stack([m[1] for m in mirrored])
+            )
+            probs = (
+                probs + back[:, MIRROR_INDEX]
+            ) / 2  # the mirror swaps slots t and MIRROR_INDEX[t]
         valid = np.stack([v for _, v, _ in batch])
         probs[~valid] = np.nan
         return list(probs)
 
     def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Softmax of the network on `crops (b, 25, S, P, P)`, `valid (b, 25)` -> `(b, 25, 3)` float64."""
-        logits = self.model(torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device))
+        """Softmax of the network on `crops (b, 25, S, P, P)`, `valid (b, 25)` -> `(b, 25, 3)`
+        float64."""
+        logits = self.model(
+            torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device)
+        )
         return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)

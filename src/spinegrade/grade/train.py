@@ -1,6 +1,7 @@
 """Training the grader on crops from the true coordinates (with jitter), through the shared loop.
 
-`train_grader` is what the training orchestrator calls once per fold. It is resumable: the loop keeps
+`train_grader` is what the training orchestrator calls once per fold. It is resumable: the loop
+keeps
 `last.pt` in `out_dir`, and a finished `model.pt` is not trained again.
 """
 
@@ -25,10 +26,11 @@ from spinegrade.grade.augment import AugmentParams
 from spinegrade.grade.dataset import CropParams, GradeDataset
 from spinegrade.grade.loss import grade_loss
 from spinegrade.grade.model import GraderNet, GraderSpec
-from spinegrade.training.device import resolve_device
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
+from spinegrade.training.device import resolve_device
 from spinegrade.training.loop import fit, to_device
+
 
 def crop_params(cfg: GradeConfig) -> CropParams:
     """The crop geometry of a grade config."""
@@ -37,15 +39,28 @@ def crop_params(cfg: GradeConfig) -> CropParams:
 
 def augment_params(cfg: GradeConfig) -> AugmentParams:
     """The training augmentation of a grade config."""
-    return AugmentParams(coord_jitter_mm=cfg.coord_jitter_mm, slice_shift=cfg.slice_shift,
-                         angle_deg=cfg.angle_deg, scale=cfg.scale_jitter, mirror_p=cfg.mirror_p,
-                         intensity_p=cfg.intensity_p)
+    return AugmentParams(
+        coord_jitter_mm=cfg.coord_jitter_mm,
+        slice_shift=cfg.slice_shift,
+        angle_deg=cfg.angle_deg,
+        scale=cfg.scale_jitter,
+        mirror_p=cfg.mirror_p,
+        intensity_p=cfg.intensity_p,
+    )
 
 
 def build_model(cfg: GradeConfig) -> GraderNet:
     """A grading network as the config says."""
-    return GraderNet(GraderSpec(backbone=cfg.backbone, in_chans=cfg.slices, pretrained=cfg.pretrained,
-                                dim=cfg.dim, context_layers=cfg.context_layers, dropout=cfg.dropout))
+    return GraderNet(
+        GraderSpec(
+            backbone=cfg.backbone,
+            in_chans=cfg.slices,
+            pretrained=cfg.pretrained,
+            dim=cfg.dim,
+            context_layers=cfg.context_layers,
+            dropout=cfg.dropout,
+        )
+    )
 
 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -54,10 +69,16 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def iter_studies(
-    data_root: str | Path, study_ids: list[int], cache_dir: str | Path | None = None, *,
-    failed: dict[int, str], workers: int = 0, progress: bool = True,
+    data_root: str | Path,
+    study_ids: list[int],
+    cache_dir: str | Path | None = None,
+    *,
+    failed: dict[int, str],
+    workers: int = 0,
+    progress: bool = True,
 ) -> Iterator[tuple[int, Study]]:
-    """Yield `(study_id, Study)` one at a time; studies that cannot be read go to `failed` (one line).
+    """Yield `(study_id, Study)` one at a time; studies that cannot be read go to `failed` (one
+    line).
 
     With `cache_dir` the studies are read through the study cache (filled first with
     `spinegrade.data.cache.cache_studies`, keyed like the localiser's so both stages share it);
@@ -67,10 +88,13 @@ def iter_studies(
     root = Path(data_root)
     images = root / "train_images"
     if cache_dir is not None:
-        result = cache_studies(images, ids, cache_dir, load_tables(root).series, workers=workers,
-                               progress=progress)
+        result = cache_studies(
+            images, ids, cache_dir, load_tables(root).series, workers=workers, progress=progress
+        )
         failed.update(result.failed)
-        for sid in tqdm([s for s in ids if s in result.paths], desc="grade: studies", disable=not progress):
+        for sid in tqdm(
+            [s for s in ids if s in result.paths], desc="grade: studies", disable=not progress
+        ):
             yield sid, load_cached(result.paths[sid])
         return
     for sid in tqdm(ids, desc="grade: read studies", disable=not progress):
@@ -103,8 +127,14 @@ def train_grader(
     val = [int(s) for s in (val_ids or [])]
     crop, augment = crop_params(gcfg), augment_params(gcfg)
     failed: dict[int, str] = {}
-    source = iter_studies(data_root, ids + val, cache_dir, failed=failed, workers=cfg.data.num_workers,
-                          progress=progress)
+    source = iter_studies(
+        data_root,
+        ids + val,
+        cache_dir,
+        failed=failed,
+        workers=cfg.data.num_workers,
+        progress=progress,
+    )
     everything = GradeDataset.from_studies(source, coordinates, labels, crop, augment)
     for sid, why in failed.items():
         tqdm.write(f"grade: skipped study {sid}: {why}")
@@ -112,12 +142,29 @@ def train_grader(
     if len(train_set) == 0:
         raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
     model = build_model(gcfg)
-    meta: dict[str, Any] = {"spec": model.spec.to_dict(), "crop": asdict(crop), "grade": to_dict(gcfg),
-                            "train_studies": len(train_set), "skipped": failed}
+    meta: dict[str, Any] = {
+        "spec": model.spec.to_dict(),
+        "crop": asdict(crop),
+        "grade": to_dict(gcfg),
+        "train_studies": len(train_set),
+        "skipped": failed,
+    }
     device = resolve_device(cfg.device)
-    result = fit(model, train_set, val_set if len(val_set) else None, lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
-                 gcfg.optim, out_dir, device=device, num_workers=cfg.data.num_workers,
-                 forward=forward, desc="grade", seed=cfg.data.seed, meta=meta, progress=progress)
+    result = fit(
+        model,
+        train_set,
+        val_set if len(val_set) else None,
+        lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
+        gcfg.optim,
+        out_dir,
+        device=device,
+        num_workers=cfg.data.num_workers,
+        forward=forward,
+        desc="grade",
+        seed=cfg.data.seed,
+        meta=meta,
+        progress=progress,
+    )
     if distributed.current().is_main:
         state = load_checkpoint(result.checkpoint)
         if not state["meta"].get("bn_recalibrated"):
@@ -132,8 +179,13 @@ def train_grader(
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: torch.nn.Module, dataset: GradeDataset, device: torch.device, batch_size: int,
-    *, max_studies: int = 512, progress: bool = False,
+    model: torch.nn.Module,
+    dataset: GradeDataset,
+    device: torch.device,
+    batch_size: int,
+    *,
+    max_studies: int = 512,
+    progress: bool = False,
 ) -> None:
     """Re-estimate BatchNorm running statistics as exact averages over unaugmented training crops.
 
@@ -151,8 +203,12 @@ def recalibrate_batchnorm(
     was_training = model.training
     model.train()
     subset = Subset(dataset, range(min(len(dataset), max_studies)))
-    for batch in tqdm(DataLoader(subset, batch_size=batch_size), desc="grade: BN statistics",
-                      disable=not progress, leave=False):
+    for batch in tqdm(
+        DataLoader(subset, batch_size=batch_size),
+        desc="grade: BN statistics",
+        disable=not progress,
+        leave=False,
+    ):
         forward(model, to_device(batch, device))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum

@@ -34,7 +34,6 @@ import hashlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-
 from pathlib import Path
 from typing import Any
 

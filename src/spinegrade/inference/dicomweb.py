@@ -37,9 +37,9 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from spinegrade.constants import SERIES_OF_CONDITION
+from spinegrade.cv.ensemble import FLAG_MISSING_SERIES
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import discover_studies, uid_to_id
-from spinegrade.cv.ensemble import FLAG_MISSING_SERIES
 from spinegrade.inference.outputs import study_dir
 from spinegrade.inference.run import PredictResult, predict
 from spinegrade.io import write_with
@@ -145,7 +145,7 @@ def fetch_studies(
                 _call(
                     client,
                     f"WADO-RS of series {s.uid}",
-                    lambda s=s: _save_series(
+                    lambda s=s, study_uid=study_uid: _save_series(
                         client, study_uid, s.uid, dest / study_uid / s.uid, bar
                     ),
                 )

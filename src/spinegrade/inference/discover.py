@@ -79,9 +79,15 @@ def discover_studies(
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: studies folder {'not found' if not root.exists() else 'is not a folder'}")
+        raise DataError(
+            f"{root}: studies folder {'not found' if not root.exists() else 'is not a folder'}"
+        )
     layout = detect_layout(root)
-    table = read_series(series_descriptions) if series_descriptions is not None else _beside(root, layout)
+    table = (
+        read_series(series_descriptions)
+        if series_descriptions is not None
+        else _beside(root, layout)
+    )
     if layout == IMAGES:
         dirs = sorted(_subdirs(root), key=_folder_order)
         studies = [StudySource(_folder_id(d), d) for d in dirs]
@@ -118,7 +124,11 @@ def detect_layout(root: Path) -> str:
 
 def load_source(source: StudySource, series_descriptions: pd.DataFrame | None = None) -> Study:
     """Read one study (pixels and all). Raises DicomError when nothing in it can be used."""
-    study = _load_loose(source) if source.files is not None else load_study(source.path, series_descriptions)
+    study = (
+        _load_loose(source)
+        if source.files is not None
+        else load_study(source.path, series_descriptions)
+    )
     return dataclasses.replace(study, study_id=source.study_id)
 
 
@@ -126,7 +136,8 @@ def load_source(source: StudySource, series_descriptions: pd.DataFrame | None = 
 
 
 def _beside(root: Path, layout: str) -> pd.DataFrame | None:
-    """`<prefix>_series_descriptions.csv` next to the images folder (`test_images` -> `test_...`)."""
+    """`<prefix>_series_descriptions.csv` next to the images folder (`test_images` ->
+    `test_...`)."""
     images = root if layout == IMAGES else root.parent if layout == STUDY else None
     if images is None:
         return None
@@ -136,7 +147,8 @@ def _beside(root: Path, layout: str) -> pd.DataFrame | None:
 
 
 def _folder_id(folder: Path) -> int:
-    """The folder's name when numeric, else `uid_to_id` of the StudyInstanceUID of its first file."""
+    """The folder's name when numeric, else `uid_to_id` of the StudyInstanceUID of its first
+    file."""
     num = _folder_num(folder)
     if num is not None:
         return num
@@ -175,17 +187,24 @@ def _check_unique(studies: Sequence[StudySource]) -> None:
 
 def _group_loose(root: Path, workers: int) -> Discovery:
     """Read the header of every file under `root` and group the DICOM ones by study UID."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     by_study, ignored = group_by_study(files, workers=workers)
     if not by_study:
         raise DataError(f"{root}: no readable DICOM file among {len(files)} file(s)")
     studies = []
-    folders = {uid: Path(os.path.commonpath([p.parent for p in paths])) for uid, paths in by_study.items()}
+    folders = {
+        uid: Path(os.path.commonpath([p.parent for p in paths])) for uid, paths in by_study.items()
+    }
     shared = Counter(folders.values())
     for uid, paths in by_study.items():
         num = _folder_num(folders[uid]) if shared[folders[uid]] == 1 else None
-        studies.append(StudySource(num if num is not None else uid_to_id(uid), folders[uid], tuple(paths)))
+        studies.append(
+            StudySource(num if num is not None else uid_to_id(uid), folders[uid], tuple(paths))
+        )
     studies.sort(key=lambda s: (str(s.path), s.study_id))
     return Discovery(root, LOOSE, studies, None, ignored)
 
@@ -193,7 +212,9 @@ def _group_loose(root: Path, workers: int) -> Discovery:
 def _load_loose(source: StudySource) -> Study:
     """A `Study` from loose files: series by SeriesInstanceUID, each split into stacks."""
     by_series, skipped = read_by_series(source.files or ())
-    folders = {uid: Path(os.path.commonpath([h.path.parent for h, _ in s])) for uid, s in by_series.items()}
+    folders = {
+        uid: Path(os.path.commonpath([h.path.parent for h, _ in s])) for uid, s in by_series.items()
+    }
     shared = Counter(folders.values())
     loaded = []
     for uid, slices in by_series.items():

@@ -3,13 +3,17 @@ overlays and report.html, and the batch's index.html. Every file is written atom
 
 Layout of OUT_DIR::
 
-    submission.csv                      row_id,normal_mild,moderate,severe (25 rows per study, always)
-    errors.csv                          study_id,path,reason (one row per study that could not be read;
+    submission.csv                      row_id,normal_mild,moderate,severe (25 rows per study,
+    always)
+    errors.csv                          study_id,path,reason (one row per study that could not be
+    read;
                                         files that are not DICOM in a loose folder: study_id empty)
     index.html                          the batch: one row per study, linked to its report
-    studies/<study_id>/predictions.json probabilities, where the model looked, flags (see prediction_record)
+    studies/<study_id>/predictions.json probabilities, where the model looked, flags (see
+    prediction_record)
     studies/<study_id>/report.html      findings grid, overlays, series, flags (self-contained)
-    studies/<study_id>/<overlay>.png    sagittal_t2.png, sagittal_t1.png, axial_t2.png (when there is something to show)
+    studies/<study_id>/<overlay>.png    sagittal_t2.png, sagittal_t1.png, axial_t2.png (when there
+    is something to show)
     studies/<study_id>/dicom/           `--dicom-out` (and `--dicomweb`; see `inference.dicom_out`):
       sr.dcm                            the DICOM SR (TID 1500): 25 findings, in a new series
       overlay_<overlay>.dcm             each overlay PNG as a Secondary Capture, in a 2nd new series
@@ -46,8 +50,13 @@ def study_dir(out_dir: str | Path, study_id: int) -> Path:
     return Path(out_dir) / "studies" / str(int(study_id))
 
 
-def prediction_record(pred: StudyPrediction, path: str | Path, study: Study | None, model: Mapping[str, Any],
-                      error: str = "") -> dict[str, Any]:
+def prediction_record(
+    pred: StudyPrediction,
+    path: str | Path,
+    study: Study | None,
+    model: Mapping[str, Any],
+    error: str = "",
+) -> dict[str, Any]:
     """The JSON-ready record of one study (the content of its `predictions.json`).
 
     Keys: `study_id`, `path`, `status` ("ok" | "failed"), `error`, `model` (run folder, folds, tta),
@@ -61,27 +70,60 @@ def prediction_record(pred: StudyPrediction, path: str | Path, study: Study | No
     for r in pred.targets.to_dict("records"):
         probs = {s: float(r[s]) for s in SEVERITIES}
         located = r["series_id"] is not None and not pd.isna(r["series_id"])
-        targets.append({
-            "row_id": r["row_id"], "condition": r["condition"], "level": r["level"],
-            "probabilities": probs, "most_likely": max(probs, key=probs.__getitem__),
-            **{k: (_int(r[k]) if located else None) for k in ("series_id", "stack_index", "slice_index", "instance_number")},
-            "series_type": r["series_type"],
-            "pixel": {"x": float(r["x"]), "y": float(r["y"])} if located else None,
-            "world_lps_mm": [float(r[k]) for k in ("world_x", "world_y", "world_z")] if located else None,
-            "confidence": _float(r["confidence"]), "method": r["method"] or "",
-            "spread_mm": _float(r["spread_mm"]), "folds_graded": int(r["folds_graded"]),
-            "reason": r["reason"] or "", "flags": list(r["flags"]),
-        })
-    series = [] if study is None else [
-        {"series_id": s.series_id, "series_type": s.series_type, "description": s.description,
-         "stacks": len(s.stacks), "slices": sum(v.shape[0] for v in s.stacks), "note": s.note}
-        for s in study.series]
-    return {"study_id": int(pred.study_id), "path": str(path), "status": "failed" if error else "ok",
-            "error": error, "model": dict(model), "series": series,
-            "skipped": [] if study is None else list(study.skipped), "targets": targets}
+        targets.append(
+            {
+                "row_id": r["row_id"],
+                "condition": r["condition"],
+                "level": r["level"],
+                "probabilities": probs,
+                "most_likely": max(probs, key=probs.__getitem__),
+                **{
+                    k: (_int(r[k]) if located else None)
+                    for k in ("series_id", "stack_index", "slice_index", "instance_number")
+                },
+                "series_type": r["series_type"],
+                "pixel": {"x": float(r["x"]), "y": float(r["y"])} if located else None,
+                "world_lps_mm": [float(r[k]) for k in ("world_x", "world_y", "world_z")]
+                if located
+                else None,
+                "confidence": _float(r["confidence"]),
+                "method": r["method"] or "",
+                "spread_mm": _float(r["spread_mm"]),
+                "folds_graded": int(r["folds_graded"]),
+                "reason": r["reason"] or "",
+                "flags": list(r["flags"]),
+            }
+        )
+    series = (
+        []
+        if study is None
+        else [
+            {
+                "series_id": s.series_id,
+                "series_type": s.series_type,
+                "description": s.description,
+                "stacks": len(s.stacks),
+                "slices": sum(v.shape[0] for v in s.stacks),
+                "note": s.note,
+            }
+            for s in study.series
+        ]
+    )
+    return {
+        "study_id": int(pred.study_id),
+        "path": str(path),
+        "status": "failed" if error else "ok",
+        "error": error,
+        "model": dict(model),
+        "series": series,
+        "skipped": [] if study is None else list(study.skipped),
+        "targets": targets,
+    }
 
 
-def render_study(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]) -> Path:
+def render_study(
+    out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]
+) -> Path:
     """Write a study's predictions.json, overlay PNGs and report.html; returns the report's path."""
     folder = study_dir(out_dir, record["study_id"])
     write_json(folder / "predictions.json", record)
@@ -94,10 +136,21 @@ def render_study(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping
 
 def write_submission(path: str | Path, preds: Sequence[StudyPrediction]) -> Path:
     """The challenge submission: 25 rows per study in `TARGETS` order, study order kept."""
-    frames = [pd.DataFrame({"row_id": p.targets["row_id"], **{s: p.probs[:, i] for i, s in enumerate(SEVERITIES)}})
-              for p in preds]
-    sub = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SUBMISSION_COLUMNS))
-    return write_with(path, lambda tmp: sub[list(SUBMISSION_COLUMNS)].to_csv(tmp, index=False, float_format="%.6g"))
+    frames = [
+        pd.DataFrame(
+            {"row_id": p.targets["row_id"], **{s: p.probs[:, i] for i, s in enumerate(SEVERITIES)}}
+        )
+        for p in preds
+    ]
+    sub = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(SUBMISSION_COLUMNS))
+    )
+    return write_with(
+        path,
+        lambda tmp: sub[list(SUBMISSION_COLUMNS)].to_csv(tmp, index=False, float_format="%.6g"),
+    )
 
 
 def write_errors(path: str | Path, rows: Sequence[tuple[int | None, str, str]]) -> Path:

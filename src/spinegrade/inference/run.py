@@ -30,15 +30,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from spinegrade.cv.ensemble import Ensemble, StudyPrediction, prior_prediction
 from spinegrade.dicom import Study
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import Discovery, StudySource, discover_studies
-from spinegrade.cv.ensemble import Ensemble, StudyPrediction, prior_prediction
-from spinegrade.inference.outputs import errors_frame, prediction_record, write_errors, write_submission
-from spinegrade.timing import Timing
+from spinegrade.inference.outputs import (
+    errors_frame,
+    prediction_record,
+    write_errors,
+    write_submission,
+)
 from spinegrade.inference.worker import read_study, render_job
 from spinegrade.report.overlays import study_panels
 from spinegrade.report.study_report import write_index
+from spinegrade.timing import Timing
 
 if TYPE_CHECKING:  # highdicom is imported only with dicom_out (it costs ~1 s)
     from spinegrade.inference.dicom_out import DicomJob, Provenance
@@ -65,7 +70,8 @@ class PredictResult:
     timing: Timing = field(default_factory=Timing)
     wall_s: float = 0.0
     load_s: float = 0.0
-    first_study_s: float = 0.0  #: from the start until the model had its first study (after loading and worker start-up)
+    #: from the start until the model had its first study (after loading and worker start-up)
+    first_study_s: float = 0.0
     fail_on_error: bool = False
 
     @property
@@ -104,8 +110,12 @@ def predict(
     """
     out_dir = Path(out_dir)
     workers = default_workers() if workers is None else workers
-    found = discover_studies(studies, series_descriptions, workers=workers)  # before torch starts threads
-    errors: list[tuple[int | None, str, str]] = [(None, str(p), f"ignored: {why}") for p, why in found.ignored]
+    found = discover_studies(
+        studies, series_descriptions, workers=workers
+    )  # before torch starts threads
+    errors: list[tuple[int | None, str, str]] = [
+        (None, str(p), f"ignored: {why}") for p, why in found.ignored
+    ]
     timing = Timing(dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0))
     preds: list[StudyPrediction] = []
     records: list[dict[str, Any]] = []
@@ -114,7 +124,11 @@ def predict(
         reads = _read_ahead(pool, found, ahead=max(2, workers + 1))  # the workers start now
         ensemble = Ensemble.load(run_dir, device=device, folds=folds)
         load_s = time.perf_counter() - start
-        model = {"run_dir": str(Path(run_dir).resolve()), "folds": [f.fold for f in ensemble.folds], "tta": tta}
+        model = {
+            "run_dir": str(Path(run_dir).resolve()),
+            "folds": [f.fold for f in ensemble.folds],
+            "tta": tta,
+        }
         provenance = _provenance(run_dir, model["folds"], tta) if dicom_out else None
         writes: list[Future[Timing]] = []
         bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
@@ -142,17 +156,34 @@ def predict(
             except SpinegradeError as exc:  # the DICOM outputs (the report itself was written)
                 errors.append((record["study_id"], record["path"], str(exc)))
             except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn must not lose the batch
-                errors.append((record["study_id"], record["path"], f"report not written: {_one_line(exc)}"))
+                errors.append(
+                    (record["study_id"], record["path"], f"report not written: {_one_line(exc)}")
+                )
     with timing.measure("write"):
         errors_path = write_errors(out_dir / "errors.csv", errors)
         failed = errors_frame(errors)
         wall = time.perf_counter() - start
-        facts = {"studies": len(preds), "failed": int(failed["study_id"].notna().sum()),
-                 "flagged targets": sum(1 for r in records for t in r["targets"] if t["flags"]),
-                 "folds": len(ensemble.folds), "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-"}
+        facts = {
+            "studies": len(preds),
+            "failed": int(failed["study_id"].notna().sum()),
+            "flagged targets": sum(1 for r in records for t in r["targets"] if t["flags"]),
+            "folds": len(ensemble.folds),
+            "studies / s": round(len(preds) / wall, 3) if wall > 0 else "-",
+        }
         index = write_index(out_dir / "index.html", records, failed, facts)
-    return PredictResult(out_dir, submission, errors_path, index, [p.study_id for p in preds], failed,
-                         timing, time.perf_counter() - start, load_s, first_study_s, fail_on_error)
+    return PredictResult(
+        out_dir,
+        submission,
+        errors_path,
+        index,
+        [p.study_id for p in preds],
+        failed,
+        timing,
+        time.perf_counter() - start,
+        load_s,
+        first_study_s,
+        fail_on_error,
+    )
 
 
 def _predict_one(
@@ -183,8 +214,13 @@ def _provenance(run_dir: str | Path, folds: list[int], tta: bool) -> Provenance:
     return run_provenance(run_dir, folds, tta)
 
 
-def _plan_dicom(provenance: Provenance | None, source: StudySource, loaded: Study | str,
-                record: dict[str, Any], panels: dict[str, list]) -> tuple[DicomJob | None, str]:
+def _plan_dicom(
+    provenance: Provenance | None,
+    source: StudySource,
+    loaded: Study | str,
+    record: dict[str, Any],
+    panels: dict[str, list],
+) -> tuple[DicomJob | None, str]:
     """The study's DICOM job (None without `--dicom-out` or for a failed study) and an error."""
     if provenance is None:
         return None, ""
@@ -199,7 +235,9 @@ def _plan_dicom(provenance: Provenance | None, source: StudySource, loaded: Stud
         return None, f"no DICOM SR: {exc}"
 
 
-def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[StudySource, Study | str, Timing]]:
+def _read_ahead(
+    pool: Executor, found: Discovery, ahead: int
+) -> Iterator[tuple[StudySource, Study | str, Timing]]:
     """`(source, study or error, timing)` in discovery order, reading up to `ahead` studies early.
 
     The first `ahead` reads are submitted at once, before the first item is asked for.
@@ -231,7 +269,11 @@ def _read_ahead(pool: Executor, found: Discovery, ahead: int) -> Iterator[tuple[
 def default_workers(cores: int | None = None) -> int:
     """Worker processes for `predict`: 0 on 2 cores or fewer, else half the cores, at most 4."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
     return 0 if cores <= 2 else min(4, cores // 2)
 
 

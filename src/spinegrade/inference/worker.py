@@ -15,14 +15,16 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study, study_dir
-from spinegrade.timing import Timing
 from spinegrade.report.overlays import Panel
+from spinegrade.timing import Timing
 
 if TYPE_CHECKING:  # highdicom is imported only when a DICOM job comes
     from spinegrade.inference.dicom_out import DicomJob
 
 
-def read_study(source: StudySource, series_descriptions: pd.DataFrame | None) -> tuple[Study | str, Timing]:
+def read_study(
+    source: StudySource, series_descriptions: pd.DataFrame | None
+) -> tuple[Study | str, Timing]:
     """`(study, timing)`, or `(reason, timing)` when the study cannot be used (stage "read")."""
     timing = Timing()
     with timing.measure("read"):
@@ -37,13 +39,18 @@ def _read(source: StudySource, series_descriptions: pd.DataFrame | None) -> Stud
         out = exc.reason if exc.path == source.path else str(exc)
     except SpinegradeError as exc:
         out = str(exc)
-    except Exception as exc:  # noqa: BLE001 - malformed data can break any reader; the batch goes on
-        out = f"unexpected error while reading: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except Exception as exc:  # noqa: BLE001 - malformed data breaks any reader; batch goes on
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        out = f"unexpected error while reading: {type(exc).__name__}: {first}"
     return out
 
 
-def render_job(out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]],
-               dicom: DicomJob | None = None) -> Timing:
+def render_job(
+    out_dir: str | Path,
+    record: Mapping[str, Any],
+    panels: Mapping[str, list[Panel]],
+    dicom: DicomJob | None = None,
+) -> Timing:
     """Write the study's predictions.json, overlays and report.html, then (given a `dicom` job) its
     SR and overlay images (stage "write"); DICOM failures raise `DicomOutputError`."""
     timing = Timing()

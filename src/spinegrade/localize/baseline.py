@@ -25,12 +25,13 @@ def _offsets(series: Series) -> np.ndarray:
 
 @dataclass
 class MeanPositionBaseline:
-    """(condition, level) -> mean `(u, v, r)`: normalised column, row and relative slice position."""
+    """(condition, level) -> mean `(u, v, r)`: normalised column, row and relative slice
+    position."""
 
     means: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, labelled: list[tuple[Study, pd.DataFrame]]) -> "MeanPositionBaseline":
+    def fit(cls, labelled: list[tuple[Study, pd.DataFrame]]) -> MeanPositionBaseline:
         """Fit from `(study, world_points(study, coords))` pairs of the training studies."""
         acc: dict[tuple[str, str], list[np.ndarray]] = {}
         for study, pts in labelled:
@@ -61,7 +62,15 @@ class MeanPositionBaseline:
             j = int(np.searchsorted(total, g, side="right") - 1)
             vol, s = series.stacks[j], g - total[j]
             x, y = mean[0] * vol.shape[2] - 0.5, mean[1] * vol.shape[1] - 0.5
-            points[(cond, level)] = Point(int(series.series_id), j, int(s), int(vol.instance_numbers[s]),
-                                          float(x), float(y), vol.voxel_to_world([[x, y, s]])[0], 0.0,
-                                          "mean_position")
+            points[(cond, level)] = Point(
+                int(series.series_id),
+                j,
+                int(s),
+                int(vol.instance_numbers[s]),
+                float(x),
+                float(y),
+                vol.voxel_to_world([[x, y, s]])[0],
+                0.0,
+                "mean_position",
+            )
         return location_table(study, points)

@@ -1,13 +1,16 @@
 """Training samples for the two heatmap models, built from cached studies and the coordinates table.
 
-Every labelled point is first turned into a world (LPS mm) point through the geometry of the series it
+Every labelled point is first turned into a world (LPS mm) point through the geometry of the series
+it
 was marked on; each training series then sees those points through *its own* geometry. This is what
 makes one sagittal model serve both sagittal series: its canal channels are supervised on Sagittal
 T2/STIR (where the canal is marked) and also on Sagittal T1 (the same world points projected), which
-gives a learned canal estimate on T1 when a study has no T2; its foramen channels are supervised on T1.
+gives a learned canal estimate on T1 when a study has no T2; its foramen channels are supervised on
+T1.
 
 Sagittal channels: `0..4` canal per level, `5..9` foramen per level (left and right foramina share
-a channel: laterality comes from geometry, not from the network). Axial channels: `0` left, `1` right
+a channel: laterality comes from geometry, not from the network). Axial channels: `0` left, `1`
+right
 subarticular (laterality from the channel; a horizontal flip swaps them).
 
 A sample is one slice (with its two neighbours as the other input channels). The target peak height
@@ -46,7 +49,8 @@ MIN_AXIAL_AMPLITUDE = 0.3
 NEGATIVE_AMPLITUDE, NEGATIVE_EVERY = 0.01, 3
 
 
-#: Intensity percentiles of a stack are taken on at most about this many pixels (a regular subsample).
+#: Intensity percentiles of a stack are taken on at most about this many pixels (a regular
+#: subsample).
 PERCENTILE_PIXELS = 1 << 20
 
 
@@ -103,8 +107,22 @@ def main_stack(study: Study, series_type: str) -> tuple[int, Volume] | None:
     return int(series.series_id), max(series.stacks, key=lambda v: v.shape[0])
 
 
-POINT_COLUMNS = ("condition", "level", "series_id", "stack", "slice", "x", "y", "wx", "wy", "wz",
-                 "nx", "ny", "nz", "dz")
+POINT_COLUMNS = (
+    "condition",
+    "level",
+    "series_id",
+    "stack",
+    "slice",
+    "x",
+    "y",
+    "wx",
+    "wy",
+    "wz",
+    "nx",
+    "ny",
+    "nz",
+    "dz",
+)
 
 
 def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
@@ -124,8 +142,20 @@ def world_points(study: Study, coords: pd.DataFrame) -> pd.DataFrame:
             hit = np.flatnonzero(vol.instance_numbers == int(r.instance_number))
             if len(hit):
                 w = vol.voxel_to_world([[r.x, r.y, hit[0]]])[0]
-                rows.append((r.condition, r.level, int(r.series_id), j, int(hit[0]), float(r.x),
-                             float(r.y), *w, *vol.normal, vol.spacing[2]))
+                rows.append(
+                    (
+                        r.condition,
+                        r.level,
+                        int(r.series_id),
+                        j,
+                        int(hit[0]),
+                        float(r.x),
+                        float(r.y),
+                        *w,
+                        *vol.normal,
+                        vol.spacing[2],
+                    )
+                )
                 break
     return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
 
@@ -145,7 +175,9 @@ class SliceSample:
     mask: np.ndarray
 
 
-def _project(vol: Volume, points: np.ndarray, size: int, slice_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def _project(
+    vol: Volume, points: np.ndarray, size: int, slice_sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """World points `(k, 3)` -> input pixels `(k, 2)` and per-slice amplitudes `(slices, k)`."""
     vox = vol.world_to_voxel(points)
     xy = to_heatmap(vox[:, :2], vol.shape[1:], size, 1)
@@ -153,7 +185,9 @@ def _project(vol: Volume, points: np.ndarray, size: int, slice_sigma: float) -> 
     return xy, amps
 
 
-def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
+def sagittal_samples(
+    study: Study, pts: pd.DataFrame, size: int, slice_sigma: float
+) -> tuple[list[np.ndarray], list[SliceSample]]:
     """Prepared stacks and samples of the study's sagittal series: every slice near a labelled point
     and every `NEGATIVE_EVERY`-th of the others (negatives teach the model where points are not)."""
     stacks: list[np.ndarray] = []
@@ -185,18 +219,25 @@ def sagittal_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: fl
         amps = np.zeros((vol.shape[0], len(flat)))
         if ok.any():
             xy[ok], amps[:, ok] = _project(vol, flat[ok], size, slice_sigma)
-        xy, amps = xy.reshape(SAGITTAL_CHANNELS, 2, 2), amps.reshape(vol.shape[0], SAGITTAL_CHANNELS, 2)
+        xy, amps = (
+            xy.reshape(SAGITTAL_CHANNELS, 2, 2),
+            amps.reshape(vol.shape[0], SAGITTAL_CHANNELS, 2),
+        )
         stacks.append(prepare_stack(vol, size))
         for s in range(vol.shape[0]):
             if amps[s].max() < NEGATIVE_AMPLITUDE and s % NEGATIVE_EVERY:
                 continue  # a thinned-out negative slice (far from every labelled point)
             best = amps[s].argmax(axis=1)  # the nearer of the two candidates (foramina: left/right)
             ch = np.arange(SAGITTAL_CHANNELS)
-            samples.append(SliceSample(len(stacks) - 1, s, xy[ch, best], amps[s, ch, best] * mask, mask))
+            samples.append(
+                SliceSample(len(stacks) - 1, s, xy[ch, best], amps[s, ch, best] * mask, mask)
+            )
     return stacks, samples
 
 
-def axial_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float) -> tuple[list[np.ndarray], list[SliceSample]]:
+def axial_samples(
+    study: Study, pts: pd.DataFrame, size: int, slice_sigma: float
+) -> tuple[list[np.ndarray], list[SliceSample]]:
     """Prepared axial stacks and samples (the slices of the labelled subarticular points)."""
     stacks: list[np.ndarray] = []
     samples: list[SliceSample] = []
@@ -227,8 +268,11 @@ def axial_samples(study: Study, pts: pd.DataFrame, size: int, slice_sigma: float
                     if len(mine):
                         best = mine[amp_all[mine, s].argmax()]
                         points[c], amps[c] = xy_all[best], amp_all[best, s]
-                samples.append(SliceSample(len(stacks) - 1, s, points, amps,
-                                           np.ones(AXIAL_CHANNELS, np.float32)))
+                samples.append(
+                    SliceSample(
+                        len(stacks) - 1, s, points, amps, np.ones(AXIAL_CHANNELS, np.float32)
+                    )
+                )
     return stacks, samples
 
 
@@ -236,9 +280,13 @@ def augmentations(strength: float = 1.0) -> A.Compose:
     """Geometric + intensity augmentation with keypoints (no flips: those are handled per model)."""
     return A.Compose(
         [
-            A.Affine(scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
-                     translate_percent=(-0.06 * strength, 0.06 * strength),
-                     rotate=(-10 * strength, 10 * strength), border_mode=0, p=0.8),
+            A.Affine(
+                scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
+                translate_percent=(-0.06 * strength, 0.06 * strength),
+                rotate=(-10 * strength, 10 * strength),
+                border_mode=0,
+                p=0.8,
+            ),
             A.RandomBrightnessContrast(0.2 * strength, 0.2 * strength, p=0.5),
             A.RandomGamma((80, 120), p=0.3),
         ],
@@ -253,8 +301,16 @@ class HeatmapDataset(Dataset):
     the paired channels (left <-> right).
     """
 
-    def __init__(self, stacks: list[np.ndarray], samples: list[SliceSample], size: int, stride: int,
-                 sigma: float, augment: bool = False, flip_pairs: tuple[tuple[int, int], ...] = ()) -> None:
+    def __init__(
+        self,
+        stacks: list[np.ndarray],
+        samples: list[SliceSample],
+        size: int,
+        stride: int,
+        sigma: float,
+        augment: bool = False,
+        flip_pairs: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         self.stacks, self.samples = stacks, samples
         self.size, self.stride, self.sigma = size, stride, sigma
         self.transform = augmentations() if augment else None

@@ -1,6 +1,7 @@
 """Decoding heatmaps into sub-pixel points: argmax, then a soft-argmax (centroid) around the peak.
 
-The centroid is taken over a `(2r+1)^2` window centred on the arg-max cell (`r = ceil(3 sigma)`), so a
+The centroid is taken over a `(2r+1)^2` window centred on the arg-max cell (`r = ceil(3 sigma)`), so
+a
 Gaussian target of width `sigma` decodes back to its centre to a few hundredths of a cell, while
 clutter elsewhere in the map cannot pull the point away from the peak.
 """
@@ -21,7 +22,8 @@ def decode_heatmaps(heat: torch.Tensor, sigma: float) -> tuple[torch.Tensor, tor
     """Peak position and height of each channel.
 
     heat: `(..., k, h, w)` non-negative scores (e.g. sigmoid probabilities).
-    Returns `xy (..., k, 2)` in cell coordinates (x = column) and `peak (..., k)` (the arg-max value).
+    Returns `xy (..., k, 2)` in cell coordinates (x = column) and `peak (..., k)` (the arg-max
+    value).
     """
     *lead, h, w = heat.shape
     flat = heat.reshape(-1, h * w).float()

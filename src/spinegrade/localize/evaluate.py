@@ -36,15 +36,22 @@ from spinegrade.localize.dataset import world_points
 from spinegrade.localize.predict import Localizer
 from spinegrade.report.training_figures import localization_bars
 
-REPORT_JSON, REPORT_PNG, PREDICTIONS_CSV = "localize_report.json", "localize_report.png", "predictions.csv"
+REPORT_JSON, REPORT_PNG, PREDICTIONS_CSV = (
+    "localize_report.json",
+    "localize_report.png",
+    "predictions.csv",
+)
 
 
 def point_errors(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """One row per true point: `study_id, condition, level, located, inplane_mm, slice_error,
     level_ok, swap` (NaN/False where not located). `truth` is `world_points` plus `study_id`."""
     truth = truth.drop_duplicates(["study_id", "condition", "level"])
-    merged = truth.merge(pred[["study_id", "condition", "level", "world_x", "world_y", "world_z", "reason"]],
-                         on=["study_id", "condition", "level"], how="left")
+    merged = truth.merge(
+        pred[["study_id", "condition", "level", "world_x", "world_y", "world_z", "reason"]],
+        on=["study_id", "condition", "level"],
+        how="left",
+    )
     p = merged[["world_x", "world_y", "world_z"]].to_numpy(dtype=float)
     t = merged[["wx", "wy", "wz"]].to_numpy(dtype=float)
     n = merged[["nx", "ny", "nz"]].to_numpy(dtype=float)
@@ -102,8 +109,11 @@ def summarize(errors: pd.DataFrame) -> dict[str, Any]:
         "overall": stats(errors),
         "groups": {g: stats(errors[group == g]) for g in CONDITION_GROUPS},
         "conditions": {c: stats(errors[errors.condition == c]) for c in CONDITIONS},
-        "targets": {f"{c}_{lv}": stats(errors[(errors.condition == c) & (errors.level == lv)])
-                    for c in CONDITIONS for lv in LEVELS},
+        "targets": {
+            f"{c}_{lv}": stats(errors[(errors.condition == c) & (errors.level == lv)])
+            for c in CONDITIONS
+            for lv in LEVELS
+        },
     }
 
 
@@ -136,8 +146,14 @@ def evaluate_localizer(
     tables = load_tables(data_root)
     coords = tables.coordinates
     assert coords is not None
-    cached = cache_studies(data_root / "train_images", sorted(set(eval_ids) | set(train_ids)), cache_dir,
-                           tables.series, workers=cfg.data.num_workers, progress=progress)
+    cached = cache_studies(
+        data_root / "train_images",
+        sorted(set(eval_ids) | set(train_ids)),
+        cache_dir,
+        tables.series,
+        workers=cfg.data.num_workers,
+        progress=progress,
+    )
     by_study = dict(tuple(coords.groupby("study_id")))
     empty = coords.iloc[:0]
 
@@ -148,7 +164,9 @@ def evaluate_localizer(
     baseline = MeanPositionBaseline.fit([labelled(s) for s in train_ids if s in cached.paths])
     localizer = Localizer.load(model_dir, cfg.device)
     preds, base, truth = [], [], []
-    for sid in tqdm([s for s in eval_ids if s in cached.paths], desc="localize evaluate", disable=not progress):
+    for sid in tqdm(
+        [s for s in eval_ids if s in cached.paths], desc="localize evaluate", disable=not progress
+    ):
         study, pts = labelled(sid)
         preds.append(localizer.locate(study))
         base.append(baseline.locate(study))

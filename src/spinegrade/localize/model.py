@@ -41,8 +41,11 @@ class HeatmapNet(nn.Module):
         if not keep or reductions[keep[0]] != spec.stride:
             raise ValueError(f"backbone {spec.backbone} has no feature map at stride {spec.stride}")
         self.encoder = timm.create_model(
-            spec.backbone, features_only=True, pretrained=spec.pretrained,
-            in_chans=spec.in_chans, out_indices=tuple(keep),
+            spec.backbone,
+            features_only=True,
+            pretrained=spec.pretrained,
+            in_chans=spec.in_chans,
+            out_indices=tuple(keep),
         )
         chans = self.encoder.feature_info.channels()
         self.lateral = nn.ModuleList(nn.Conv2d(c, spec.width, 1) for c in chans)

@@ -49,8 +49,21 @@ from spinegrade.training.device import resolve_device
 SAGITTAL_DIR, AXIAL_DIR, MODEL_FILE = "sagittal", "axial", "model.pt"
 #: Columns of `Localizer.locate`'s table, in order.
 LOCATION_COLUMNS = (
-    "study_id", "series_id", "instance_number", "condition", "level", "x", "y",
-    "stack_index", "slice_index", "world_x", "world_y", "world_z", "confidence", "method", "reason",
+    "study_id",
+    "series_id",
+    "instance_number",
+    "condition",
+    "level",
+    "x",
+    "y",
+    "stack_index",
+    "slice_index",
+    "world_x",
+    "world_y",
+    "world_z",
+    "confidence",
+    "method",
+    "reason",
 )
 
 
@@ -83,8 +96,17 @@ class StackHeat:
         """The decoded point of `channel` on slice `s`."""
         x, y = self.xy[s, channel]
         world = self.volume.voxel_to_world([[x, y, s]])[0]
-        return Point(self.series_id, self.stack_index, int(s), int(self.volume.instance_numbers[s]),
-                     float(x), float(y), world, float(self.peak[s, channel]), method)
+        return Point(
+            self.series_id,
+            self.stack_index,
+            int(s),
+            int(self.volume.instance_numbers[s]),
+            float(x),
+            float(y),
+            world,
+            float(self.peak[s, channel]),
+            method,
+        )
 
 
 @dataclass
@@ -98,7 +120,7 @@ class Localizer:
     batch_size: int = 64
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Localizer":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Localizer:
         """Load from a `train_localizer` output folder (`sagittal/model.pt`, `axial/model.pt`)."""
         dev = resolve_device(device) if isinstance(device, str) else device
         nets, cfg = [], None
@@ -110,71 +132,101 @@ class Localizer:
             cfg = from_dict(LocalizeConfig, state["meta"]["localize"])
         return cls(nets[0], nets[1], cfg, dev)  # type: ignore[arg-type]
 
-    # --- inference ---------------------------------------------------------------------------------
+    # --- inference
+    # ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def heat(self, net: HeatmapNet, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Network on `images (n, 3, s, s)` -> decoded `xy (n, k, 2)` heatmap cells, `peak (n, k)`."""
+        """Network on `images (n, 3, s, s)` -> decoded `xy (n, k, 2)` heatmap cells, `peak (n,
+        k)`."""
         xy, peak = [], []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.from_numpy(images[start:start + self.batch_size]).to(self.device)
+            batch = torch.from_numpy(images[start : start + self.batch_size]).to(self.device)
             h = torch.sigmoid(net(batch).float())
             a, b = decode_heatmaps(h, self.cfg.sigma_px)
             xy.append(a.cpu().numpy())
             peak.append(b.cpu().numpy())
         return np.concatenate(xy), np.concatenate(peak)
 
-    def stack_heat(self, study: Study, series_type: str, prepared: PreparedStacks) -> StackHeat | None:
+    def stack_heat(
+        self, study: Study, series_type: str, prepared: PreparedStacks
+    ) -> StackHeat | None:
         """Run the sagittal network on every slice of the study's main stack of `series_type`."""
         found = main_stack(study, series_type)
         if found is None:
             return None
         series_id, vol = found
         stack_index = next(i for i, v in enumerate(study.first(series_type).stacks) if v is vol)
-        xy, peak = self.heat(self.sagittal, all_slice_inputs(prepared.get(vol, self.cfg.image_size)))
-        xy = from_heatmap(xy.reshape(-1, 2), vol.shape[1:], self.cfg.image_size,
-                          self.cfg.heatmap_stride).reshape(xy.shape)
+        xy, peak = self.heat(
+            self.sagittal, all_slice_inputs(prepared.get(vol, self.cfg.image_size))
+        )
+        xy = from_heatmap(
+            xy.reshape(-1, 2), vol.shape[1:], self.cfg.image_size, self.cfg.heatmap_stride
+        ).reshape(xy.shape)
         return StackHeat(series_id, stack_index, vol, xy, peak)
 
     def locate(self, study: Study, prepared: PreparedStacks | None = None) -> pd.DataFrame:
-        """All 25 targets of `study` -> one row each (`LOCATION_COLUMNS`), reason empty when located.
+        """All 25 targets of `study` -> one row each (`LOCATION_COLUMNS`), reason empty when
+        located.
 
         `prepared` shares the normalised, resized stacks between several localisers (the folds of
         a run) that see the same study.
         """
         prepared = prepared or PreparedStacks()
         points: dict[tuple[str, str], Point | str] = {}
-        t2, t1 = self.stack_heat(study, SAGITTAL_T2, prepared), self.stack_heat(study, SAGITTAL_T1, prepared)
+        t2, t1 = (
+            self.stack_heat(study, SAGITTAL_T2, prepared),
+            self.stack_heat(study, SAGITTAL_T1, prepared),
+        )
         canal_src, method = (t2, "sagittal_t2") if t2 is not None else (t1, "sagittal_t1_fallback")
         for i, level in enumerate(LEVELS):
             if canal_src is None:
                 points[(CANAL, level)] = "no Sagittal T2/STIR or Sagittal T1 series"
             else:
-                points[(CANAL, level)] = canal_src.point(int(canal_src.peak[:, i].argmax()), i, method)
+                points[(CANAL, level)] = canal_src.point(
+                    int(canal_src.peak[:, i].argmax()), i, method
+                )
         for i, level in enumerate(LEVELS):
             for cond, found in zip(FORAMEN, self._foramina(t1, points[(CANAL, level)], i)):
                 points[(cond, level)] = found
         points.update(self._axial(study, {lv: points[(CANAL, lv)] for lv in LEVELS}, prepared))
         return location_table(study, points)
 
-    def _foramina(self, t1: StackHeat | None, canal: Point | str, i: int) -> tuple[Point | str, Point | str]:
+    def _foramina(
+        self, t1: StackHeat | None, canal: Point | str, i: int
+    ) -> tuple[Point | str, Point | str]:
         """Left and right foramen of level `i` on Sagittal T1, split at the canal plane."""
         if t1 is None:
             return "no Sagittal T1 series", "no Sagittal T1 series"
         n = t1.volume.shape[0]
-        mid = (n - 1) / 2 if isinstance(canal, str) else float(t1.volume.world_to_voxel(canal.world[None])[0, 2])
-        offset = (np.arange(n) - mid) * np.sign(t1.volume.normal[0] or 1.0)  # > 0: larger LPS x = left
+        mid = (
+            (n - 1) / 2
+            if isinstance(canal, str)
+            else float(t1.volume.world_to_voxel(canal.world[None])[0, 2])
+        )
+        offset = (np.arange(n) - mid) * np.sign(
+            t1.volume.normal[0] or 1.0
+        )  # > 0: larger LPS x = left
         out: list[Point | str] = []
         for side, name in ((offset > 0, "left"), (offset < 0, "right")):
             if not side.any():
                 out.append(f"no Sagittal T1 slice {name} of the canal")
                 continue
             cand = np.flatnonzero(side)
-            out.append(t1.point(int(cand[t1.peak[cand, len(LEVELS) + i].argmax()]), len(LEVELS) + i, "sagittal_t1"))
+            out.append(
+                t1.point(
+                    int(cand[t1.peak[cand, len(LEVELS) + i].argmax()]),
+                    len(LEVELS) + i,
+                    "sagittal_t1",
+                )
+            )
         return out[0], out[1]
 
-    def _axial(self, study: Study, canal: dict[str, Point | str], prepared: PreparedStacks) -> dict[tuple[str, str], Point | str]:
-        """Subarticular points: the axial slice nearest each level's canal point, then the axial net."""
+    def _axial(
+        self, study: Study, canal: dict[str, Point | str], prepared: PreparedStacks
+    ) -> dict[tuple[str, str], Point | str]:
+        """Subarticular points: the axial slice nearest each level's canal point, then the axial
+        net."""
         out: dict[tuple[str, str], Point | str] = {}
         jobs = []
         for level, hit in axial_slices(study, canal, self.cfg.max_axial_distance_mm).items():
@@ -184,23 +236,42 @@ class Localizer:
                 jobs.append((level, hit))
         if not jobs:
             return out
-        vols = {(h.series_id, h.stack_index): _stack(study, h.series_id, h.stack_index) for _, h in jobs}
-        images = np.stack([slice_input(prepared.get(vols[(h.series_id, h.stack_index)], self.cfg.image_size),
-                                       h.slice_index) for _, h in jobs])
+        vols = {
+            (h.series_id, h.stack_index): _stack(study, h.series_id, h.stack_index) for _, h in jobs
+        }
+        images = np.stack(
+            [
+                slice_input(
+                    prepared.get(vols[(h.series_id, h.stack_index)], self.cfg.image_size),
+                    h.slice_index,
+                )
+                for _, h in jobs
+            ]
+        )
         xy, peak = self.heat(self.axial, images)
         for (level, h), pxy, pk in zip(jobs, xy, peak):
             vol = vols[(h.series_id, h.stack_index)]
-            heat = StackHeat(int(h.series_id), h.stack_index, vol,
-                             np.full((vol.shape[0], 2, 2), np.nan), np.zeros((vol.shape[0], 2)))
-            heat.xy[h.slice_index] = from_heatmap(pxy, vol.shape[1:], self.cfg.image_size, self.cfg.heatmap_stride)
+            heat = StackHeat(
+                int(h.series_id),
+                h.stack_index,
+                vol,
+                np.full((vol.shape[0], 2, 2), np.nan),
+                np.zeros((vol.shape[0], 2)),
+            )
+            heat.xy[h.slice_index] = from_heatmap(
+                pxy, vol.shape[1:], self.cfg.image_size, self.cfg.heatmap_stride
+            )
             heat.peak[h.slice_index] = pk
             for c, cond in enumerate(SUBARTICULAR):
                 out[(cond, level)] = heat.point(h.slice_index, c, "axial")
         return out
 
 
-def axial_slices(study: Study, canal: dict[str, Point | str], max_distance_mm: float) -> dict[str, AxialHit | str]:
-    """Per level, the axial slice (over all axial stacks) nearest its canal point, or why there is none."""
+def axial_slices(
+    study: Study, canal: dict[str, Point | str], max_distance_mm: float
+) -> dict[str, AxialHit | str]:
+    """Per level, the axial slice (over all axial stacks) nearest its canal point, or why there is
+    none."""
     out: dict[str, AxialHit | str] = {}
     for level, c in canal.items():
         if not study.axial_stacks():
@@ -227,11 +298,43 @@ def location_table(study: Study, points: dict[tuple[str, str], Point | str]) -> 
     for cond, level in TARGETS:
         p = points[(cond, level)]
         if isinstance(p, str):
-            rows.append((study.study_id, None, None, cond, level, np.nan, np.nan, None, None,
-                         np.nan, np.nan, np.nan, 0.0, "", p))
+            rows.append(
+                (
+                    study.study_id,
+                    None,
+                    None,
+                    cond,
+                    level,
+                    np.nan,
+                    np.nan,
+                    None,
+                    None,
+                    np.nan,
+                    np.nan,
+                    np.nan,
+                    0.0,
+                    "",
+                    p,
+                )
+            )
         else:
-            rows.append((study.study_id, p.series_id, p.instance_number, cond, level, p.x, p.y,
-                         p.stack_index, p.slice_index, *map(float, p.world), p.confidence, p.method, ""))
+            rows.append(
+                (
+                    study.study_id,
+                    p.series_id,
+                    p.instance_number,
+                    cond,
+                    level,
+                    p.x,
+                    p.y,
+                    p.stack_index,
+                    p.slice_index,
+                    *map(float, p.world),
+                    p.confidence,
+                    p.method,
+                    "",
+                )
+            )
     df = pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
     for col in ("series_id", "instance_number", "stack_index", "slice_index"):
         df[col] = df[col].astype("Int64")

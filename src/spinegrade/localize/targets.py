@@ -25,14 +25,16 @@ def to_heatmap(xy: np.ndarray, shape: tuple[int, int], size: int, stride: int) -
 
 
 def from_heatmap(hxy: np.ndarray, shape: tuple[int, int], size: int, stride: int) -> np.ndarray:
-    """Heatmap cell coordinates `(n, 2)` -> original pixel `(n, 2)` (inverse of :func:`to_heatmap`)."""
+    """Heatmap cell coordinates `(n, 2)` -> original pixel `(n, 2)` (inverse of
+    :func:`to_heatmap`)."""
     return (np.asarray(hxy, dtype=np.float64) + 0.5) * heatmap_scale(shape, size, stride) - 0.5
 
 
 def gaussian_heatmaps(
     centers: np.ndarray, amplitudes: np.ndarray, hw: tuple[int, int], sigma: float
 ) -> np.ndarray:
-    """One Gaussian per channel: `centers (k, 2)` cell (x, y), `amplitudes (k,)` -> `(k, h, w)` float32.
+    """One Gaussian per channel: `centers (k, 2)` cell (x, y), `amplitudes (k,)` -> `(k, h, w)`
+    float32.
 
     A channel with amplitude 0 (or a NaN centre) is all zeros: a negative slice, or no target.
     """
@@ -48,7 +50,8 @@ def gaussian_heatmaps(
 
 
 def slice_amplitude(distance_mm: np.ndarray, sigma_mm: float) -> np.ndarray:
-    """Target peak height of a slice at `distance_mm` from the labelled point's plane: a 1D Gaussian.
+    """Target peak height of a slice at `distance_mm` from the labelled point's plane: a 1D
+    Gaussian.
 
     This is what lets the per-slice model pick the slice: the labelled slice has the highest peak.
     """

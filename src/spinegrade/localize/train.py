@@ -1,4 +1,5 @@
-"""Training stage 1 from the coordinates table: cache the studies, build slice samples, fit both nets.
+"""Training stage 1 from the coordinates table: cache the studies, build slice samples, fit both
+nets.
 
 `train_localizer` is what the training orchestrator calls once per fold; it is resumable (the shared
 loop keeps `last.pt` in each model folder, and a finished model folder is not trained again).
@@ -56,7 +57,9 @@ def heatmap_loss(pos_weight: float):  # type: ignore[no-untyped-def]
     def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         target, mask = batch["target"], batch["mask"][:, :, None, None]
         weight = (1.0 + pos_weight * target) * mask
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight, reduction="sum")
+        bce = F.binary_cross_entropy_with_logits(
+            logits.float(), target, weight=weight, reduction="sum"
+        )
         return bce / (mask.sum() * target.shape[-1] * target.shape[-2]).clamp_min(1.0)
 
     return loss
@@ -68,7 +71,9 @@ def build_samples(
     """Sagittal and axial sample sets of the cached studies (labels from `coords`)."""
     sag, ax = SampleSet([], []), SampleSet([], [])
     by_study = dict(tuple(coords.groupby("study_id")))
-    for sid, path in tqdm(sorted(cache_paths.items()), desc="localize samples", disable=not progress):
+    for sid, path in tqdm(
+        sorted(cache_paths.items()), desc="localize samples", disable=not progress
+    ):
         rows = by_study.get(sid)
         if rows is None:
             continue
@@ -81,8 +86,15 @@ def build_samples(
 
 def build_net(cfg: LocalizeConfig, channels: int) -> HeatmapNet:
     """A heatmap network as the config says."""
-    return HeatmapNet(HeatmapSpec(cfg.backbone, channels, stride=cfg.heatmap_stride,
-                                  width=cfg.decoder_width, pretrained=cfg.pretrained))
+    return HeatmapNet(
+        HeatmapSpec(
+            cfg.backbone,
+            channels,
+            stride=cfg.heatmap_stride,
+            width=cfg.decoder_width,
+            pretrained=cfg.pretrained,
+        )
+    )
 
 
 def train_localizer(
@@ -96,7 +108,8 @@ def train_localizer(
 ) -> Path:
     """Train the sagittal and axial heatmap nets on `study_ids` of the RSNA folder `data_root`.
 
-    Studies are cached in `cache_dir` (default `cfg.data.cache_dir`, else `<out_dir>/../cache`); unreadable studies are skipped
+    Studies are cached in `cache_dir` (default `cfg.data.cache_dir`, else `<out_dir>/../cache`);
+    unreadable studies are skipped
     and listed. Writes `<out_dir>/sagittal/` and `<out_dir>/axial/` (checkpoints, history) and
     returns `out_dir`, which `Localizer.load` reads.
     """
@@ -104,30 +117,59 @@ def train_localizer(
     cache_dir = Path(cache_dir or cfg.data.cache_dir or out_dir.parent / "cache")
     tables = load_tables(data_root)
     assert tables.coordinates is not None
-    cached = cache_studies(data_root / "train_images", study_ids, cache_dir, tables.series,
-                           workers=cfg.data.num_workers, progress=progress)
+    cached = cache_studies(
+        data_root / "train_images",
+        study_ids,
+        cache_dir,
+        tables.series,
+        workers=cfg.data.num_workers,
+        progress=progress,
+    )
     for sid, why in cached.failed.items():
         tqdm.write(f"skipped study {sid}: {why}")
     lcfg = cfg.localize
     sag, ax = build_samples(cached.paths, tables.coordinates, lcfg, progress)
     if not sag.samples or not ax.samples:
-        raise DataError(f"{data_root}: no labelled sagittal or axial slices among {len(study_ids)} studies")
+        raise DataError(
+            f"{data_root}: no labelled sagittal or axial slices among {len(study_ids)} studies"
+        )
     device = resolve_device(cfg.device)
     loss = heatmap_loss(lcfg.pos_weight)
     meta = {"localize": to_dict(lcfg)}
-    for sub, channels, samples, flips in ((SAGITTAL_DIR, SAGITTAL_CHANNELS, sag, ()),
-                                          (AXIAL_DIR, AXIAL_CHANNELS, ax, ((0, 1),))):
+    for sub, channels, samples, flips in (
+        (SAGITTAL_DIR, SAGITTAL_CHANNELS, sag, ()),
+        (AXIAL_DIR, AXIAL_CHANNELS, ax, ((0, 1),)),
+    ):
         net = build_net(lcfg, channels)
-        data = HeatmapDataset(samples.stacks, samples.samples, lcfg.image_size, lcfg.heatmap_stride,
-                              lcfg.sigma_px, augment=True, flip_pairs=flips)
-        fit(net, data, None, loss, lcfg.optim, out_dir / sub, device=device,
-            num_workers=0, desc=f"localize {sub}", seed=cfg.data.seed,
-            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)}, progress=progress)
+        data = HeatmapDataset(
+            samples.stacks,
+            samples.samples,
+            lcfg.image_size,
+            lcfg.heatmap_stride,
+            lcfg.sigma_px,
+            augment=True,
+            flip_pairs=flips,
+        )
+        fit(
+            net,
+            data,
+            None,
+            loss,
+            lcfg.optim,
+            out_dir / sub,
+            device=device,
+            num_workers=0,
+            desc=f"localize {sub}",
+            seed=cfg.data.seed,
+            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)},
+            progress=progress,
+        )
     return out_dir
 
 
 def fold_split(data_root: str | Path, cfg: Config, fold: int) -> tuple[list[int], list[int]]:
-    """`(train_ids, held_out_ids)` of `fold` under `make_folds(labels, cfg.data.folds, cfg.data.seed)`.
+    """`(train_ids, held_out_ids)` of `fold` under `make_folds(labels, cfg.data.folds,
+    cfg.data.seed)`.
 
     Only studies with label coordinates count; `cfg.data.max_studies` keeps the first N of them.
     """

@@ -22,7 +22,8 @@ from spinegrade.io import write_with
 #: Colours of the three severities (normal_mild, moderate, severe), colour-blind friendly.
 SEVERITY_COLORS: tuple[str, ...] = ("#4c9f70", "#f2b134", "#d1495b")
 DPI = 100
-#: zlib level of written PNGs. `benchmarks/bench_overlays.py` (the three overlays of a full-size study,
+#: zlib level of written PNGs. `benchmarks/bench_overlays.py` (the three overlays of a full-size
+#: study,
 #: 8 MR-like panels, drawn and encoded): level 6 (PIL's default) 0.84 s and 1.22 MB, level 3 0.62 s
 #: and 1.26 MB, level 1 0.59 s and 1.35 MB.
 PNG_COMPRESS_LEVEL = 3

@@ -70,16 +70,24 @@ class Panel:
     spacing: tuple[float, float]
     title: str
     marks: list[Mark] = field(default_factory=list)
-    edges: tuple[str, str, str, str] = ("", "", "", "")  #: patient direction at left, right, top, bottom
+    edges: tuple[str, str, str, str] = (
+        "",
+        "",
+        "",
+        "",
+    )  #: patient direction at left, right, top, bottom
 
 
 def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | None = None) -> Figure:
-    """Panels side by side, each `width` inches wide (default: 5 for one panel, else 3.6), with a legend.
+    """Panels side by side, each `width` inches wide (default: 5 for one panel, else 3.6), with a
+    legend.
 
     Margins are fixed in inches (no constrained layout: it doubles the drawing time).
     """
     width = width or (5.0 if len(panels) == 1 else 3.6)
-    aspect = max(p.image.shape[0] * p.spacing[0] / (p.image.shape[1] * p.spacing[1]) for p in panels)
+    aspect = max(
+        p.image.shape[0] * p.spacing[0] / (p.image.shape[1] * p.spacing[1]) for p in panels
+    )
     title_lines = max(p.title.count("\n") + 1 for p in panels)
     top, bottom = (0.4 if title else 0.1) + 0.17 * title_lines, 0.75  # inches
     fig = Figure(figsize=(width * len(panels), width * aspect + top + bottom))
@@ -89,9 +97,16 @@ def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | Non
         draw_panel(ax, panel)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold", y=1 - 0.08 / h, va="top")
-    fig.legend(handles=_legend_handles(), loc="lower center", ncol=4 if len(panels) > 1 else 2,
-               fontsize=8, frameon=False, title="most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)",
-               title_fontsize=7.5, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles=_legend_handles(),
+        loc="lower center",
+        ncol=4 if len(panels) > 1 else 2,
+        fontsize=8,
+        frameon=False,
+        title="most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)",
+        title_fontsize=7.5,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     return fig
 
 
@@ -100,33 +115,71 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
     dy, dx = panel.spacing
     rows, cols = panel.image.shape
     lo, hi = np.percentile(panel.image, [1.0, 99.5]) if panel.image.size else (0.0, 1.0)
-    ax.imshow(panel.image, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="bilinear",
-              extent=(-0.5 * dx, (cols - 0.5) * dx, (rows - 0.5) * dy, -0.5 * dy))
+    ax.imshow(
+        panel.image,
+        cmap="gray",
+        vmin=lo,
+        vmax=max(hi, lo + 1e-6),
+        interpolation="bilinear",
+        extent=(-0.5 * dx, (cols - 0.5) * dx, (rows - 0.5) * dy, -0.5 * dy),
+    )
     height_pt = ax.get_position().height * ax.figure.get_figheight() * 72
     mm_per_pt = rows * dy / max(height_pt, 1.0)
     shifts = _label_shifts([m.y * dy for m in panel.marks], LABEL_GAP_PT * mm_per_pt)
     for m, shift in zip(panel.marks, shifts):
         color = SEVERITY_COLORS[int(np.argmax(m.probs))]
-        ax.plot(m.x * dx, m.y * dy, "o", ms=8, mew=2, mec=color if not m.on_slice else "white",
-                mfc=color if m.on_slice else "none")
+        ax.plot(
+            m.x * dx,
+            m.y * dy,
+            "o",
+            ms=8,
+            mew=2,
+            mec=color if not m.on_slice else "white",
+            mfc=color if m.on_slice else "none",
+        )
         if m.label:
             right_half = m.x > 0.55 * cols
-            ax.annotate(m.label, (m.x * dx, m.y * dy), xytext=(-9 if right_half else 9, -shift / mm_per_pt),
-                        textcoords="offset points", va="center", ha="right" if right_half else "left",
-                        fontsize=7.5, color="white", annotation_clip=False,
-                        bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="none", alpha=0.85))
+            ax.annotate(
+                m.label,
+                (m.x * dx, m.y * dy),
+                xytext=(-9 if right_half else 9, -shift / mm_per_pt),
+                textcoords="offset points",
+                va="center",
+                ha="right" if right_half else "left",
+                fontsize=7.5,
+                color="white",
+                annotation_clip=False,
+                bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="none", alpha=0.85),
+            )
     ax.set_title(panel.title, fontsize=8.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    for (x, y, ha, va), letter in zip(((0.01, 0.5, "left", "center"), (0.99, 0.5, "right", "center"),
-                                       (0.5, 0.99, "center", "top"), (0.5, 0.01, "center", "bottom")),
-                                      panel.edges):
-        ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="#ffd54f", fontsize=9,
-                fontweight="bold", path_effects=[withStroke(linewidth=2.5, foreground="black")])
+    for (x, y, ha, va), letter in zip(
+        (
+            (0.01, 0.5, "left", "center"),
+            (0.99, 0.5, "right", "center"),
+            (0.5, 0.99, "center", "top"),
+            (0.5, 0.01, "center", "bottom"),
+        ),
+        panel.edges,
+    ):
+        ax.text(
+            x,
+            y,
+            letter,
+            transform=ax.transAxes,
+            ha=ha,
+            va=va,
+            color="#ffd54f",
+            fontsize=9,
+            fontweight="bold",
+            path_effects=[withStroke(linewidth=2.5, foreground="black")],
+        )
 
 
 def _label_shifts(ys: Sequence[float], gap: float) -> list[float]:
-    """Downward shifts (same units as `ys`) that keep labels at least `gap` apart, in input order."""
+    """Downward shifts (same units as `ys`) that keep labels at least `gap` apart, in input
+    order."""
     order = np.argsort(ys, kind="stable")
     shifts = [0.0] * len(ys)
     last = -np.inf
@@ -152,36 +205,61 @@ def study_panels(study: Study, targets: pd.DataFrame) -> dict[str, list[Panel]]:
     `SEVERITIES` columns (the table of `spinegrade.cv.ensemble.StudyPrediction`).
     """
     t2 = _sagittal_panel(study, targets[targets.condition == _SPINAL], SAGITTAL_T2, "spinal canal")
-    t1 = [_sagittal_panel(study, targets[targets.condition == cond], SAGITTAL_T1, f"{side} foramina")
-          for side, cond in _FORAMINA.items()]
+    t1 = [
+        _sagittal_panel(study, targets[targets.condition == cond], SAGITTAL_T1, f"{side} foramina")
+        for side, cond in _FORAMINA.items()
+    ]
     axial = [p for level in LEVELS if (p := _axial_panel(study, targets, level)) is not None]
-    return {"sagittal_t2": [t2] if t2 else [], "sagittal_t1": [p for p in t1 if p], "axial_t2": axial}
+    return {
+        "sagittal_t2": [t2] if t2 else [],
+        "sagittal_t1": [p for p in t1 if p],
+        "axial_t2": axial,
+    }
 
 
 def _sagittal_panel(study: Study, rows: pd.DataFrame, series_type: str, what: str) -> Panel | None:
     """The slice holding most of `rows`' points (all levels marked), or the series' mid slice."""
     located = rows[rows.series_id.notna()]
     if len(located):
-        (sid, k), _ = Counter(zip(located.series_id.astype(int), located.stack_index.astype(int))).most_common(1)[0]
-        on_stack = located[(located.series_id.astype(int) == sid) & (located.stack_index.astype(int) == k)]
+        (sid, k), _ = Counter(
+            zip(located.series_id.astype(int), located.stack_index.astype(int))
+        ).most_common(1)[0]
+        on_stack = located[
+            (located.series_id.astype(int) == sid) & (located.stack_index.astype(int) == k)
+        ]
         vol = _volume(study, sid, k)
         s = Counter(on_stack.slice_index.astype(int)).most_common(1)[0][0]
-        marks = [Mark(float(r.x), float(r.y), f"{LEVEL_LABELS[r.level]}  {_probs_text(r)}", _probs(r),
-                     int(r.slice_index) == s) for r in on_stack.itertuples()]
+        marks = [
+            Mark(
+                float(r.x),
+                float(r.y),
+                f"{LEVEL_LABELS[r.level]}  {_probs_text(r)}",
+                _probs(r),
+                int(r.slice_index) == s,
+            )
+            for r in on_stack.itertuples()
+        ]
         stype = next((x.series_type for x in study.series if x.series_id == sid), series_type)
-        return _panel(vol, s, f"{what} · instance {vol.instance_numbers[s]}\n{stype} · series {sid}", marks)
+        return _panel(
+            vol, s, f"{what} · instance {vol.instance_numbers[s]}\n{stype} · series {sid}", marks
+        )
     series = study.first(series_type)
     if series is None or not series.stacks:
         return None
     vol = max(series.stacks, key=lambda v: v.shape[0])
     s = vol.shape[0] // 2
-    return _panel(vol, s, f"{what} not located · mid slice\n{series_type} · series {series.series_id}", [])
+    return _panel(
+        vol, s, f"{what} not located · mid slice\n{series_type} · series {series.series_id}", []
+    )
 
 
 def _axial_panel(study: Study, targets: pd.DataFrame, level: str) -> Panel | None:
     """The axial slice assigned to `level`, with its left and right subarticular points."""
-    rows = targets[(targets.level == level) & targets.condition.isin(_SUBARTICULAR.values())
-                   & targets.series_id.notna()]
+    rows = targets[
+        (targets.level == level)
+        & targets.condition.isin(_SUBARTICULAR.values())
+        & targets.series_id.notna()
+    ]
     if not len(rows):
         return None
     first = rows.iloc[0]
@@ -193,16 +271,26 @@ def _axial_panel(study: Study, targets: pd.DataFrame, level: str) -> Panel | Non
         if same:
             side = "L" if r.condition == _SUBARTICULAR["left"] else "R"
             marks.append(Mark(float(r.x), float(r.y), side, _probs(r), int(r.slice_index) == s))
-    title = f"{LEVEL_LABELS[level]} · instance {vol.instance_numbers[s]} · series {sid}\n" + " · ".join(
-        f"{'left' if r.condition == _SUBARTICULAR['left'] else 'right'} {_probs_text(r)}" for r in rows.itertuples())
+    title = (
+        f"{LEVEL_LABELS[level]} · instance {vol.instance_numbers[s]} · series {sid}\n"
+        + " · ".join(
+            f"{'left' if r.condition == _SUBARTICULAR['left'] else 'right'} {_probs_text(r)}"
+            for r in rows.itertuples()
+        )
+    )
     return _panel(vol, s, title, marks)
 
 
 def _panel(vol: Volume, s: int, title: str, marks: list[Mark]) -> Panel:
     dx, dy, _ = vol.spacing
     r, c = vol.orientation[:, 0], vol.orientation[:, 1]
-    return Panel(np.asarray(vol.pixels[s]), (dy, dx), title, marks,
-                 (_letter(-r), _letter(r), _letter(-c), _letter(c)))
+    return Panel(
+        np.asarray(vol.pixels[s]),
+        (dy, dx),
+        title,
+        marks,
+        (_letter(-r), _letter(r), _letter(-c), _letter(c)),
+    )
 
 
 def _volume(study: Study, series_id: int, stack_index: int) -> Volume:
@@ -225,8 +313,21 @@ def _probs_text(r) -> str:  # type: ignore[no-untyped-def]
 
 
 def _legend_handles() -> list[Line2D]:
-    handles = [Line2D([], [], marker="o", ls="", mfc=c, mec="white", ms=8, label=SEVERITY_LABELS[s])
-               for s, c in zip(SEVERITIES, SEVERITY_COLORS)]
-    handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="#777777", mew=2, ms=8,
-                          label="point on another slice"))
+    handles = [
+        Line2D([], [], marker="o", ls="", mfc=c, mec="white", ms=8, label=SEVERITY_LABELS[s])
+        for s, c in zip(SEVERITIES, SEVERITY_COLORS)
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            mfc="none",
+            mec="#777777",
+            mew=2,
+            ms=8,
+            label="point on another slice",
+        )
+    )
     return handles

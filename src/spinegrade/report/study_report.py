@@ -15,7 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from spinegrade.constants import CONDITION_LABELS, CONDITIONS, LEVEL_LABELS, LEVELS, SEVERITIES, SEVERITY_LABELS
+from spinegrade.constants import (
+    CONDITION_LABELS,
+    CONDITIONS,
+    LEVEL_LABELS,
+    LEVELS,
+    SEVERITIES,
+    SEVERITY_LABELS,
+)
 from spinegrade.report.figures import SEVERITY_COLORS
 from spinegrade.report.html import Section, bullets, cards, esc, figure, note, table, write_page
 from spinegrade.report.overlays import OVERLAY_TITLES
@@ -48,9 +55,15 @@ def severity_grid(targets: Sequence[Mapping[str, Any]]) -> str:
             t = by_key.get((cond, lv))
             cells.append(_cell(t) if t is not None else "<td></td>")
         body.append(f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>{''.join(cells)}</tr>")
-    legend = '<p class="legend">' + "".join(
-        f'<span class="sw" style="background:{c}">{esc(SEVERITY_LABELS[s])}</span>' for s, c in zip(SEVERITIES, SEVERITY_COLORS)
-    ) + ' <span class="muted">N / M / S = probability of normal-mild / moderate / severe</span></p>'
+    legend = (
+        '<p class="legend">'
+        + "".join(
+            f'<span class="sw" style="background:{c}">{esc(SEVERITY_LABELS[s])}</span>'
+            for s, c in zip(SEVERITIES, SEVERITY_COLORS)
+        )
+        + ' <span class="muted">N / M / S = probability of normal-mild / moderate / severe'
+        + "</span></p>"
+    )
     return f'<style>{GRID_CSS}</style><table class="grid">{head}{"".join(body)}</table>{legend}'
 
 
@@ -63,75 +76,148 @@ def _cell(t: Mapping[str, Any]) -> str:
     ps = " · ".join(f"{_SHORT[s]} {p:.2f}" for s, p in zip(SEVERITIES, probs))
     flags = t.get("flags") or []
     flag_html = f'<div class="f">⚑ {esc(", ".join(flags))}</div>' if flags else ""
-    return (f'<td style="{style}" title="{esc(t.get("reason") or "")}"><div class="sev">{esc(SEVERITY_LABELS[SEVERITIES[k]])}'
-            f' {probs[k]:.0%}</div><div class="p">{esc(ps)}</div>{flag_html}</td>')
+    return (
+        f'<td style="{style}" title="{esc(t.get("reason") or "")}">'
+        f'<div class="sev">{esc(SEVERITY_LABELS[SEVERITIES[k]])}'
+        f' {probs[k]:.0%}</div><div class="p">{esc(ps)}</div>{flag_html}</td>'
+    )
 
 
-def study_report_html_sections(record: Mapping[str, Any], overlays: Mapping[str, bytes | str | os.PathLike[str]]) -> list[Section]:
-    """The sections of one study's report: findings grid, overlays, where it looked, series, flags."""
+def study_report_html_sections(
+    record: Mapping[str, Any], overlays: Mapping[str, bytes | str | os.PathLike[str]]
+) -> list[Section]:
+    """The sections of one study's report: findings grid, overlays, where it looked, series,
+    flags."""
     targets = record.get("targets", [])
     sections = [Section("Findings", _summary_cards(record) + severity_grid(targets))]
     if record.get("status") != "ok":
-        sections[0].body = note(f"This study could not be read: {record.get('error')}. Every target "
-                                "holds the trained class prior.") + sections[0].body
+        sections[0].body = (
+            note(
+                f"This study could not be read: {record.get('error')}. Every target "
+                "holds the trained class prior."
+            )
+            + sections[0].body
+        )
     pics = "".join(figure(png, OVERLAY_TITLES.get(name, name)) for name, png in overlays.items())
     missing = [OVERLAY_TITLES[n] for n in OVERLAY_TITLES if n not in overlays]
     if missing and record.get("status") == "ok":
-        pics += note("No image for: " + "; ".join(missing) + " (series missing or nothing located).")
+        pics += note(
+            "No image for: " + "; ".join(missing) + " (series missing or nothing located)."
+        )
     if record.get("status") == "ok":
         sections.append(Section("Overlays", pics))
-        sections.append(Section("Where the model looked", table(_where_table(targets), index=False, max_rows=None)))
+        sections.append(
+            Section(
+                "Where the model looked", table(_where_table(targets), index=False, max_rows=None)
+            )
+        )
         sections.append(Section("Series", _series_html(record)))
     flagged = [t for t in targets if t.get("flags")]
-    sections.append(Section("Flags", table(pd.DataFrame([
-        {"condition": CONDITION_LABELS[t["condition"]], "level": LEVEL_LABELS[t["level"]],
-         "flags": ", ".join(t["flags"]), "reason": t.get("reason") or ""} for t in flagged]), index=False, max_rows=None)
-        if flagged else "<p>No flags: every target was located and graded by the models.</p>"))
+    sections.append(
+        Section(
+            "Flags",
+            table(
+                pd.DataFrame(
+                    [
+                        {
+                            "condition": CONDITION_LABELS[t["condition"]],
+                            "level": LEVEL_LABELS[t["level"]],
+                            "flags": ", ".join(t["flags"]),
+                            "reason": t.get("reason") or "",
+                        }
+                        for t in flagged
+                    ]
+                ),
+                index=False,
+                max_rows=None,
+            )
+            if flagged
+            else "<p>No flags: every target was located and graded by the models.</p>",
+        )
+    )
     return sections
 
 
-def write_study_report(path: str | Path, record: Mapping[str, Any],
-                       overlays: Mapping[str, bytes | str | os.PathLike[str]]) -> Path:
+def write_study_report(
+    path: str | Path,
+    record: Mapping[str, Any],
+    overlays: Mapping[str, bytes | str | os.PathLike[str]],
+) -> Path:
     """Write one study's self-contained `report.html` atomically; `overlays` name -> PNG."""
     model = record.get("model", {})
-    subtitle = (f"{record.get('path', '')} · run {model.get('run_dir', '?')} · folds {model.get('folds', '?')}"
-                f"{' · flip TTA' if model.get('tta') else ''}")
-    return write_page(path, f"Study {record['study_id']}", study_report_html_sections(record, overlays),
-                      subtitle=subtitle, footer="spinegrade · research software, not a medical device")
+    subtitle = (
+        f"{record.get('path', '')} · run {model.get('run_dir', '?')} · "
+        f"folds {model.get('folds', '?')}"
+        f"{' · flip TTA' if model.get('tta') else ''}"
+    )
+    return write_page(
+        path,
+        f"Study {record['study_id']}",
+        study_report_html_sections(record, overlays),
+        subtitle=subtitle,
+        footer="spinegrade · research software, not a medical device",
+    )
 
 
-def write_index(path: str | Path, records: Sequence[Mapping[str, Any]], errors: pd.DataFrame,
-                facts: Mapping[str, Any]) -> Path:
+def write_index(
+    path: str | Path,
+    records: Sequence[Mapping[str, Any]],
+    errors: pd.DataFrame,
+    facts: Mapping[str, Any],
+) -> Path:
     """Write the batch's `index.html`: key figures, one row per study (linked), the errors."""
     rows = [_index_row(r) for r in records]
     links = "".join(
         f'<tr><td><a href="studies/{r["study_id"]}/report.html">{r["study_id"]}</a></td>'
         f'<td>{esc(r["status"])}</td><td style="text-align:left">{esc(row["findings"])}</td>'
-        f'<td>{_fmt_p(row["any_severe"])}</td>'
-        f'<td>{row["flags"]}</td></tr>' for r, row in zip(records, rows))
-    studies = ('<table class="df"><tr><th>study</th><th>status</th><th>moderate / severe findings</th>'
-               f'<th>P(any severe spinal)</th><th>flagged targets</th></tr>{links}</table>')
+        f"<td>{_fmt_p(row['any_severe'])}</td>"
+        f"<td>{row['flags']}</td></tr>"
+        for r, row in zip(records, rows)
+    )
+    studies = (
+        '<table class="df"><tr><th>study</th><th>status</th><th>moderate / severe findings</th>'
+        f"<th>P(any severe spinal)</th><th>flagged targets</th></tr>{links}</table>"
+    )
     sections = [Section("Batch", cards(dict(facts))), Section("Studies", studies)]
-    sections.append(Section("Errors", table(errors, index=False, max_rows=None) if len(errors)
-                            else "<p>Every study was read.</p>"))
-    return write_page(path, "spinegrade predictions", sections,
-                      footer="spinegrade · research software, not a medical device")
+    sections.append(
+        Section(
+            "Errors",
+            table(errors, index=False, max_rows=None)
+            if len(errors)
+            else "<p>Every study was read.</p>",
+        )
+    )
+    return write_page(
+        path,
+        "spinegrade predictions",
+        sections,
+        footer="spinegrade · research software, not a medical device",
+    )
 
 
 def _index_row(record: Mapping[str, Any]) -> dict[str, Any]:
     targets = record.get("targets", [])
     graded = [t for t in targets if "prior" not in (t.get("flags") or [])]
-    found = [f"{LEVEL_LABELS[t['level']]} {_short(t['condition'])}: {SEVERITY_LABELS[t['most_likely']].lower()}"
-             for t in graded if t["most_likely"] != SEVERITIES[0]]
-    spinal = [float(t["probabilities"]["severe"]) for t in graded if t["condition"] == CONDITIONS[0]]
+    found = [
+        f"{LEVEL_LABELS[t['level']]} {_short(t['condition'])}: "
+        f"{SEVERITY_LABELS[t['most_likely']].lower()}"
+        for t in graded
+        if t["most_likely"] != SEVERITIES[0]
+    ]
+    spinal = [
+        float(t["probabilities"]["severe"]) for t in graded if t["condition"] == CONDITIONS[0]
+    ]
     if record.get("status") != "ok":
         text = "not read: prior everywhere"
     else:
         text = "; ".join(found) or "none"
         if len(graded) < len(targets):
             text += f" ({len(targets) - len(graded)} targets from the prior)"
-    return {"findings": text, "any_severe": max(spinal) if spinal else float("nan"),
-            "flags": sum(1 for t in targets if t.get("flags"))}
+    return {
+        "findings": text,
+        "any_severe": max(spinal) if spinal else float("nan"),
+        "flags": sum(1 for t in targets if t.get("flags")),
+    }
 
 
 def _short(condition: str) -> str:
@@ -143,25 +229,39 @@ def _short(condition: str) -> str:
 def _summary_cards(record: Mapping[str, Any]) -> str:
     targets = record.get("targets", [])
     graded = sum(1 for t in targets if "prior" not in (t.get("flags") or []))
-    spinal = [float(t["probabilities"]["severe"]) for t in targets if t["condition"] == CONDITIONS[0]]
-    return cards({"targets graded by the model": f"{graded} / {len(targets)}",
-                  "P(any severe spinal)": f"{max(spinal):.2f}" if spinal else "-",
-                  "series": len(record.get("series", [])),
-                  "flagged targets": sum(1 for t in targets if t.get("flags"))})
+    spinal = [
+        float(t["probabilities"]["severe"]) for t in targets if t["condition"] == CONDITIONS[0]
+    ]
+    return cards(
+        {
+            "targets graded by the model": f"{graded} / {len(targets)}",
+            "P(any severe spinal)": f"{max(spinal):.2f}" if spinal else "-",
+            "series": len(record.get("series", [])),
+            "flagged targets": sum(1 for t in targets if t.get("flags")),
+        }
+    )
 
 
 def _where_table(targets: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for t in targets:
         world, pixel = t.get("world_lps_mm"), t.get("pixel") or {}
-        rows.append({
-            "condition": CONDITION_LABELS[t["condition"]], "level": LEVEL_LABELS[t["level"]],
-            "series": t.get("series_id"), "type": t.get("series_type") or "",
-            "instance": t.get("instance_number"), "x (col)": _num(pixel.get("x")),
-            "y (row)": _num(pixel.get("y")),
-            "world LPS mm": "" if not world else "(" + ", ".join(f"{v:.1f}" for v in world) + ")",
-            "confidence": _num(t.get("confidence")), "fold spread mm": _num(t.get("spread_mm")),
-        })
+        rows.append(
+            {
+                "condition": CONDITION_LABELS[t["condition"]],
+                "level": LEVEL_LABELS[t["level"]],
+                "series": t.get("series_id"),
+                "type": t.get("series_type") or "",
+                "instance": t.get("instance_number"),
+                "x (col)": _num(pixel.get("x")),
+                "y (row)": _num(pixel.get("y")),
+                "world LPS mm": ""
+                if not world
+                else "(" + ", ".join(f"{v:.1f}" for v in world) + ")",
+                "confidence": _num(t.get("confidence")),
+                "fold spread mm": _num(t.get("spread_mm")),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -151,9 +151,11 @@ def localization_bars(report: dict[str, Any], path: str | Path) -> Path:
     names = list(CONDITIONS)
     short = [CONDITION_LABELS[c].replace(" Stenosis", "").replace(" Narrowing", "") for c in names]
     x = np.arange(len(names))
-    for ax, key, title in zip(axes[0], ("inplane_mm_p90", "slice_within_1", "level_right"),
-                              ("in-plane error, 90th percentile (mm)", "slice error <= 1",
-                               "level right")):
+    for ax, key, title in zip(
+        axes[0],
+        ("inplane_mm_p90", "slice_within_1", "level_right"),
+        ("in-plane error, 90th percentile (mm)", "slice error <= 1", "level right"),
+    ):
         for k, (who, off) in enumerate((("model", -0.2), ("baseline", 0.2))):
             vals = [report[who]["conditions"][c][key] or 0.0 for c in names]
             ax.bar(x + off, vals, width=0.4, label=who, color=("tab:blue", "tab:gray")[k])

@@ -39,13 +39,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found:
-            raise SpinegradeError(f"{path}: refused: the checkpoint holds a pickled object "
-                                  f"({found.group(1)}), not only tensors and plain data; nothing in "
-                                  f"it was run") from None
+            raise SpinegradeError(
+                f"{path}: refused: the checkpoint holds a pickled object "
+                f"({found.group(1)}), not only tensors and plain data; nothing in "
+                f"it was run"
+            ) from None
         raise SpinegradeError(f"{path}: not a readable checkpoint (not a torch file)") from None
     except Exception as exc:  # noqa: BLE001 - any other failure means an unusable file
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise SpinegradeError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})") from None
+        raise SpinegradeError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})"
+        ) from None
 
 
 #: Exact types allowed as values (numpy scalars are refused: they would not load with weights_only).
@@ -63,4 +67,6 @@ def _check_plain(value: Any, where: str) -> None:
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
     elif type(value) not in _PRIMITIVES and not isinstance(value, _TORCH):
-        raise TypeError(f"{where}: {type(value).__name__} is not plain data; store it as plain values")
+        raise TypeError(
+            f"{where}: {type(value).__name__} is not plain data; store it as plain values"
+        )

@@ -9,7 +9,8 @@ from spinegrade.training.distributed import current
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` -> this process's CUDA device when available (its local rank under torchrun), else CPU."""
+    """`auto` -> this process's CUDA device when available (its local rank under torchrun), else
+    CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", current().local_rank)
@@ -17,7 +18,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+        raise ConfigError(
+            f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available on this machine")
     return device

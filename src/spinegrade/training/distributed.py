@@ -1,4 +1,5 @@
-"""torch.distributed set-up for `torchrun` (DDP): one process per GPU, or several CPU processes (gloo).
+"""torch.distributed set-up for `torchrun` (DDP): one process per GPU, or several CPU processes
+(gloo).
 
 Launch with e.g. `torchrun --nproc-per-node 4 -m spinegrade train ...` (one machine) or with
 `--nnodes N --node-rank R --rdzv-endpoint HOST:PORT` on each of N machines. Outside torchrun
@@ -33,7 +34,8 @@ class DistInfo:
 
 
 def init_distributed(backend: str | None = None) -> DistInfo:
-    """Join the process group that torchrun describes in the environment (no-op when not launched by it).
+    """Join the process group that torchrun describes in the environment (no-op when not launched by
+    it).
 
     The backend is NCCL when CUDA is available, else gloo.
     """

@@ -110,7 +110,8 @@ def fit(
     steps_per_epoch = max(len(loader), 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(optim.warmup_epochs * steps_per_epoch, optim.epochs * steps_per_epoch)
+        optimizer,
+        _warmup_cosine(optim.warmup_epochs * steps_per_epoch, optim.epochs * steps_per_epoch),
     )
 
     history: list[dict[str, float]] = []
@@ -133,11 +134,26 @@ def fit(
         else:
             sampler.generator = torch.Generator().manual_seed(seed + epoch)
         train_loss, epoch_t = _train_one_epoch(
-            train_model, ema, loader, loss_fn, forward, optimizer, scheduler, optim, device,
-            use_amp, f"{desc} {epoch + 1}/{optim.epochs}", info.is_main and progress, timings,
+            train_model,
+            ema,
+            loader,
+            loss_fn,
+            forward,
+            optimizer,
+            scheduler,
+            optim,
+            device,
+            use_amp,
+            f"{desc} {epoch + 1}/{optim.epochs}",
+            info.is_main and progress,
+            timings,
         )
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
-                  "seconds": epoch_t}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": epoch_t,
+        }
         if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
             eval_model = ema.module if ema is not None else model
             record["val_loss"] = evaluate_loss(
@@ -145,22 +161,26 @@ def fit(
             )
         history.append(record)
         if info.is_main:
-            save_checkpoint(out_dir / LAST, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "epoch": epoch + 1,
-                "history": history,
-            })
+            save_checkpoint(
+                out_dir / LAST,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "epoch": epoch + 1,
+                    "history": history,
+                },
+            )
             write_json(out_dir / HISTORY, history)
         distributed.barrier()
 
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
     if info.is_main:
-        save_checkpoint(final_path, {"model": model.state_dict(), "history": history,
-                                     "meta": dict(meta or {})})
+        save_checkpoint(
+            final_path, {"model": model.state_dict(), "history": history, "meta": dict(meta or {})}
+        )
         write_json(out_dir / HISTORY, history)
         (out_dir / LAST).unlink(missing_ok=True)
     distributed.barrier()
@@ -236,7 +256,9 @@ def _train_one_epoch(
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update_parameters(model.module if isinstance(model, DistributedDataParallel) else model)
+            ema.update_parameters(
+                model.module if isinstance(model, DistributedDataParallel) else model
+            )
         n = _batch_len(batch)
         total += float(loss.detach()) * n
         count += n

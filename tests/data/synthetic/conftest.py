@@ -1,4 +1,5 @@
-"""Fixtures of the synthetic-study tests: the label source, a bare clone, one small generated set."""
+"""Fixtures of the synthetic-study tests: the label source, a bare clone, one small generated
+set."""
 
 from __future__ import annotations
 

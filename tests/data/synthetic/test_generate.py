@@ -133,7 +133,7 @@ def test_left_is_patient_left(synth: Synth) -> None:
         study = load_study(out / "train_images" / str(study_id), tables.series)
         mine = coords[coords.study_id == study_id]
 
-        def world(hit: pd.Series) -> np.ndarray:
+        def world(hit: pd.Series, study=study) -> np.ndarray:  # type: ignore[no-untyped-def]
             series = next(s for s in study.series if s.series_id == hit.series_id)
             volume = next(v for v in series.stacks if hit.instance_number in v.instance_numbers)
             return volume.world_of_pixel(hit.instance_number, hit.x, hit.y)
@@ -194,8 +194,10 @@ def test_oracle_file_beats_constant_prior(synth: Synth, label_source: LabelSourc
     labels = load_tables(out).labels
     ids = labels.study_id.tolist()
     oracle = score(labels, pd.read_csv(out / "oracle.csv")).score
-    prior = score(labels, submission_frame(ids, np.tile(weighted_prior(label_source.priors()),
-                                                        (len(ids), 1, 1)))).score
+    prior = score(
+        labels,
+        submission_frame(ids, np.tile(weighted_prior(label_source.priors()), (len(ids), 1, 1))),
+    ).score
     if isinstance(label_source, RealLabels):  # the metric's own constant prior of the real rows
         frame = real_labels_frame(label_source.rows)
         assert prior == pytest.approx(score(labels, constant_prior_submission(frame, ids)).score)
@@ -237,8 +239,9 @@ def test_bare_clone_draws_from_the_bundled_model(bare: None, tmp_path: Path) -> 
     record = json.loads((tmp_path / "a" / LABELS_JSON).read_text())
     assert record["kind"] == "bundled" and record["label_model_version"] == model.version
     assert pd.read_csv(tmp_path / "a" / "synth_latent.csv")["real_row"].tolist() == [-1]
-    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "b"), "--studies", "1",
-                                   "--seed", str(SEED)])
+    res = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "b"), "--studies", "1", "--seed", str(SEED)]
+    )
     assert res.exit_code == 0, res.output
     assert "labels drawn from: bundled label model v1" in res.output
     assert hash_folder(tmp_path / "b") == hash_folder(tmp_path / "a")
@@ -253,16 +256,17 @@ def test_labels_option_takes_a_folder_and_refuses_one_without_train_csv(
     """`--labels DIR` (alias `--labels-root`) draws from the train.csv in DIR, whatever else is
     found; a DIR without one is an error naming it."""
     out, _ = synth
-    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "r"), "--studies", "1",
-                                   "--labels-root", str(out)])
+    res = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "r"), "--studies", "1", "--labels-root", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert f"labels drawn from: real train.csv at {out / 'train.csv'}" in res.output
     rows = RealLabels.load(out).rows.codes
     drawn = LabelRows.from_labels(load_tables(tmp_path / "r").labels).codes[0]
     assert any((drawn == row).all() for row in rows)  # one of DIR's rows
     assert (tmp_path / "r" / "oracle_joint.csv").is_file()
-    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "e"), "--studies", "1",
-                                   "--labels", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "e"), "--studies", "1", "--labels", str(tmp_path)]
+    )
     assert isinstance(res.exception, DataError) and "no train.csv" in str(res.exception)
     assert not (tmp_path / "e").exists()
-

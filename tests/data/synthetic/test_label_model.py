@@ -46,18 +46,32 @@ def compared_pairs() -> list[tuple[str, int, int]]:
     """(kind, a, b): neighbouring levels of every condition, left vs right at every level, and
     the spinal canal vs each other condition at every level."""
     index = {t: i for i, t in enumerate(TARGETS)}
-    pairs = [("levels", index[(c, lo)], index[(c, hi)])
-             for c in CONDITIONS for lo, hi in itertools.pairwise(LEVELS)]
-    pairs += [("left/right", index[(c, lv)], index[(MIRROR_CONDITION[c], lv)])
-              for c in CONDITIONS if c.startswith("left_") for lv in LEVELS]
+    pairs = [
+        ("levels", index[(c, lo)], index[(c, hi)])
+        for c in CONDITIONS
+        for lo, hi in itertools.pairwise(LEVELS)
+    ]
+    pairs += [
+        ("left/right", index[(c, lv)], index[(MIRROR_CONDITION[c], lv)])
+        for c in CONDITIONS
+        if c.startswith("left_")
+        for lv in LEVELS
+    ]
     spinal, others = CONDITIONS[0], CONDITIONS[1:]
     pairs += [("conditions", index[(spinal, lv)], index[(c, lv)]) for c in others for lv in LEVELS]
     return pairs
 
 
 def test_bivariate_cdf_matches_scipy() -> None:
-    for h, k, rho in [(0.3, -1.2, 0.5), (-2.0, -1.5, -0.9), (1.5, 0.0, 0.2), (0.0, 0.0, 0.7),
-                      (0.7, 2.1, 0.99), (-0.4, 1.1, -0.3), (2.5, -2.5, 0.0)]:
+    for h, k, rho in [
+        (0.3, -1.2, 0.5),
+        (-2.0, -1.5, -0.9),
+        (1.5, 0.0, 0.2),
+        (0.0, 0.0, 0.7),
+        (0.7, 2.1, 0.99),
+        (-0.4, 1.1, -0.3),
+        (2.5, -2.5, 0.0),
+    ]:
         exact = multivariate_normal(cov=[[1.0, rho], [rho, 1.0]]).cdf([h, k])
         assert float(bivariate_cdf(h, k, rho)) == pytest.approx(exact, abs=1e-7), (h, k, rho)
 
@@ -73,7 +87,8 @@ def test_cell_probs_sum_to_one_with_the_margins() -> None:
     assert cells.sum(1) == pytest.approx(edges(cuts_a), abs=1e-12)
     assert cells.sum(0) == pytest.approx(edges(cuts_b), abs=1e-12)
     assert cell_probs(cuts_a, cuts_b, 0.0) == pytest.approx(
-        np.outer(edges(cuts_a), edges(cuts_b)), abs=1e-9)
+        np.outer(edges(cuts_a), edges(cuts_b)), abs=1e-9
+    )
 
 
 @pytest.mark.parametrize("rho", [0.6, -0.4, 0.0])
@@ -101,8 +116,9 @@ def test_nearest_correlation() -> None:
 
 def test_bundled_model_is_a_valid_model(model: LabelModel) -> None:
     assert model.name == f"bundled label model v{model.version}"
-    assert model.correlation.shape == (25, 25) and np.allclose(model.correlation,
-                                                               model.correlation.T)
+    assert model.correlation.shape == (25, 25) and np.allclose(
+        model.correlation, model.correlation.T
+    )
     assert np.diag(model.correlation) == pytest.approx(1.0)
     assert np.linalg.eigvalsh(model.correlation).min() > 0
     assert model.priors().sum(1) == pytest.approx(1.0)
@@ -171,12 +187,19 @@ def test_bundled_model_is_the_fit_of_the_real_tables(rsna: Path, model: LabelMod
     for kind, a, b in compared_pairs():
         r, m = pearson(real.rows.codes, a, b), pearson(codes, a, b)
         worst = max(worst, abs(r - m))
-        print(f"{kind:11s} {TARGET_COLUMNS[a]:39s} {TARGET_COLUMNS[b]:39s} {r:6.3f} {m:6.3f} "
-              f"{m - r:+7.3f}")
+        print(
+            f"{kind:11s} {TARGET_COLUMNS[a]:39s} {TARGET_COLUMNS[b]:39s} {r:6.3f} {m:6.3f} "
+            f"{m - r:+7.3f}"
+        )
         assert abs(r - m) < 0.05, (TARGET_COLUMNS[a], TARGET_COLUMNS[b], r, m)
-    every = max(abs(pearson(real.rows.codes, a, b) - pearson(codes, a, b))
-                for a in range(25) for b in range(a + 1, 25))
-    print(f"max |share difference| {np.abs(real_shares - model_shares).max():.4f}; max |correlation"
-          f" difference| {worst:.3f} of the pairs above, {every:.3f} of all 300 pairs")
+    every = max(
+        abs(pearson(real.rows.codes, a, b) - pearson(codes, a, b))
+        for a in range(25)
+        for b in range(a + 1, 25)
+    )
+    print(
+        f"max |share difference| {np.abs(real_shares - model_shares).max():.4f}; max |correlation"
+        f" difference| {worst:.3f} of the pairs above, {every:.3f} of all 300 pairs"
+    )
     assert np.abs(real_shares - model_shares).max() < 0.01
     assert every < 0.05

@@ -16,9 +16,7 @@ from spinegrade.dicom import load_series, make_uid, write_series
 from .conftest import study_job
 
 
-def test_reversed_instance_order_sorts_spatially(
-    tmp_path: Path, label_source: LabelSource
-) -> None:
+def test_reversed_instance_order_sorts_spatially(tmp_path: Path, label_source: LabelSource) -> None:
     draw = draw_study(study_job(tmp_path, 0, label_source, counts=(1, 0, 0)))
     plan = draw.plans[0]
     plan.instance_numbers = [np.arange(plan.n_slices, 0, -1)]  # instance 1 = last slice in space

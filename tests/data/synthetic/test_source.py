@@ -49,7 +49,9 @@ def test_real_labels_draw_rows_and_layouts_of_their_folder(
     its rows (the same for the same seed), and its studies' series counts are the layouts."""
     out, summary = synth
     source = label_source(out)
-    assert isinstance(source, RealLabels) and source.name == f"real train.csv at {out / 'train.csv'}"
+    assert (
+        isinstance(source, RealLabels) and source.name == f"real train.csv at {out / 'train.csv'}"
+    )
     assert source.layout_rows().shape == (2, 3) and source.layout_rows().sum() == summary.n_series
     for index in range(8):
         _, row, codes, z = draw_labels(0, index, source, READER_NOISE)

@@ -51,8 +51,12 @@ def bivariate_cdf(h: np.ndarray, k: np.ndarray, rho: float) -> np.ndarray:
     k = np.where(k == 0.0, 1e-12, k)
     s = np.sqrt(1.0 - rho * rho)
     beta = np.where(h * k < 0.0, 0.5, 0.0)
-    return (0.5 * (ndtr(h) + ndtr(k)) - owens_t(h, (k - rho * h) / (h * s))
-            - owens_t(k, (h - rho * k) / (k * s)) - beta)
+    return (
+        0.5 * (ndtr(h) + ndtr(k))
+        - owens_t(h, (k - rho * h) / (h * s))
+        - owens_t(k, (h - rho * k) / (k * s))
+        - beta
+    )
 
 
 def cell_probs(cuts_a: np.ndarray, cuts_b: np.ndarray, rho: float) -> np.ndarray:
@@ -72,13 +76,15 @@ def polychoric(table: np.ndarray, cuts_a: np.ndarray, cuts_b: np.ndarray) -> flo
     def nll(rho: float) -> float:
         return -float((table * np.log(cell_probs(cuts_a, cuts_b, rho))).sum())
 
-    fit = minimize_scalar(nll, bounds=(-_RHO_BOUND, _RHO_BOUND), method="bounded",
-                          options={"xatol": 1e-8})
+    fit = minimize_scalar(
+        nll, bounds=(-_RHO_BOUND, _RHO_BOUND), method="bounded", options={"xatol": 1e-8}
+    )
     return float(fit.x)
 
 
-def nearest_correlation(a: np.ndarray, min_eigenvalue: float = MIN_EIGENVALUE,
-                        tol: float = 1e-10, max_iter: int = 1000) -> np.ndarray:
+def nearest_correlation(
+    a: np.ndarray, min_eigenvalue: float = MIN_EIGENVALUE, tol: float = 1e-10, max_iter: int = 1000
+) -> np.ndarray:
     """The nearest correlation matrix (Frobenius norm) to the symmetric `a` (n, n): Higham's
     (2002) alternating projections with Dykstra's correction, then eigenvalues floored at
     `min_eigenvalue` and the diagonal rescaled to 1. A valid correlation matrix comes back
@@ -161,8 +167,10 @@ class LabelModel:
             "class_counts": self.class_counts.tolist(),
             "blank_counts": self.blank_counts.tolist(),
             "correlation": self.correlation.tolist(),
-            "layouts": [{"series": lay.tolist(), "studies": int(n)}
-                        for lay, n in zip(self.layouts, self.layout_counts)],
+            "layouts": [
+                {"series": lay.tolist(), "studies": int(n)}
+                for lay, n in zip(self.layouts, self.layout_counts)
+            ],
         }
 
     @classmethod

@@ -112,7 +112,7 @@ class ReaderModel:
         return np.clip(np.diff(cdf, axis=-1), 1e-300, 1.0)
 
     def sample_z(self, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Latent severities (25,) for one label row `codes` (25,): z | k, or N(0, 1) where blank."""
+        """Latent severities (25,) for one label row `codes` (25,): z | k, or N(0, 1) if blank."""
         z = rng.standard_normal(len(codes))
         grid_p = self.class_probs(np.broadcast_to(_Z_GRID[:, None], (len(_Z_GRID), len(codes))))
         u = rng.random(len(codes))

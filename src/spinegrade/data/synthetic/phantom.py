@@ -10,9 +10,11 @@ a = x - x0 (lateral, + = patient left), s = arc length along the centreline (+ =
 b = signed distance from the centreline (+ = posterior). The sacrum is tilted further than the arc
 (sacral slope), so it has its own straight frame (a, s', b') hinged at the posterior edge of the
 L5/S1 disc. Structures are superellipsoids (:class:`Blob`) in one of these frames, painted in order
-with soft (anti-aliased) edges, each with a tissue class; a contrast table turns tissues into signal.
+with soft (anti-aliased) edges, each with a tissue class; a contrast table turns tissues into
+signal.
 
-Severity. Each of the 25 targets has a latent severity z (see `labels.py`); :func:`narrowing` maps it
+Severity. Each of the 25 targets has a latent severity z (see `labels.py`); :func:`narrowing` maps
+it
 to a continuous encroachment g in [0, 0.8] at the place the label points to: a posterior disc bulge
 and ligamentum flavum thickening squeeze the canal at that disc (spinal canal stenosis), dark tissue
 replaces the fat around the exiting root in that side's foramen (neural foraminal narrowing), and
@@ -54,13 +56,16 @@ class Tissue(IntEnum):
 #: Signal of each tissue (index = Tissue value) per contrast, on a 0..1 scale.
 # fmt: off
 CONTRASTS: dict[str, np.ndarray] = {
-    #   AIR  FAT   SOFT  MUSC  VESS  CORT  MARR  POST  ANNU  NUCL  EPI   CSF   CORD  NERV  LIG   FFAT
-    "T1": np.array(
-        [0.0, 0.92, 0.42, 0.33, 0.08, 0.06, 0.72, 0.58, 0.30, 0.36, 0.88, 0.14, 0.38, 0.36, 0.10, 0.90]),
-    "T2": np.array(
-        [0.0, 0.72, 0.40, 0.22, 0.06, 0.05, 0.48, 0.38, 0.16, 0.78, 0.66, 1.00, 0.34, 0.30, 0.07, 0.68]),
-    "STIR": np.array(
-        [0.0, 0.08, 0.38, 0.20, 0.05, 0.04, 0.18, 0.14, 0.20, 0.80, 0.08, 1.00, 0.34, 0.30, 0.07, 0.08]),
+    # fmt: off
+    #                AIR  FAT   SOFT  MUSC  VESS  CORT  MARR  POST
+    #                ANNU  NUCL  EPI   CSF   CORD  NERV  LIG   FFAT
+    "T1": np.array([0.0, 0.92, 0.42, 0.33, 0.08, 0.06, 0.72, 0.58,
+                    0.30, 0.36, 0.88, 0.14, 0.38, 0.36, 0.10, 0.90]),
+    "T2": np.array([0.0, 0.72, 0.40, 0.22, 0.06, 0.05, 0.48, 0.38,
+                    0.16, 0.78, 0.66, 1.00, 0.34, 0.30, 0.07, 0.68]),
+    "STIR": np.array([0.0, 0.08, 0.38, 0.20, 0.05, 0.04, 0.18, 0.14,
+                      0.20, 0.80, 0.08, 1.00, 0.34, 0.30, 0.07, 0.08]),
+    # fmt: on
 }
 # fmt: on
 SPINE, SACRUM, WORLD = 0, 1, 2  #: frames; WORLD: (a, s, b) = (x - x0, z, y)
@@ -220,7 +225,8 @@ class Phantom:
 @dataclass(frozen=True)
 class _Dims:
     """Sizes of one spine (mm). Arrays of 7 run upward: bodies L5, L4, L3, L2, L1, T12, T11 and the
-    discs below each (L5/S1 .. L1/L2, T12/L1, T11/T12). `edges` (15,) are arc lengths s: disc i spans
+    discs below each (L5/S1 .. L1/L2, T12/L1, T11/T12). `edges` (15,) are arc lengths s: disc i
+    spans
     edges[2i]..edges[2i+1], body i edges[2i+1]..edges[2i+2]; s = 0 is the apex of the lordosis."""
 
     k: float  #: overall size factor

@@ -74,7 +74,8 @@ class Stack:
 
 @dataclass
 class SeriesPlan:
-    """One series: its description, contrast, stacks (spatial order) and instance numbers per stack."""
+    """One series: its description, contrast, stacks (spatial order) and instance numbers per
+    stack."""
 
     description: str
     contrast: str
@@ -132,7 +133,8 @@ def _centred_stack(
     offsets: np.ndarray,
     thickness: float,
 ) -> Stack:
-    """A stack with orientation (r, c) whose slice centres lie at centre + offset * n (n = r x c)."""
+    """A stack with orientation (r, c) whose slice centres lie at centre + offset * n (n = r x
+    c)."""
     normal = np.cross(r, c)
     corner = -(cols - 1) / 2 * dx * r - (rows - 1) / 2 * dy * c
     positions = centre + corner + offsets[:, None] * normal

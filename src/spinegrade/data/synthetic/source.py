@@ -75,8 +75,11 @@ def find_labels_root(labels_root: str | Path | None = None) -> Path | None:
         if not (Path(labels_root) / "train.csv").is_file():
             raise DataError(f"{labels_root}: no train.csv in the labels folder")
         return Path(labels_root)
-    for cand in (os.environ.get(LABELS_ENV), REPO / "shared/data/rsna",
-                 REPO.parent / "shared/data/rsna"):
+    for cand in (
+        os.environ.get(LABELS_ENV),
+        REPO / "shared/data/rsna",
+        REPO.parent / "shared/data/rsna",
+    ):
         if cand and (Path(cand) / "train.csv").is_file():
             return Path(cand)
     return None
