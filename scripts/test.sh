@@ -3,6 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
+bash "$root/scripts/system-packages.sh"  # Orthanc, dciodvfy, dsrdump where apt can install them
 cd "$root"
 .venv/bin/ruff check src tests benchmarks scripts
 .venv/bin/ruff format --check --quiet src tests benchmarks scripts

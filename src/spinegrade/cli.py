@@ -410,12 +410,13 @@ def dicom_info(
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
     studies: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            help="RSNA test_images/ or train_images/ folder, one study "
-            "folder, or a folder of DICOM files in any arrangement"
+            help="RSNA test_images/ or train_images/ folder, one study folder, or a folder of "
+            "DICOM files in any arrangement (not with --dicomweb)",
+            show_default=False,
         ),
-    ],
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -423,7 +424,7 @@ def predict(
             "-o",
             help="output folder (submission.csv, errors.csv, index.html, studies/<id>/...)",
         ),
-    ],
+    ] = ...,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -458,16 +459,49 @@ def predict(
     folds: Annotated[
         str | None, typer.Option(help="use only these folds, e.g. 0,1 (default: all)")
     ] = None,
+    dicom_out: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-out",
+            help="also write each study's DICOM SR and overlay images "
+            "(studies/<id>/dicom/; always on with --dicomweb)",
+        ),
+    ] = False,
+    dicomweb: Annotated[
+        str | None,
+        typer.Option(
+            "--dicomweb",
+            help="DICOMweb root of a PACS (e.g. http://localhost:8042/dicom-web): "
+            "fetch the --study studies from it instead of a folder; credentials "
+            "from SPINEGRADE_DICOMWEB_TOKEN or SPINEGRADE_DICOMWEB_USER/_PASSWORD",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--study",
+            help="StudyInstanceUID to fetch with --dicomweb (repeat for several)",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="with --dicomweb: store the SR and overlays back into each study (STOW-RS)",
+        ),
+    ] = False,
 ) -> None:
     """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML
     reports.
 
     A study that cannot be read gets the trained prior, a row in errors.csv, and the batch goes on.
+    With --dicomweb the studies come from a PACS, and any failure stops with one line and exit 2.
     """
     import pandas as pd
 
     from spinegrade.errors import ConfigError
-    from spinegrade.inference import predict as run_predict
 
     try:
         wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
@@ -475,17 +509,35 @@ def predict(
         raise ConfigError(
             f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
         ) from None
-    result = run_predict(
-        run_dir,
-        studies,
-        out,
-        workers=workers,
-        tta=tta,
-        fail_on_error=fail_on_error,
-        series_descriptions=series_descriptions,
-        device=device,
-        folds=wanted,
-    )
+    if (studies is None) == (dicomweb is None):
+        raise ConfigError("give either a STUDIES folder or --dicomweb URL with --study UID")
+    if dicomweb is None and (study or store):
+        raise ConfigError("--study and --store go with --dicomweb URL")
+    common = dict(workers=workers, tta=tta, device=device, folds=wanted)
+    if dicomweb is not None:
+        from spinegrade.inference.dicomweb import predict_dicomweb
+
+        web = predict_dicomweb(run_dir, dicomweb, study or [], out, store=store, **common)
+        result = web.predict
+        for uid, sid in web.study_ids.items():
+            stored = f", {len(web.stored[uid])} instance(s) stored" if uid in web.stored else ""
+            console.print(
+                f"study {uid}: {out / 'studies' / str(sid)}{stored}",
+                soft_wrap=True,
+                highlight=False,
+            )
+    else:
+        from spinegrade.inference import predict as run_predict
+
+        result = run_predict(
+            run_dir,
+            studies,
+            out,
+            fail_on_error=fail_on_error,
+            series_descriptions=series_descriptions,
+            dicom_out=dicom_out,
+            **common,
+        )
     failed = result.failed
     for row in failed.itertuples():
         who = "file" if pd.isna(row.study_id) else f"study {row.study_id}"

@@ -42,6 +42,9 @@ def test_cached_study_equals_the_dicom_study(root: Path, tmp_path: Path) -> None
             assert np.array_equal(va.affine, vb.affine)
             assert np.array_equal(va.instance_numbers, vb.instance_numbers)
             assert va.meta == vb.meta
+            assert va.sop_instance_uids == vb.sop_instance_uids
+            assert len(set(va.sop_instance_uids)) == va.shape[0]
+            assert va.sop_class_uids == vb.sop_class_uids and all(va.sop_class_uids)
     assert [len(s.stacks) for s in cached.series] == [1, 1, 2]  # the axial series keeps both stacks
 
 

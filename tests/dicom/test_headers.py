@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MRImageStorage, RLELossless
 
 from spinegrade.dicom import headers, load_series, read_series_headers
 from spinegrade.errors import DicomError
@@ -33,6 +33,9 @@ def test_headers_hold_geometry_and_identity(write):
     np.testing.assert_allclose(h.position, [1, 2, 6])
     np.testing.assert_allclose(h.normal, [0, 0, 1])
     assert (h.description, h.manufacturer, h.slice_thickness) == ("AX T2", "ACME", 3.0)
+    assert h.sop_instance_uid == pydicom.dcmread(h.path).SOPInstanceUID
+    assert h.sop_instance_uid != headers[1].sop_instance_uid
+    assert h.sop_class_uid == MRImageStorage
     pooled = read_series_headers(folder, workers=2)
     assert [(p.path, p.instance_number) for p in pooled] == [
         (h.path, h.instance_number) for h in headers

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import MRImageStorage
 
 from spinegrade.dicom import load_many, load_series, load_stacks
 from spinegrade.dicom.series import rescale
@@ -38,6 +40,11 @@ def test_reversed_stack_instance_numbers_follow_pixels(write):
     v = load_series(folder)
     np.testing.assert_array_equal(v.instance_numbers, [5, 4, 3, 2, 1])
     np.testing.assert_array_equal(v.pixels, px[::-1])
+    # each slice keeps its own file's SOP Instance UID, in the sorted order
+    files = [pydicom.dcmread(folder / f"{i}.dcm") for i in range(1, 6)]
+    by_number = {ds.InstanceNumber: ds.SOPInstanceUID for ds in files}
+    assert v.sop_instance_uids == tuple(by_number[i] for i in (5, 4, 3, 2, 1))
+    assert v.sop_class_uids == (MRImageStorage,) * 5
     np.testing.assert_allclose(v.world_of_pixel(1, 0, 0), [0, 0, 12])
     np.testing.assert_allclose(v.world_of_pixel(5, 0, 0), [0, 0, 0])
     assert v.slice_index(5) == 0

@@ -12,6 +12,7 @@ version is refused with one line saying what to do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -172,6 +173,23 @@ class RunFolder:
             return ones
         fitted = json.loads(path.read_text(encoding="utf-8")).get("folds", {}).get(str(int(k)))
         return {g: float(t) for g, t in fitted.items()} if fitted else ones
+
+    def fingerprint(self, folds: Sequence[int]) -> str:
+        """SHA-256 of what predicting with `folds` depends on: config.yaml, calibration.json (when
+        present) and each fold's prior and checkpoints, by relative path and content."""
+        names = [CONFIG_YAML, CALIBRATION_JSON]
+        for k in sorted(folds):
+            fold = self.fold_dir(k)
+            names.append(str((fold / PRIOR_CSV).relative_to(self.path)))
+            names += sorted(str(p.relative_to(self.path)) for p in fold.rglob(MODEL_PT))
+        digest = hashlib.sha256()
+        for name in names:
+            if (self.path / name).is_file():
+                digest.update(f"{name}\n".encode())
+                with open(self.path / name, "rb") as fh:
+                    for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        digest.update(block)
+        return digest.hexdigest()
 
     # --- writing ----------------------------------------------------------------------------
 

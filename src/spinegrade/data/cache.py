@@ -12,7 +12,9 @@ types (from the descriptions table) and the (relative path, size, mtime) of ever
 study folder. A changed, added or removed file, or a re-labelled series, rebuilds the entry.
 Layout of one file (uncompressed npz, loads in milliseconds):
 `key` (str), `index` (JSON: study_id, path, series -> [{series_id, series_type, description,
-stacks: [meta...]}]), and per stack `s{i}_{j}_pixels`, `s{i}_{j}_affine`, `s{i}_{j}_instances`.
+stacks: [meta...]}]), and per stack `s{i}_{j}_pixels`, `s{i}_{j}_affine`, `s{i}_{j}_instances`,
+`s{i}_{j}_sop_uids` and `s{i}_{j}_sop_classes` (unicode arrays: the slices' SOPInstanceUID and
+SOPClassUID, which a DICOM SR written from a cached study refers to).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from spinegrade.errors import DataError, SpinegradeError
 from spinegrade.io import write_with
 
 #: Bump when the file layout changes: every entry is then rebuilt.
-CACHE_VERSION = 2  # 2: series typed by dicom.study.series_from_stacks with pixel contrast
+#: 2: each stack keeps its slices' SOPInstanceUID and SOPClassUID; series typed by
+#: dicom.study.series_from_stacks with pixel contrast
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -81,6 +85,8 @@ def save_study(study: Study, path: str | Path, key: str = "") -> Path:
             arrays[f"s{i}_{j}_pixels"] = vol.pixels
             arrays[f"s{i}_{j}_affine"] = vol.affine
             arrays[f"s{i}_{j}_instances"] = vol.instance_numbers
+            arrays[f"s{i}_{j}_sop_uids"] = np.array(vol.sop_instance_uids, dtype=str)
+            arrays[f"s{i}_{j}_sop_classes"] = np.array(vol.sop_class_uids, dtype=str)
             stacks.append(
                 {
                     k: (str(v) if isinstance(v, Path) else v)
@@ -120,6 +126,8 @@ def load_cached(path: str | Path) -> Study:
                             affine=npz[f"s{i}_{j}_affine"],
                             instance_numbers=npz[f"s{i}_{j}_instances"],
                             meta=SeriesMeta(**meta),
+                            sop_instance_uids=_strings(npz[f"s{i}_{j}_sop_uids"]),
+                            sop_class_uids=_strings(npz[f"s{i}_{j}_sop_classes"]),
                         )
                     )
                 series.append(
@@ -141,6 +149,10 @@ def load_cached(path: str | Path) -> Study:
         series=series,
         skipped=index["skipped"],
     )
+
+
+def _strings(array: np.ndarray) -> tuple[str, ...]:
+    return tuple(str(v) for v in array)
 
 
 def cached_key(path: str | Path) -> str | None:

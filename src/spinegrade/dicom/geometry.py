@@ -63,13 +63,16 @@ class Volume:
     `pixels` (slices, rows, cols) integer after rescale (float32 only for non-integral rescale);
     `affine` (4, 4) maps homogeneous (col, row, slice, 1) to LPS mm; `instance_numbers` (slices,)
     are the DICOM InstanceNumbers of the slices in sorted spatial order (increasing along the
-    normal).
+    normal); `sop_instance_uids` and `sop_class_uids` (slices,) are the slices' SOPInstanceUID and
+    SOPClassUID in the same order (empty tuples for volumes not read from files, e.g. crops).
     """
 
     pixels: np.ndarray
     affine: np.ndarray
     instance_numbers: np.ndarray
     meta: SeriesMeta
+    sop_instance_uids: tuple[str, ...] = ()
+    sop_class_uids: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (

@@ -54,6 +54,8 @@ _OTHER = (
     "InversionTime",
     "ScanningSequence",
     "SequenceName",
+    "SOPInstanceUID",
+    "SOPClassUID",
 )
 _TAGS = {kw: tag_for_keyword(kw) for kw in _GEOMETRY + _RESCALE + _OTHER}
 _PIXEL_TAGS = {
@@ -100,6 +102,8 @@ class SliceHeader:
     inversion_time: float | None = None
     scanning_sequence: str | None = None  #: e.g. 'SE', 'IR', 'GR', 'SE\\IR' (multi-valued)
     sequence_name: str | None = None  #: the vendor's sequence name, e.g. '*tse2d1_15'
+    sop_instance_uid: str = ""  #: SOPInstanceUID ("" when absent): what an SR refers to
+    sop_class_uid: str = ""  #: SOPClassUID, else the file meta's MediaStorageSOPClassUID, else ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -191,6 +195,8 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
         inversion_time=_opt_float(v["InversionTime"]),
         scanning_sequence=_opt_str(v["ScanningSequence"]),
         sequence_name=_opt_str(v["SequenceName"]),
+        sop_instance_uid=str(v["SOPInstanceUID"] or ""),
+        sop_class_uid=str(v["SOPClassUID"] or (meta or {}).get("MediaStorageSOPClassUID", "")),
     )
 
 

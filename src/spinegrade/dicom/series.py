@@ -166,6 +166,8 @@ def _to_volume(stack: Sequence[Slice], folder: Path) -> Volume:
             dtype=np.int64,
         ),
         meta=meta,
+        sop_instance_uids=tuple(h.sop_instance_uid for h in headers),
+        sop_class_uids=tuple(h.sop_class_uid for h in headers),
     )
 
 

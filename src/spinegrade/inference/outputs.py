@@ -14,6 +14,14 @@ Layout of OUT_DIR::
     studies/<study_id>/report.html      findings grid, overlays, series, flags (self-contained)
     studies/<study_id>/<overlay>.png    sagittal_t2.png, sagittal_t1.png, axial_t2.png (when there
     is something to show)
+    studies/<study_id>/dicom/           `--dicom-out` (and `--dicomweb`; see `inference.dicom_out`):
+      sr.dcm                            the DICOM SR (TID 1500): 25 findings, in a new series
+      overlay_<overlay>.dcm             each overlay PNG as a Secondary Capture, in a 2nd new series
+                                        (a failed study gets neither: predictions.json says why)
+    .fetch/<StudyUID>/<SeriesUID>/      `--dicomweb`: the instances fetched (WADO-RS), predicted
+
+`predictions.json` then also holds `dicom`: `files` (path under the study folder -> SOP Instance
+UID), `sr_series_uid` and `overlay_series_uid`, or `reason` when no SR was written.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -44,6 +44,9 @@ from spinegrade.inference.worker import read_study, render_job
 from spinegrade.report.overlays import study_panels
 from spinegrade.report.study_report import write_index
 from spinegrade.timing import Timing
+
+if TYPE_CHECKING:  # highdicom is imported only with dicom_out (it costs ~1 s)
+    from spinegrade.inference.dicom_out import DicomJob, Provenance
 
 STAGES = ("read", "localize", "grade", "write")
 
@@ -67,7 +70,7 @@ class PredictResult:
     timing: Timing = field(default_factory=Timing)
     wall_s: float = 0.0
     load_s: float = 0.0
-    # : from the start until the model had its first study (after loading and worker start-up)
+    #: from the start until the model had its first study (after loading and worker start-up)
     first_study_s: float = 0.0
     fail_on_error: bool = False
 
@@ -94,13 +97,15 @@ def predict(
     device: str | None = None,
     folds: list[int] | None = None,
     progress: bool = True,
+    dicom_out: bool = False,
 ) -> PredictResult:
     """Predict every study under `studies` with the trained run `run_dir`; write into `out_dir`.
 
     `studies`: an RSNA images folder, one study folder, or DICOM files in any arrangement (see
     `inference.discover`). `workers` processes read studies and write reports (0: all in this
     process; None: `default_workers()`). `tta` averages with the left/right-mirrored crops. `folds`
-    restricts the ensemble. The batch never stops at a bad study: see `PredictResult.failed` and
+    restricts the ensemble. `dicom_out` also writes each study's DICOM SR and overlay images
+    (`inference.dicom_out`). The batch never stops at a bad study: see `PredictResult.failed` and
     `exit_code`.
     """
     out_dir = Path(out_dir)
@@ -124,6 +129,7 @@ def predict(
             "folds": [f.fold for f in ensemble.folds],
             "tta": tta,
         }
+        provenance = _provenance(run_dir, model["folds"], tta) if dicom_out else None
         writes: list[Future[Timing]] = []
         bar = tqdm(total=len(found.studies), desc="predict", unit="study", disable=not progress)
         first_study_s = 0.0
@@ -133,10 +139,13 @@ def predict(
             pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
             if error:
                 errors.append((source.study_id, str(source.path), error))
+            job, dicom_error = _plan_dicom(provenance, source, loaded, record, panels)
+            if dicom_error:
+                errors.append((source.study_id, str(source.path), dicom_error))
             timing.add(pred.timing)
             preds.append(pred)
             records.append(record)
-            writes.append(pool.submit(render_job, out_dir, record, panels))
+            writes.append(pool.submit(render_job, out_dir, record, panels, job))
             bar.update()
         bar.close()
         with timing.measure("write"):
@@ -144,7 +153,9 @@ def predict(
         for w, record in zip(writes, records):
             try:
                 timing.add(w.result())
-            except Exception as exc:  # noqa: BLE001 - a failed report must not lose the batch
+            except SpinegradeError as exc:  # the DICOM outputs (the report itself was written)
+                errors.append((record["study_id"], record["path"], str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn must not lose the batch
                 errors.append(
                     (record["study_id"], record["path"], f"report not written: {_one_line(exc)}")
                 )
@@ -195,6 +206,33 @@ def _predict_one(
                 return pred, record, {}, f"overlays not drawn: {_one_line(exc)}"
     pred = prior_prediction(source.study_id, ensemble.prior, loaded)
     return pred, prediction_record(pred, source.path, None, model, error=loaded), {}, loaded
+
+
+def _provenance(run_dir: str | Path, folds: list[int], tta: bool) -> Provenance:
+    from spinegrade.inference.dicom_out import run_provenance
+
+    return run_provenance(run_dir, folds, tta)
+
+
+def _plan_dicom(
+    provenance: Provenance | None,
+    source: StudySource,
+    loaded: Study | str,
+    record: dict[str, Any],
+    panels: dict[str, list],
+) -> tuple[DicomJob | None, str]:
+    """The study's DICOM job (None without `--dicom-out` or for a failed study) and an error."""
+    if provenance is None:
+        return None, ""
+    from spinegrade.inference.dicom_out import plan_dicom
+
+    study = loaded if isinstance(loaded, Study) else None
+    try:
+        overlays = [name for name, p in panels.items() if p]
+        return plan_dicom(study, source, record, overlays, provenance), ""
+    except SpinegradeError as exc:
+        record["dicom"] = {"files": {}, "reason": f"no DICOM SR: {exc}"}
+        return None, f"no DICOM SR: {exc}"
 
 
 def _read_ahead(

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
-from spinegrade.inference.outputs import render_study
+from spinegrade.inference.outputs import render_study, study_dir
 from spinegrade.report.overlays import Panel
 from spinegrade.timing import Timing
+
+if TYPE_CHECKING:  # highdicom is imported only when a DICOM job comes
+    from spinegrade.inference.dicom_out import DicomJob
 
 
 def read_study(
@@ -43,10 +46,18 @@ def _read(source: StudySource, series_descriptions: pd.DataFrame | None) -> Stud
 
 
 def render_job(
-    out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]
+    out_dir: str | Path,
+    record: Mapping[str, Any],
+    panels: Mapping[str, list[Panel]],
+    dicom: DicomJob | None = None,
 ) -> Timing:
-    """Write the study's predictions.json, overlays and report.html (stage "write")."""
+    """Write the study's predictions.json, overlays and report.html, then (given a `dicom` job) its
+    SR and overlay images (stage "write"); DICOM failures raise `DicomOutputError`."""
     timing = Timing()
     with timing.measure("write"):
         render_study(out_dir, record, panels)
+        if dicom is not None:
+            from spinegrade.inference.dicom_out import write_study_dicom
+
+            write_study_dicom(study_dir(out_dir, record["study_id"]), record, dicom)
     return timing
