@@ -196,7 +196,7 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
         scanning_sequence=_opt_str(v["ScanningSequence"]),
         sequence_name=_opt_str(v["SequenceName"]),
         sop_instance_uid=str(v["SOPInstanceUID"] or ""),
-        sop_class_uid=str(v["SOPClassUID"] or (meta or {}).get("MediaStorageSOPClassUID", "")),
+        sop_class_uid=str(v["SOPClassUID"] or _meta_sop_class(meta)),
     )
 
 
@@ -425,6 +425,14 @@ def _opt_float(value: object) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _meta_sop_class(meta: Dataset | None) -> str:
+    """The file meta's MediaStorageSOPClassUID, "" when absent or unreadable (a damaged meta)."""
+    try:
+        return str((meta or {}).get("MediaStorageSOPClassUID", "") or "")
+    except (NotImplementedError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _opt_str(value: object) -> str | None:
