@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("localize", "grade"),
     ("cv",),
+    ("slices",),  # the stages on 2D PNG images: above cv (it uses the run folder), below inference
     ("inference",),
     ("demo",),
     ("cli",),

@@ -280,16 +280,9 @@ def train(
     from spinegrade.config import load_config
     from spinegrade.cv.evaluate import metrics_table
     from spinegrade.cv.train import train as train_run
-    from spinegrade.errors import ConfigError
 
     cfg = load_config(config, overrides or [])
-    try:
-        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
-        ) from None
-    summary = train_run(data_root, out, cfg, folds=wanted)
+    summary = train_run(data_root, out, cfg, folds=_fold_list(folds))
     if summary.rank == 0:
         console.print(metrics_table(summary.metrics))
         console.print(
@@ -297,6 +290,23 @@ def train(
             f"{len(summary.failed_studies)} unreadable studies, {summary.seconds:.0f} s",
             soft_wrap=True,
         )
+
+
+def _fold_list(folds: str | None) -> list[int] | None:
+    """`--folds 0,1` -> [0, 1]; None -> None (all folds)."""
+    from spinegrade.errors import ConfigError
+
+    try:
+        return None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
+        ) from None
+
+
+FoldsOpt = Annotated[
+    str | None, typer.Option(help="only these folds, e.g. 0,1 (default: all)", show_default=False)
+]
 
 
 @app.command()
@@ -731,3 +741,96 @@ def grade_evaluate(
         f"rows filled with the prior: {report['filled_with_prior']}; report: "
         f"{model.parent / 'grade_eval.json'}"
     )
+
+
+slices_app = typer.Typer(
+    help="The two stages on real 2D images: Sagittal T1 PNG slices (points, foraminal grades) "
+    "or Axial T2 PNG crops (subarticular and canal grades).",
+    no_args_is_help=True,
+)
+app.add_typer(slices_app, name="slices")
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode", help="slices or crops (default: from the folder's slices.csv or crops.csv)"
+    ),
+]
+#: The config `slices train` uses for each layout unless -c says otherwise.
+SLICES_DEFAULT_CONFIG = {"slices": "slices_cpu", "crops": "crops_cpu"}
+
+
+@slices_app.command("train")
+def slices_train(
+    data_dir: Annotated[
+        Path, typer.Argument(help="folder with slices.csv + points.csv, or crops.csv, and images/")
+    ],
+    out: OutOpt,
+    overrides: OverridesArg = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", "-c", help="config name or YAML path (default: slices_cpu or crops_cpu)"
+        ),
+    ] = None,
+    mode: ModeOpt = None,
+    folds: FoldsOpt = None,
+) -> None:
+    """Cross-validate by study (resumable by fold): stage 1 (slices) and stage 2 per fold, out of
+    fold predictions, then the metrics beside the constant prior and the mean-position baseline."""
+    from spinegrade.config import load_config
+    from spinegrade.slices.inputs import detect_mode, open_folder
+
+    found = detect_mode(data_dir, mode)
+    cfg = load_config(config or SLICES_DEFAULT_CONFIG[found], overrides or [])
+    open_folder(data_dir, found, truth=True)  # a bad folder fails now, before torch is imported
+
+    from spinegrade.slices.evaluate import metrics_table
+    from spinegrade.slices.train import train as train_slices
+
+    summary = train_slices(data_dir, out, cfg, mode=found, folds=_fold_list(folds))
+    console.print(metrics_table(summary.metrics))
+    per_epoch = ", ".join(f"{k} {v:.1f} s" for k, v in summary.epoch_seconds.items()) or "-"
+    console.print(
+        f"{out}: trained folds {summary.folds_trained}, reused {summary.folds_reused}; "
+        f"seconds per training epoch: {per_epoch}; {summary.seconds:.0f} s in all",
+        soft_wrap=True,
+    )
+
+
+@slices_app.command("predict")
+def slices_predict(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `slices train`")],
+    data_dir: Annotated[
+        Path, typer.Argument(help="folder of the run's layout (only its key columns are read)")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for submission.csv, points.csv")],
+    folds: FoldsOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+) -> None:
+    """Predict every target the folder asks for with the run's folds as one ensemble."""
+    from spinegrade.slices.predict import predict as predict_slices
+
+    result = predict_slices(run_dir, data_dir, out, folds=_fold_list(folds), device=device)
+    console.print(
+        f"{result['rows']} targets of {result['studies']} studies, folds {result['folds']}: "
+        + ", ".join(result["files"].values()),
+        soft_wrap=True,
+    )
+
+
+@slices_app.command("evaluate")
+def slices_evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `slices train`")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="the data folder (default: the one recorded in run.json)"),
+    ] = None,
+) -> None:
+    """Recompute calibration, metrics.json and report/ from the run's out-of-fold files, and print
+    the model beside the constant prior and the mean-position baseline."""
+    from spinegrade.slices.evaluate import evaluate as evaluate_slices
+    from spinegrade.slices.evaluate import metrics_table
+    from spinegrade.slices.folder import METRICS_JSON, REPORT_DIR
+
+    console.print(metrics_table(evaluate_slices(run_dir, data_dir=data)))
+    console.print(f"metrics: {run_dir / METRICS_JSON}, figures: {run_dir / REPORT_DIR}")

@@ -94,6 +94,21 @@ class GradeConfig:
 
 
 @dataclass
+class SlicesConfig:
+    """`spinegrade slices`: the two stages on 2D PNG images (see `spinegrade.slices`)."""
+
+    #: Sagittal T1 PNGs lost their pixel spacing: the original image's longer side is taken to span
+    #: this many mm (real lumbar sagittal T1 fields of view are ~240-350 mm)
+    fov_mm: float = 300.0
+    #: Axial T2 crops lost theirs too: each crop's longer side (its width) is taken to span this
+    crop_width_mm: float = 40.0
+    #: crops: the subarticular recesses are graded on crops centred this fraction of the crop's
+    #: width left and right of its centre (the canal on one at the centre)
+    side_offset: float = 0.2
+    tta: bool = False  #: crops: average each prediction with its left/right mirror's
+
+
+@dataclass
 class Config:
     """A whole run: data, both stages, and where it runs."""
 
@@ -102,6 +117,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     grade: GradeConfig = field(default_factory=GradeConfig)
+    slices: SlicesConfig = field(default_factory=SlicesConfig)
 
 
 # --- loading ------------------------------------------------------------------------------------

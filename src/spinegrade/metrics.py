@@ -182,21 +182,26 @@ def smoothed_prior(labels: pd.DataFrame, pseudo_count: float = 1.0) -> np.ndarra
 def detailed_metrics(labels: pd.DataFrame, submission: pd.DataFrame) -> dict[str, Any]:
     """Score plus per-condition diagnostics, JSON-ready.
 
-    Returns `{"score": ScoreResult.to_dict(), "conditions": {condition: {...}}}` where each
-    condition holds `n` (labelled rows), `log_loss` (weighted, like the metric), `levels`
-    (weighted log loss per level, None without rows), `accuracy` and `macro_f1` of the argmax,
-    `auc` (one-vs-rest ROC AUC per severity; None with a note when the truth lacks that class or
-    has only it) and `confusion` (3x3 list, rows = true class, columns = argmax).
+    Returns `{"score": ScoreResult.to_dict(), "conditions": {condition: {...}}, "groups":
+    {group: {...}}}` where each condition (and each condition group, its conditions' rows pooled:
+    left and right together) holds `n` (labelled rows), `log_loss` (weighted, like the metric),
+    `levels` (weighted log loss per level, None without rows), `accuracy` and `macro_f1` of the
+    argmax, `auc` (one-vs-rest ROC AUC per severity; None with a note when the truth lacks that
+    class or has only it) and `confusion` (3x3 list, rows = true class, columns = argmax).
     """
     truth, probs = _aligned(labels, submission)
     result = score_from_aligned(truth, probs)
-    conditions: dict[str, Any] = {}
-    for condition in CONDITIONS:
-        rows = (truth["condition"] == condition).to_numpy()
-        y, p = truth["label"].to_numpy()[rows], probs[rows]
-        levels = truth["level"].to_numpy()[rows]
-        conditions[condition] = _condition_metrics(y, p, levels)
-    return {"score": result.to_dict(), "conditions": conditions}
+    y_all, levels = truth["label"].to_numpy(), truth["level"].to_numpy()
+
+    def of(members: tuple[str, ...]) -> dict[str, Any]:
+        rows = truth["condition"].isin(members).to_numpy()
+        return _condition_metrics(y_all[rows], probs[rows], levels[rows])
+
+    return {
+        "score": result.to_dict(),
+        "conditions": {c: of((c,)) for c in CONDITIONS},
+        "groups": {g: of(members) for g, members in CONDITION_GROUPS.items()},
+    }
 
 
 def score_from_aligned(truth: pd.DataFrame, probs: np.ndarray) -> ScoreResult:

@@ -67,3 +67,26 @@ def test_jitter_and_intensity_stay_in_range() -> None:
     out = apply_intensity(intensity_transform(1.0), crop, seed=3)
     assert out.shape == crop.shape and out.dtype == np.float32 and not np.array_equal(out, crop)
     assert np.array_equal(out, apply_intensity(intensity_transform(1.0), crop, seed=3))  # seeded
+
+
+def test_the_mirror_of_a_subset_of_targets_swaps_within_it() -> None:
+    from spinegrade.grade.augment import mirror_index
+
+    axial = [(c, lv) for c, lv in TARGETS if c.endswith("subarticular_stenosis") or "spinal" in c]
+    index = mirror_index(axial)
+    for i, (c, lv) in enumerate(axial):
+        partner = axial[index[i]]
+        assert partner[1] == lv
+        assert partner[0] == c.replace("left", "@").replace("right", "left").replace("@", "right")
+    assert np.array_equal(mirror_index(), MIRROR_INDEX)
+    crops = np.arange(15 * 2).reshape(15, 1, 1, 2).astype(np.float32)
+    m, _, labels, _ = mirror_sample(crops, np.ones(15, bool), np.arange(15), ["axial"] * 15, axial)
+    assert labels.tolist() == index.tolist()  # slot t now holds what its partner held
+    assert np.array_equal(m[0], crops[0, :, :, ::-1])  # the canal's own crop, flipped
+    one_side = [t for t in TARGETS if t[0] == "left_subarticular_stenosis"]
+    try:
+        mirror_index(one_side)
+    except ValueError as exc:
+        assert "both sides" in str(exc)
+    else:
+        raise AssertionError("a one-sided target list has no mirror")

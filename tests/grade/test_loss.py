@@ -80,3 +80,18 @@ def test_loss_gradient_pushes_towards_the_label() -> None:
     labels[0, 10] = 2
     grade_loss(logits, labels).backward()
     assert logits.grad[0, 10, 2] < 0 < logits.grad[0, 10, 0]
+
+
+def test_a_subset_of_targets_is_scored_on_its_own_groups() -> None:
+    """With the 10 foraminal targets only, the loss is the foraminal term of the metric (no
+    spinal, subarticular or any-severe term), equal to the full loss's foraminal term."""
+    logits, labels = _case()
+    keep = [i for i, (c, _) in enumerate(TARGETS) if "foraminal" in c]
+    subset = [TARGETS[i] for i in keep]
+    terms = group_terms(logits[:, keep], labels[:, keep], subset)
+    assert terms["spinal"] is None and terms["subarticular"] is None
+    assert any_severe_term(logits[:, keep], labels[:, keep], subset) is None
+    full = group_terms(logits, labels)["foraminal"]
+    assert float(terms["foraminal"]) == pytest.approx(float(full))
+    loss = grade_loss(logits[:, keep], labels[:, keep], 1.0, subset)
+    assert float(loss) == pytest.approx(_metric(logits, labels).terms["foraminal"], rel=1e-6)

@@ -200,8 +200,10 @@ class RunFolder:
         data_root: Path,
         wanted: Sequence[int],
         world_size: int,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches."""
+        """Write config.yaml, folds.csv and run.json (with `extra`'s entries), after checking a
+        resumed folder matches."""
         self.check_config(cfg)
         self.check_folds(fold_table)
         save_config(cfg, self.path / CONFIG_YAML)
@@ -217,6 +219,7 @@ class RunFolder:
                 "spinegrade": __version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
+                **(extra or {}),
             },
         )
 

@@ -147,7 +147,7 @@ def train(
     data_root, run = Path(data_root), RunFolder(run_dir)
     show = progress and info.is_main
     try:
-        wanted = _wanted_folds(folds, cfg.data.folds)
+        wanted = wanted_folds(folds, cfg.data.folds)
         _on_main(lambda: run.check_config(cfg))  # before reading any data
         tables, labels, left_out = _load(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
@@ -233,7 +233,8 @@ def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.Data
     return tables, labels, left_out
 
 
-def _wanted_folds(folds: list[int] | None, k: int) -> list[int]:
+def wanted_folds(folds: list[int] | None, k: int) -> list[int]:
+    """`folds` checked against `k` folds, sorted and unique (default: all `k`)."""
     if folds is None:
         return list(range(k))
     bad = [f for f in folds if not 0 <= f < k]
@@ -461,10 +462,11 @@ def _by_study(frame: pd.DataFrame, order: dict[int, int]) -> pd.DataFrame:
     )
 
 
-def merge_oof(run: RunFolder) -> list[int]:
-    """Rebuild the run's `oof_points.csv` and `oof_predictions.csv` from the complete folds."""
+def merge_oof(run: RunFolder, names: tuple[str, ...] = (OOF_POINTS, OOF_PREDICTIONS)) -> list[int]:
+    """Rebuild the run's `names` (default `oof_points.csv` and `oof_predictions.csv`) from the
+    complete folds' files of the same names."""
     done = run.completed_folds()
-    for name in (OOF_POINTS, OOF_PREDICTIONS):  # read as text: every value is copied as written
+    for name in names:  # read as text: every value is copied as written
         table = pd.concat(
             [pd.read_csv(run.fold_dir(k) / name, dtype=str, keep_default_na=False) for k in done],
             ignore_index=True,

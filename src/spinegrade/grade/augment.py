@@ -9,6 +9,7 @@ and swaps the slots (crops and labels) of the left and right targets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
@@ -17,8 +18,19 @@ import numpy as np
 from spinegrade.constants import MIRROR_CONDITION, TARGETS
 from spinegrade.grade.crops import CropJitter, mirror_crop
 
+
+def mirror_index(targets: Sequence[tuple[str, str]] = TARGETS) -> np.ndarray:
+    """`(t,)`: entry `i` is the index in `targets` of the target that `targets[i]` becomes in the
+    mirrored patient (left <-> right). ValueError when a target's partner is not in `targets`."""
+    targets = [tuple(t) for t in targets]
+    try:
+        return np.array([targets.index((MIRROR_CONDITION[c], lv)) for c, lv in targets])
+    except ValueError:
+        raise ValueError("mirror: the targets must hold both sides of every lateral one") from None
+
+
 #: `MIRROR_INDEX[t]` is the target that `t` becomes in the mirrored patient (left <-> right).
-MIRROR_INDEX: np.ndarray = np.array([TARGETS.index((MIRROR_CONDITION[c], lv)) for c, lv in TARGETS])
+MIRROR_INDEX: np.ndarray = mirror_index()
 
 
 @dataclass(frozen=True)
@@ -70,15 +82,19 @@ def apply_intensity(transform: A.Compose, crop: np.ndarray, seed: int) -> np.nda
 
 
 def mirror_sample(
-    crops: np.ndarray, valid: np.ndarray, labels: np.ndarray, views: list[str]
+    crops: np.ndarray,
+    valid: np.ndarray,
+    labels: np.ndarray,
+    views: list[str],
+    targets: Sequence[tuple[str, str]] = TARGETS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The sample of the left/right-mirrored patient.
 
-    `crops (25, slices, rows, cols)`, `valid (25,)`, `labels (25,)`, `views` (25 names) in
-    `TARGETS` order. Every crop is mirrored for its view, then the left and right targets trade
-    places: the mirrored crop of the left foramen at L4/L5 becomes the right foramen's crop there,
-    with the left foramen's label.
+    `crops (t, slices, rows, cols)`, `valid (t,)`, `labels (t,)`, `views` (t names) in the order
+    of `targets` (default the 25 `TARGETS`). Every crop is mirrored for its view, then the left
+    and right targets trade places: the mirrored crop of the left foramen at L4/L5 becomes the
+    right foramen's crop there, with the left foramen's label.
     """
     mirrored = np.stack([mirror_crop(c, v) for c, v in zip(crops, views)])
-    inverse = np.argsort(MIRROR_INDEX)  # slot t receives what target MIRROR_INDEX^-1[t] held
+    inverse = np.argsort(mirror_index(targets))  # slot t receives what target index^-1[t] held
     return mirrored[inverse], valid[inverse], labels[inverse], [views[i] for i in inverse]

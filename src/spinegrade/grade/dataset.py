@@ -96,16 +96,14 @@ def study_crops(
     *,
     rng: np.random.Generator | None = None,
     augment: AugmentParams | None = None,
+    targets: Sequence[tuple[str, str]] = TARGETS,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Normalised crops `(25, slices, crop_px, crop_px)` float32 (zeros where no point), `valid
-    (25,)`
-    bool, and the view of each target. With `augment` and `rng`, each crop gets a random jitter."""
-    out = np.zeros((len(TARGETS), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
-    valid = np.zeros(len(TARGETS), dtype=bool)
-    views = [
-        "axial" if TARGETS[i][0].endswith("subarticular_stenosis") else "sagittal"
-        for i in range(len(TARGETS))
-    ]
+    """Normalised crops `(t, slices, crop_px, crop_px)` float32 (zeros where no point), `valid
+    (t,)` bool, and the view of each target; `located` holds one entry per target of `targets`
+    (default the 25 `TARGETS`). With `augment` and `rng`, each crop gets a random jitter."""
+    out = np.zeros((len(targets), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
+    valid = np.zeros(len(targets), dtype=bool)
+    views = ["axial" if c.endswith("subarticular_stenosis") else "sagittal" for c, _ in targets]
     for i, loc in enumerate(located):
         if loc is None:
             continue
@@ -182,9 +180,10 @@ def _span(centre: float, half_px: float, size: int) -> tuple[int, int]:
 
 
 class GradeDataset(Dataset):
-    """One item per study: `{"crops": (25, slices, P, P) float32, "valid": (25,) bool,
-    "labels": (25,) int64}` as tensors. Crops are cut on the fly from each target's located volume
-    (with random augmentation when `augment` is given); build it with :meth:`from_studies`."""
+    """One item per study: `{"crops": (t, slices, P, P) float32, "valid": (t,) bool,
+    "labels": (t,) int64}` as tensors, `t = len(targets)` (default the 25 `TARGETS`). Crops are
+    cut on the fly from each target's located volume (with random augmentation when `augment` is
+    given); build it with :meth:`from_studies` from DICOM studies, or from located points."""
 
     def __init__(
         self,
@@ -193,12 +192,14 @@ class GradeDataset(Dataset):
         crop: CropParams,
         augment: AugmentParams | None = None,
         ids: Sequence[int] | None = None,
+        targets: Sequence[tuple[str, str]] = TARGETS,
     ) -> None:
         self.located = list(located)
         self.ids = list(ids) if ids is not None else list(range(len(self.located)))
         self.labels = list(labels)
         self.crop = crop
         self.augment = augment
+        self.targets = tuple(targets)
         self.intensity = (
             intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
         )
@@ -242,6 +243,7 @@ class GradeDataset(Dataset):
             self.crop,
             augment,
             [self.ids[i] for i in keep],
+            self.targets,
         )
 
     def __len__(self) -> int:
@@ -250,19 +252,19 @@ class GradeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         labels = self.labels[index].copy()
         if self.augment is None:
-            crops, valid, _ = study_crops(self.located[index], self.crop)
+            crops, valid, _ = study_crops(self.located[index], self.crop, targets=self.targets)
             return _as_tensors(crops, valid, labels)
         self._calls += 1
         seed = (torch.initial_seed() + 7919 * index + 104729 * self._calls) % 2**32
         rng = np.random.default_rng(seed)
         crops, valid, views = study_crops(
-            self.located[index], self.crop, rng=rng, augment=self.augment
+            self.located[index], self.crop, rng=rng, augment=self.augment, targets=self.targets
         )
         if self.intensity is not None:
             for i in np.flatnonzero(valid):
                 crops[i] = apply_intensity(self.intensity, crops[i], int(rng.integers(2**31)))
         if rng.random() < self.augment.mirror_p:
-            crops, valid, labels, _ = mirror_sample(crops, valid, labels, views)
+            crops, valid, labels, _ = mirror_sample(crops, valid, labels, views, self.targets)
         return _as_tensors(crops, valid, labels)
 
 

@@ -10,16 +10,27 @@ the challenge score of that batch. Blank labels (-1) are masked; a term without 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from spinegrade.constants import CONDITION_GROUPS, SEVERITIES, SEVERITY_WEIGHTS, TARGETS
 
+Targets = Sequence[tuple[str, str]]
+
+
+def group_targets(targets: Targets = TARGETS) -> dict[str, list[int]]:
+    """Indices into `targets` of each condition group, in `CONDITION_GROUPS` order (a group
+    without targets has an empty list)."""
+    return {
+        g: [i for i, (c, _) in enumerate(targets) if c in members]
+        for g, members in CONDITION_GROUPS.items()
+    }
+
+
 #: Target indices (into TARGETS) of each condition group, in CONDITION_GROUPS order.
-GROUP_TARGETS: dict[str, list[int]] = {
-    g: [i for i, (c, _) in enumerate(TARGETS) if c in members]
-    for g, members in CONDITION_GROUPS.items()
-}
+GROUP_TARGETS: dict[str, list[int]] = group_targets()
 SPINAL_TARGETS: list[int] = GROUP_TARGETS["spinal"]
 SEVERE = SEVERITIES.index("severe")
 #: Probabilities are clamped to [eps, 1 - eps] in the any-severe term (float32-safe).
@@ -27,12 +38,16 @@ EPS = 1e-7
 
 
 def grade_loss(
-    logits: torch.Tensor, labels: torch.Tensor, any_severe_weight: float = 1.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    any_severe_weight: float = 1.0,
+    targets: Targets = TARGETS,
 ) -> torch.Tensor:
-    """Scalar loss of `logits (b, 25, 3)` against `labels (b, 25)` int (0/1/2, -1 = blank)."""
-    terms = [t for t in group_terms(logits, labels).values() if t is not None]
+    """Scalar loss of `logits (b, t, 3)` against `labels (b, t)` int (0/1/2, -1 = blank), the `t`
+    columns being `targets` (default the 25 `TARGETS`); groups without targets are left out."""
+    terms = [t for t in group_terms(logits, labels, targets).values() if t is not None]
     weights = [1.0] * len(terms)
-    any_term = any_severe_term(logits, labels)
+    any_term = any_severe_term(logits, labels, targets)
     if any_term is not None and any_severe_weight > 0:
         terms.append(any_term)
         weights.append(any_severe_weight)
@@ -41,13 +56,15 @@ def grade_loss(
     return sum(w * t for w, t in zip(weights, terms)) / sum(weights)
 
 
-def group_terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
+def group_terms(
+    logits: torch.Tensor, labels: torch.Tensor, targets: Targets = TARGETS
+) -> dict[str, torch.Tensor | None]:
     """Weighted 3-class log loss of each condition group (None where the group has no labelled
     row)."""
     class_w = torch.tensor(SEVERITY_WEIGHTS, dtype=logits.dtype, device=logits.device)
     logp = F.log_softmax(logits.float(), dim=-1)
     out: dict[str, torch.Tensor | None] = {}
-    for group, idx in GROUP_TARGETS.items():
+    for group, idx in group_targets(targets).items():
         y = labels[:, idx].reshape(-1)
         lp = logp[:, idx].reshape(-1, logp.shape[-1])
         keep = y >= 0
@@ -60,12 +77,16 @@ def group_terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.T
     return out
 
 
-def any_severe_term(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+def any_severe_term(
+    logits: torch.Tensor, labels: torch.Tensor, targets: Targets = TARGETS
+) -> torch.Tensor | None:
     """Weighted binary log loss of any-severe-spinal over the batch's studies (None if no study has
-    a
-    labelled spinal level)."""
-    y = labels[:, SPINAL_TARGETS]  # (b, 5)
-    p_severe = F.softmax(logits[:, SPINAL_TARGETS].float(), dim=-1)[..., SEVERE]  # (b, 5)
+    a labelled spinal level, or `targets` hold none)."""
+    spinal = group_targets(targets)["spinal"]
+    if not spinal:
+        return None
+    y = labels[:, spinal]  # (b, 5)
+    p_severe = F.softmax(logits[:, spinal].float(), dim=-1)[..., SEVERE]  # (b, 5)
     labelled = y >= 0
     has = labelled.any(dim=1)
     if not bool(has.any()):

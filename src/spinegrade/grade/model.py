@@ -1,6 +1,8 @@
 """The grading network: a shared timm backbone per crop, study context, a head per condition group.
 
-Input: the 25 crops of each study `(b, 25, slices, P, P)` and which of them exist `(b, 25)`.
+Input: the crops of each study's `t` targets `(b, t, slices, P, P)` and which of them exist
+`(b, t)`; the targets are `GraderSpec.targets` (default the 25 `TARGETS`; `spinegrade slices`
+grades the 10 foraminal or the 15 axial ones).
 1. Every existing crop goes through one timm backbone (`in_chans = slices`, pooled features).
 2. The features are projected to `dim` and a learned embedding of the target (condition x level)
    is added, giving 25 tokens per study; missing crops are a zero feature plus their embedding.
@@ -31,13 +33,31 @@ class GraderSpec:
     dim: int = 128
     context_layers: int = 1
     dropout: float = 0.1
+    #: the (condition, level) of each token, in order
+    targets: tuple[tuple[str, str], ...] = TARGETS
+
+    def __post_init__(self) -> None:
+        # a checkpoint's metadata may hand back lists: keep the spec hashable and comparable
+        object.__setattr__(self, "targets", tuple((str(c), str(lv)) for c, lv in self.targets))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The spec as plain values; `targets` only when not the default 25 (so the DICOM
+        pipeline's checkpoints hold what they held before targets were a choice)."""
+        out = asdict(self)
+        if self.targets == TARGETS:
+            del out["targets"]
+        return out
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The condition groups of the targets, in `CONDITION_GROUPS` order (one head each)."""
+        present = {GROUP_OF_CONDITION[c] for c, _ in self.targets}
+        return tuple(g for g in CONDITION_GROUPS if g in present)
 
 
 class GraderNet(nn.Module):
-    """`forward(crops (b, 25, slices, P, P), valid (b, 25) bool) -> logits (b, 25, 3)`."""
+    """`forward(crops (b, t, slices, P, P), valid (b, t) bool) -> logits (b, t, 3)`, `t` =
+    `len(spec.targets)`."""
 
     def __init__(self, spec: GraderSpec) -> None:
         super().__init__()
@@ -50,7 +70,7 @@ class GraderNet(nn.Module):
         self.project = nn.Sequential(
             nn.Linear(width, spec.dim), nn.GELU(), nn.Dropout(spec.dropout)
         )
-        self.target_embed = nn.Parameter(torch.zeros(len(TARGETS), spec.dim))
+        self.target_embed = nn.Parameter(torch.zeros(len(spec.targets), spec.dim))
         nn.init.normal_(self.target_embed, std=0.02)
         layer = nn.TransformerEncoderLayer(
             spec.dim,
@@ -65,12 +85,10 @@ class GraderNet(nn.Module):
             if spec.context_layers > 0
             else nn.Identity()
         )
-        self.heads = nn.ModuleDict(
-            {g: nn.Linear(spec.dim, len(SEVERITIES)) for g in CONDITION_GROUPS}
-        )
+        self.heads = nn.ModuleDict({g: nn.Linear(spec.dim, len(SEVERITIES)) for g in spec.groups})
         self.register_buffer(
             "group_of_target",
-            torch.tensor([list(CONDITION_GROUPS).index(GROUP_OF_CONDITION[c]) for c, _ in TARGETS]),
+            torch.tensor([spec.groups.index(GROUP_OF_CONDITION[c]) for c, _ in spec.targets]),
             persistent=False,
         )
 
@@ -82,9 +100,9 @@ class GraderNet(nn.Module):
             feats[valid] = proj
         else:
             feats = crops.new_zeros(b, t, self.spec.dim)
-        tokens = self.context(feats + self.target_embed)  # (b, 25, dim)
+        tokens = self.context(feats + self.target_embed)  # (b, t, dim)
         logits = torch.stack(
             [head(tokens) for head in self.heads.values()], dim=2
-        )  # (b, 25, groups, 3)
+        )  # (b, t, groups, 3)
         index = self.group_of_target.view(1, t, 1, 1).expand(b, t, 1, logits.shape[-1])
         return logits.gather(2, index).squeeze(2)

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 
 from spinegrade.dicom import Study
-from spinegrade.grade.augment import MIRROR_INDEX, mirror_sample
-from spinegrade.grade.dataset import CropParams, locate_targets, study_crops
+from spinegrade.grade.augment import mirror_index, mirror_sample
+from spinegrade.grade.dataset import CropParams, Located, locate_targets, study_crops
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training.checkpoint import load_checkpoint
 
@@ -44,15 +44,28 @@ class Grader:
         """
         return self.predict_many([(study, points)], tta=tta)[0]
 
-    @torch.no_grad()
     def predict_many(
         self, items: Iterable[tuple[Study, pd.DataFrame]], *, tta: bool = False, batch_size: int = 8
     ) -> list[np.ndarray]:
         """:meth:`predict` for many (study, points) pairs, batched: a list of `(25, 3)` arrays."""
+        located = (locate_targets(study, points) for study, points in items)
+        return self.predict_located(located, tta=tta, batch_size=batch_size)
+
+    @torch.no_grad()
+    def predict_located(
+        self,
+        items: Iterable[list[Located | None]],
+        *,
+        tta: bool = False,
+        batch_size: int = 8,
+    ) -> list[np.ndarray]:
+        """Probabilities `(t, 3)` per sample of located points (one entry per target of the
+        model's `spec.targets`, None where there is none: a NaN row), batched."""
         out: list[np.ndarray] = []
         batch: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
-        for study, points in items:
-            batch.append(study_crops(locate_targets(study, points), self.crop))
+        targets = self.model.spec.targets
+        for located in items:
+            batch.append(study_crops(located, self.crop, targets=targets))
             if len(batch) == batch_size:
                 out.extend(self._run(batch, tta))
                 batch = []
@@ -66,22 +79,22 @@ class Grader:
         """Probabilities of a batch of study samples, NaN where there is no crop."""
         probs = self._probs(np.stack([c for c, _, _ in batch]), np.stack([v for _, v, _ in batch]))
         if tta:
+            targets = self.model.spec.targets
             mirrored = [
-                mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views)
+                mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views, targets)
                 for c, v, views in batch
             ]
             back = self._probs(
                 np.stack([m[0] for m in mirrored]), np.stack([m[1] for m in mirrored])
             )
-            probs = (
-                probs + back[:, MIRROR_INDEX]
-            ) / 2  # the mirror swaps slots t and MIRROR_INDEX[t]
+            index = mirror_index(targets)
+            probs = (probs + back[:, index]) / 2  # the mirror swaps slots t and index[t]
         valid = np.stack([v for _, v, _ in batch])
         probs[~valid] = np.nan
         return list(probs)
 
     def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Softmax of the network on `crops (b, 25, S, P, P)`, `valid (b, 25)` -> `(b, 25, 3)`
+        """Softmax of the network on `crops (b, t, S, P, P)`, `valid (b, t)` -> `(b, t, 3)`
         float64."""
         logits = self.model(
             torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device)

@@ -7,7 +7,7 @@ keeps
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from spinegrade.config import Config, GradeConfig, to_dict
+from spinegrade.constants import TARGETS
 from spinegrade.data.cache import cache_studies, load_cached
 from spinegrade.data.tables import load_tables
 from spinegrade.dicom import Study, load_study
@@ -49,8 +50,8 @@ def augment_params(cfg: GradeConfig) -> AugmentParams:
     )
 
 
-def build_model(cfg: GradeConfig) -> GraderNet:
-    """A grading network as the config says."""
+def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) -> GraderNet:
+    """A grading network as the config says, with one token per target of `targets`."""
     return GraderNet(
         GraderSpec(
             backbone=cfg.backbone,
@@ -59,6 +60,7 @@ def build_model(cfg: GradeConfig) -> GraderNet:
             dim=cfg.dim,
             context_layers=cfg.context_layers,
             dropout=cfg.dropout,
+            targets=tuple(targets),
         )
     )
 
@@ -142,19 +144,40 @@ def train_grader(
     if len(train_set) == 0:
         raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
     model = build_model(gcfg)
-    meta: dict[str, Any] = {
+    meta = {"train_studies": len(train_set), "skipped": failed}
+    return fit_grader(model, train_set, val_set, out_dir, cfg, meta=meta, progress=progress)
+
+
+def fit_grader(
+    model: GraderNet,
+    train_set: GradeDataset,
+    val_set: GradeDataset | None,
+    out_dir: str | Path,
+    cfg: Config,
+    *,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train `model` on `train_set` through the shared loop (validation loss on `val_set` when it
+    is not empty), then re-estimate its BatchNorm statistics; returns `<out_dir>/model.pt`.
+
+    The checkpoint's metadata holds the spec, crop geometry and grade config (what
+    `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets.
+    """
+    gcfg = cfg.grade
+    targets = model.spec.targets
+    full_meta: dict[str, Any] = {
         "spec": model.spec.to_dict(),
-        "crop": asdict(crop),
+        "crop": asdict(train_set.crop),
         "grade": to_dict(gcfg),
-        "train_studies": len(train_set),
-        "skipped": failed,
+        **(meta or {}),
     }
     device = resolve_device(cfg.device)
     result = fit(
         model,
         train_set,
-        val_set if len(val_set) else None,
-        lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
+        val_set if val_set is not None and len(val_set) else None,
+        lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight, targets),
         gcfg.optim,
         out_dir,
         device=device,
@@ -162,7 +185,7 @@ def train_grader(
         forward=forward,
         desc="grade",
         seed=cfg.data.seed,
-        meta=meta,
+        meta=full_meta,
         progress=progress,
     )
     if distributed.current().is_main:

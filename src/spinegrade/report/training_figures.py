@@ -49,10 +49,16 @@ def write_figures(
     return paths
 
 
-def learning_curves(run_dir: str | Path, folds: list[int], path: str | Path) -> Path:
-    """Train (solid) and validation (dashed) loss per epoch of each network, one colour per fold."""
-    fig, axes = new_figure(5 * len(HISTORIES), 3.8, 1, len(HISTORIES))
-    for ax, (title, rel) in zip(axes[0], HISTORIES):
+def learning_curves(
+    run_dir: str | Path,
+    folds: list[int],
+    path: str | Path,
+    histories: tuple[tuple[str, str], ...] = HISTORIES,
+) -> Path:
+    """Train (solid) and validation (dashed) loss per epoch of each network of `histories`
+    ((title, history.json inside fold_<k>/) pairs), one colour per fold."""
+    fig, axes = new_figure(5 * len(histories), 3.8, 1, len(histories))
+    for ax, (title, rel) in zip(axes[0], histories):
         for k in folds:
             hist_path = Path(run_dir) / f"fold_{k}" / rel
             if not hist_path.is_file():

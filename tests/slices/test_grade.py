@@ -1,0 +1,138 @@
+"""Stage 2 on PNG images: where crops grade each target, and the left/right mirror on real-style
+crops (the image's right side is the patient's left): a model trained with the mirror predicts a
+crop's mirror with its left and right swapped; with TTA, exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinegrade.dicom.geometry import Volume
+from spinegrade.errors import ConfigError
+from spinegrade.grade.predict import Grader
+from spinegrade.slices.grade import (
+    check_config,
+    grade,
+    label_vectors,
+    load_volumes,
+    located_crops,
+    train_grader,
+)
+from spinegrade.slices.inputs import AXIAL_TARGETS, CROPS, SLICES, CropFolder
+from spinegrade.slices.volumes import crop_volume
+
+from .conftest import fast_config, write_crops_folder
+
+LEFT = [i for i, (c, _) in enumerate(AXIAL_TARGETS) if c == "left_subarticular_stenosis"]
+RIGHT = [i for i, (c, _) in enumerate(AXIAL_TARGETS) if c == "right_subarticular_stenosis"]
+#: Enough to learn the generated crops' discs in ~15 s on one thread.
+LEARN = [
+    "grade.optim.epochs=8",
+    "grade.optim.lr=0.003",
+    "grade.coord_jitter_mm=0.5",
+    "grade.dim=32",
+    "grade.intensity_p=0",
+]
+
+
+def test_the_config_must_fit_the_images() -> None:
+    check_config(fast_config("slices_cpu"), SLICES)
+    check_config(fast_config("crops_cpu"), CROPS)
+    with pytest.raises(ConfigError, match="nothing to mirror"):
+        check_config(fast_config("slices_cpu", "grade.mirror_p=0.5"), SLICES)
+    with pytest.raises(ConfigError, match="one slice"):
+        check_config(fast_config("slices_cpu", "grade.slices=3"), SLICES)
+    with pytest.raises(ConfigError, match="3 slices as channels"):
+        check_config(fast_config("crops_cpu", "grade.slices=5"), CROPS)
+
+
+def test_each_axial_target_is_graded_on_its_own_side_of_the_crop() -> None:
+    vol = crop_volume(np.zeros((3, 20, 30), np.uint8), 30.0)
+    crops = _crops_table([("l1_l2", "a.png")])
+    (sample,) = located_crops(crops, {"a.png": vol}, [7], side_offset=0.25)
+    by = {t: loc for t, loc in zip(AXIAL_TARGETS, sample)}
+    canal = by[("spinal_canal_stenosis", "l1_l2")]
+    left, right = (
+        by[("left_subarticular_stenosis", "l1_l2")],
+        by[("right_subarticular_stenosis", "l1_l2")],
+    )
+    assert canal.x == pytest.approx(14.5) and canal.y == pytest.approx(9.5)
+    assert left.x == pytest.approx(14.5 + 7.5) and right.x == pytest.approx(14.5 - 7.5)
+    assert by[("spinal_canal_stenosis", "l2_l3")] is None  # no crop of that level
+
+
+@pytest.fixture(scope="module")
+def mirror_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Grader, CropFolder, dict]:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("mirror")
+    folder = CropFolder.open(write_crops_folder(root / "train", studies=16, seed=1), truth=True)
+    cfg = fast_config("crops_cpu", *LEARN)
+    assert cfg.grade.mirror_p == 0.5
+    volumes = load_volumes(folder, cfg)
+    path = train_grader(
+        folder, volumes, folder.labels(), folder.studies(), [], root / "grader", cfg, progress=False
+    )
+    test = CropFolder.open(write_crops_folder(root / "test", studies=6, seed=7), truth=True)
+    return Grader.load(path), test, {"cfg": cfg, "volumes": load_volumes(test, cfg)}
+
+
+def _mirror(volumes: dict[str, Volume]) -> dict[str, Volume]:
+    """The crops of the mirrored patients: every crop's columns flipped."""
+    return {
+        f: replace(v, pixels=np.ascontiguousarray(v.pixels[:, :, ::-1])) for f, v in volumes.items()
+    }
+
+
+def _both(trained, tta: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    grader, test, extra = trained
+    offset = extra["cfg"].slices.side_offset
+    samples = located_crops(test.crops, extra["volumes"], test.studies(), offset)
+    mirrored = located_crops(test.crops, _mirror(extra["volumes"]), test.studies(), offset)
+    probs, mirror = grade(grader, samples, tta=tta), grade(grader, mirrored, tta=tta)
+    labels = np.stack(label_vectors(test.labels(), test.studies(), CROPS))
+    return probs, mirror, labels
+
+
+def test_a_mirror_trained_grader_swaps_left_and_right_on_the_mirror(mirror_trained) -> None:  # type: ignore[no-untyped-def]
+    probs, mirror, labels = _both(mirror_trained, tta=False)
+    ok = ~np.isnan(probs[:, LEFT, 0])
+    swapped = np.abs(mirror[:, LEFT] - probs[:, RIGHT])[ok].mean()
+    kept = np.abs(mirror[:, LEFT] - probs[:, LEFT])[ok].mean()
+    assert swapped < 0.05 and kept > 4 * swapped  # approximately the swap, far from "no swap"
+    # and it learnt which side is which: the image's right half is the patient's left
+    for side in (LEFT, RIGHT):
+        y, p = labels[:, side], probs[:, side]
+        graded = (y >= 0) & ~np.isnan(p[..., 0])
+        assert (p[graded].argmax(axis=-1) == y[graded]).mean() > 0.8
+
+
+def test_with_tta_the_mirror_is_exactly_the_swap(mirror_trained) -> None:  # type: ignore[no-untyped-def]
+    probs, mirror, _ = _both(mirror_trained, tta=True)
+    ok = ~np.isnan(probs[:, LEFT, 0])
+    np.testing.assert_allclose(mirror[:, LEFT][ok], probs[:, RIGHT][ok], atol=1e-5)
+    np.testing.assert_allclose(mirror[:, RIGHT][ok], probs[:, LEFT][ok], atol=1e-5)
+    canal = [i for i, (c, _) in enumerate(AXIAL_TARGETS) if c == "spinal_canal_stenosis"]
+    np.testing.assert_allclose(mirror[:, canal], probs[:, canal], atol=1e-5)
+
+
+def _crops_table(rows: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    return pd.DataFrame(
+        [(7, 1, i + 1, level, file) for i, (level, file) in enumerate(rows)],
+        columns=["study_id", "series_id", "instance_number", "level", "file"],
+    )
+
+
+def test_label_vectors_follow_the_target_order(crops_folder: Path) -> None:
+    folder = CropFolder.open(crops_folder, truth=True)
+    (vector,) = label_vectors(folder.labels(), [2002], CROPS)
+    assert vector[AXIAL_TARGETS.index(("left_subarticular_stenosis", "l1_l2"))] == -1  # blank
+    row = folder.crops[(folder.crops.study_id == 2002) & (folder.crops.level == "l2_l3")].iloc[0]
+    i = AXIAL_TARGETS.index(("spinal_canal_stenosis", "l2_l3"))
+    assert vector[i] == ["normal_mild", "moderate", "severe"].index(row.spinal_canal_stenosis)

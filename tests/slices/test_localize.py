@@ -1,0 +1,84 @@
+"""Stage 1 on slices: the letterbox frame, samples that mask unmarked levels, the masked loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spinegrade.constants import LEVELS
+from spinegrade.localize.train import heatmap_loss
+from spinegrade.slices.grade import load_volumes, slice_files
+from spinegrade.slices.inputs import SliceFolder
+from spinegrade.slices.localize import InputFrame, MeanPosition, Prepared, prepare, samples
+from spinegrade.slices.volumes import slice_volume
+
+from .conftest import fast_config
+
+
+def test_the_frame_maps_points_where_the_resampled_image_puts_them() -> None:
+    png = np.zeros((250, 250), np.uint8)
+    png[180, 60] = 255  # one bright pixel (row 180, col 60)
+    vol = slice_volume(png, (540, 384), 300.0)  # rows were squeezed: the letterbox pads columns
+    image, frame = prepare(vol, 96)
+    u, v = frame.to_input([[60, 180]])[0]
+    resampled = frame.resample(png)
+    peak = np.unravel_index(np.argmax(resampled), resampled.shape)
+    assert abs(peak[1] - u) <= 1 and abs(peak[0] - v) <= 1
+    np.testing.assert_allclose(frame.from_input(frame.to_input([[60.3, 180.7]])), [[60.3, 180.7]])
+    assert frame.scale[0] < frame.scale[1]  # a PNG column is narrower (in mm) than a row is tall
+    assert image.shape == (1, 96, 96) and image.dtype == np.float16
+
+
+def test_a_sample_supervises_only_the_levels_marked_on_its_slice(slices_folder: Path) -> None:
+    folder = SliceFolder.open(slices_folder, truth=True)
+    cfg = fast_config("slices_cpu")
+    volumes = load_volumes(folder, cfg)
+    prepared = Prepared.of(volumes, 64)
+    items = samples(folder.points, slice_files(folder), prepared)
+    assert len(items) == len(folder.slices)  # one (slice, side) each here
+    marked = folder.points.groupby(["study_id", "series_id", "instance_number"])["level"].apply(set)
+    for item, file in zip(items, sorted(prepared.index, key=prepared.index.get)):
+        row = folder.slices[folder.slices.file == file].iloc[0]
+        levels = marked[(row.study_id, row.series_id, row.instance_number)]
+        expected = [float(lv in levels) for lv in LEVELS]
+        assert item.mask.tolist() == expected
+        assert np.isfinite(item.points[:, 0]).tolist() == [bool(e) for e in expected]
+
+
+def test_the_loss_ignores_masked_channels() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8, requires_grad=True)
+    target = torch.rand(2, 5, 8, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.float32)
+    loss = heatmap_loss(10.0)(logits, {"target": target, "mask": mask})
+    loss.backward()
+    grad = logits.grad.abs().sum(dim=(2, 3))
+    assert (grad[mask == 0] == 0).all() and (grad[mask == 1] > 0).all()
+    # and the masked channels' targets do not matter at all
+    other = target.clone()
+    other[mask == 0] = 1.0 - other[mask == 0]
+    again = heatmap_loss(10.0)(logits.detach(), {"target": other, "mask": mask})
+    assert float(again) == pytest.approx(float(loss.detach()))
+
+
+def test_the_mean_position_baseline_is_the_mean_normalised_point() -> None:
+    train = pd.DataFrame(
+        {"level": ["l1_l2", "l1_l2", "l2_l3"], "x": [9.5, 19.5, 4.5], "y": [4.5, 14.5, 9.5],
+         "rows": [50, 100, 50], "cols": [50, 100, 50]}
+    )  # fmt: skip
+    base = MeanPosition.fit(train)
+    np.testing.assert_allclose(base.means["l1_l2"], [0.2, 0.125])
+    asked = pd.DataFrame({"level": ["l1_l2", "l4_l5"], "rows": [200, 200], "cols": [100, 100]})
+    out = base.locate(asked)
+    assert out["x"].iloc[0] == pytest.approx(19.5) and out["y"].iloc[0] == pytest.approx(24.5)
+    assert np.isnan(out["x"].iloc[1])  # a level without training points
+
+
+def test_the_frame_of_a_square_slice_is_the_identity_at_its_size() -> None:
+    vol = slice_volume(np.zeros((64, 64), np.uint8), (128, 128), 64.0)
+    frame = InputFrame.of(vol, 64)
+    np.testing.assert_allclose(frame.to_input([[3.0, 40.0]]), [[3.0, 40.0]])

@@ -1,0 +1,86 @@
+"""k-fold training of both layouts: the run folder's layout, out-of-fold rows, resuming by fold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spinegrade.errors import ConfigError, DataError
+from spinegrade.slices.folder import LAYOUT, SlicesRun
+from spinegrade.slices.train import train
+
+from .conftest import fast_config, write_crops_folder
+
+
+def _paths(run: Path, folds: int, only_slices: bool) -> list[Path]:
+    """Every path of LAYOUT in `run` (fold_<k> expanded), without the slices-only entries when
+    `only_slices` is False."""
+    out = []
+    for name, what in LAYOUT:
+        if not only_slices and what.startswith("slices:"):
+            continue
+        names = [name.replace("<k>", str(k)) for k in range(folds)] if "<k>" in name else [name]
+        out += [run / n.rstrip("/") for n in names]
+    return out
+
+
+def test_a_slices_run_holds_its_layout_and_one_oof_row_per_target(slices_run: dict) -> None:
+    run = SlicesRun(slices_run["run"])
+    missing = [str(p) for p in _paths(run.path, 2, True) if not p.exists()]
+    assert missing == []
+    assert run.mode() == "slices" and run.completed_folds() == [0, 1]
+    points = pd.read_csv(slices_run["data"] / "points.csv")
+    oof = pd.read_csv(run / "oof_points.csv")
+    assert len(oof) == len(points) and set(oof["fold"]) == {0, 1}
+    assert list(oof.columns) == [
+        *("study_id", "series_id", "instance_number", "condition", "level"),
+        *("x", "y", "confidence", "fold"),
+    ]
+    for name in ("oof_predictions.csv", "oof_predictions_true_points.csv"):
+        rows = pd.read_csv(run / name)
+        assert len(rows) == len(points) and rows["row_id"].is_unique
+        assert rows[["normal_mild", "moderate", "severe"]].sum(axis=1).round(6).eq(1).all()
+    folds = pd.read_csv(run / "folds.csv")
+    for k in (0, 1):  # a fold's OOF rows are its held-out studies
+        held = set(folds.study_id[folds.fold == k])
+        assert set(oof.study_id[oof.fold == k]) == held
+        record = json.loads((run.fold_dir(k) / "fold.json").read_text())
+        assert set(record["epoch_seconds"]) == {"localize", "grade"}
+        assert all(v > 0 for v in record["epoch_seconds"].values())
+    assert set(slices_run["summary"].epoch_seconds) == {"localize", "grade"}
+
+
+def test_a_crops_run_has_no_localiser_and_15_targets_a_study(crops_run: dict) -> None:
+    run = SlicesRun(crops_run["run"])
+    assert [str(p) for p in _paths(run.path, 2, False) if not p.exists()] == []
+    assert not (run / "oof_points.csv").exists() and not run.localizer_dir(0).exists()
+    crops = pd.read_csv(crops_run["data"] / "crops.csv")
+    rows = pd.read_csv(run / "oof_predictions.csv")
+    assert len(rows) == 3 * len(crops)  # canal, left and right at every level that has a crop
+    assert run.mode() == "crops"
+
+
+def test_training_resumes_by_fold_and_refuses_another_config(tmp_path: Path) -> None:
+    data = write_crops_folder(tmp_path / "crops", studies=6)
+    cfg = fast_config("crops_cpu")
+    first = train(data, tmp_path / "run", cfg, folds=[0], progress=False)
+    assert first.folds_trained == [0] and SlicesRun(tmp_path / "run").completed_folds() == [0]
+    model = SlicesRun(tmp_path / "run").grader_model(0)
+    stamp = model.stat().st_mtime_ns
+    second = train(data, tmp_path / "run", cfg, progress=False)
+    assert second.folds_reused == [0] and second.folds_trained == [1]
+    assert model.stat().st_mtime_ns == stamp  # fold 0 was not trained again
+    third = train(data, tmp_path / "run", cfg, progress=False)
+    assert third.folds_trained == [] and third.folds_reused == [0, 1]
+    with pytest.raises(ConfigError, match="another config"):
+        train(data, tmp_path / "run", fast_config("crops_cpu", "grade.crop_px=20"), progress=False)
+
+
+def test_a_run_of_one_layout_is_not_resumed_with_the_other(
+    crops_run: dict, slices_folder: Path
+) -> None:
+    with pytest.raises(DataError, match="a run of crops, not slices"):
+        train(slices_folder, crops_run["run"], fast_config("slices_cpu"), progress=False)
