@@ -311,3 +311,10 @@ def test_detailed_metrics() -> None:
     foramen = out["conditions"][LEFT_FORAMEN]
     assert foramen["auc"]["severe"] is None and any("severe" in n for n in foramen["notes"])
     assert foramen["confusion"] == [[10, 0, 0], [0, 0, 0], [0, 0, 0]]
+    # a group pools its conditions' rows (left and right together)
+    foraminal = out["groups"]["foraminal"]
+    assert foraminal["n"] == 20 and foraminal["log_loss"] == pytest.approx(
+        out["score"]["terms"]["foraminal"]
+    )
+    assert foraminal["confusion"] == [[20, 0, 0], [0, 0, 0], [0, 0, 0]]
+    assert out["groups"]["spinal"] == spinal

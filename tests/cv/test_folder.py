@@ -92,3 +92,15 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a run folder"):
         RunFolder(tmp_path).check()
     assert RunFolder(tmp_path).completed_folds() == []
+
+
+def test_run_json_carries_the_callers_extra_entries(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from spinegrade.config import load_config
+
+    run = RunFolder(tmp_path / "run")
+    folds = pd.DataFrame({"study_id": [1, 2], "fold": [0, 1]})
+    run.start(load_config("tiny"), folds, tmp_path, [0, 1], 1, extra={"slices_mode": "crops"})
+    info = run.info()
+    assert info["slices_mode"] == "crops" and info["format"] == FORMAT_VERSION
