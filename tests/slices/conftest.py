@@ -2,8 +2,9 @@
 
 Sagittal T1 slices: per study one series, per side two slices (levels l1-l3 marked on the first,
 l4-l5 on the second, as real slices carry only some levels), each marked foramen a bright disc on
-a dim noisy background at a level-dependent height, its radius growing with the severity. One
-study's original image is not square (its PNG is stretched, as the real ones are).
+a dim noisy background at a level-dependent height, its radius growing with the severity; each
+study's column of foramina sits somewhere else (so that only the image tells where). One study's
+original image is not square (its PNG is stretched, as the real ones are).
 
 Axial T2 crops: per study level one RGB crop (three slightly different channels), a disc on each
 side whose radius encodes that side's subarticular grade (the image's right half is the patient's
@@ -68,6 +69,7 @@ def write_slices_folder(root: Path, studies: int = 6, seed: int = 0) -> Path:
     for i in range(studies):
         study, series = 1000 + i, 50 + i
         orig = (160, 128) if i == 0 else (128, 128)
+        shift = rng.uniform(-8, 8), rng.uniform(-4, 4)  # where this study's spine sits
         for side, condition in enumerate(
             ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
         ):
@@ -76,8 +78,8 @@ def write_slices_folder(root: Path, studies: int = 6, seed: int = 0) -> Path:
                 image = rng.normal(30, 8, (SLICE_PX, SLICE_PX))
                 for lv in levels:
                     severity = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
-                    x = 32 + rng.normal(0, 2)
-                    y = 8 + 12 * lv + rng.normal(0, 1)
+                    x = 32 + shift[0] + rng.normal(0, 1)
+                    y = 8 + 12 * lv + shift[1] + rng.normal(0, 0.5)
                     _disc(image, x, y, RADIUS[severity], 220)
                     points.append(
                         (study, series, instance, condition, LEVELS[lv], x, y,

@@ -37,8 +37,9 @@ def test_slices_metrics_compare_the_model_with_both_baselines(slices_run: dict) 
         assert metrics[who]["score"]["terms"]["spinal"] is None  # only foraminal targets
     loc = metrics["localization"]
     assert loc["model"]["points"] == loc["baseline"]["points"] == 60
-    # the generated foramina sit at fixed heights (+- 1 px): the baseline is close, never swapped
-    assert loc["baseline"]["p90_px"] < 5 and loc["baseline"]["swaps"] == 0
+    # the generated studies' spines sit within +-4 px of one height, half the 12 px between two
+    # levels: the mean position is near, and never nearer another level's point
+    assert loc["baseline"]["p90_px"] < 12 and loc["baseline"]["swaps"] == 0
     errors = pd.read_csv(run / "localization_errors.csv")
     assert set(errors.who) == {"model", "baseline"} and len(errors) == 120
     text = _text(metrics_table(metrics))

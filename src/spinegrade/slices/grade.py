@@ -2,9 +2,9 @@
 
 One sample is one study: its 10 foraminal targets (Sagittal T1 slices: each target cropped around
 its point on the slice it was marked on) or its 15 axial targets (crops: the canal and both
-subarticular recesses of a level share that level's crop, each target its own token, so the
-context layer tells them apart and lets levels and sides see each other). A target the study does
-not have is a missing token (label blank).
+subarticular recesses of a level are each cropped from that level's crop around where they lie,
+`located_crops`), one token each, so the context layer lets levels and sides see each other. A
+target the study does not have is a missing token (label blank).
 
 Crops are cut by `crop_2p5d` from the images' nominal `Volume`s (`slices.volumes`), so training
 jitter (`grade.coord_jitter_mm`, rotation, zoom) and the intensity augmentation are the DICOM

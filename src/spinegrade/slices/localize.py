@@ -210,21 +210,19 @@ class SliceLocalizer:
             return np.zeros((0, len(LEVELS), 2)), np.zeros((0, len(LEVELS)))
         return np.concatenate(xy), np.concatenate(peak)
 
-    def locate(self, keys: pd.DataFrame, files: list[str], prepared: Prepared) -> pd.DataFrame:
-        """`keys` (one target per row: `level`, ...) and the file of each row's slice -> the keys
-        with the predicted PNG `x`, `y` and `confidence` (the heatmap peak, 0-1)."""
+    def locate(self, keys: pd.DataFrame, prepared: Prepared) -> pd.DataFrame:
+        """`keys` (one target per row, with its `level` and its slice's `file`) -> the keys with
+        the predicted PNG `x`, `y` and `confidence` (the heatmap peak, 0-1)."""
+        files = keys["file"].tolist()
         order = sorted(set(files), key=prepared.index.__getitem__)
         xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order])
         at = {f: i for i, f in enumerate(order)}
-        out = keys.copy()
         rows = np.array([at[f] for f in files], dtype=np.int64)
         levels = np.array([LEVELS.index(lv) for lv in keys["level"]], dtype=np.int64)
-        pts = np.array(
-            [
-                prepared.frames[prepared.index[f]].from_input(xy[r, lv][None])[0]
-                for f, r, lv in zip(files, rows, levels)
-            ]
-        ).reshape(-1, 2)
+        pts = np.zeros((len(keys), 2))
+        for i, (f, r, lv) in enumerate(zip(files, rows, levels)):
+            pts[i] = prepared.frames[prepared.index[f]].from_input(xy[r, lv][None])[0]
+        out = keys.copy()
         out["x"], out["y"] = pts[:, 0], pts[:, 1]
         out["confidence"] = peak[rows, levels] if len(rows) else np.zeros(0)
         return out

@@ -29,7 +29,7 @@ from spinegrade.grade.calibrate import calibrate_probs
 from spinegrade.grade.dataset import Located
 from spinegrade.grade.predict import Grader
 from spinegrade.io import write_with
-from spinegrade.slices.folder import PREDICTED_POINTS, SUBMISSION, SlicesRun
+from spinegrade.slices.folder import FOLD_JSON, PREDICTED_POINTS, SUBMISSION, SlicesRun
 from spinegrade.slices.grade import grade, load_volumes, located_crops, located_slices, slice_files
 from spinegrade.slices.inputs import (
     AXIAL_CONDITIONS,
@@ -68,11 +68,11 @@ def load_folds(
     """The models of `folds` (default: every complete fold)."""
     done = run.completed_folds()
     wanted = done if folds is None else list(folds)
+    if not wanted:
+        raise DataError(f"{run.path}: no complete fold yet (no fold_<k>/{FOLD_JSON})")
     missing = [k for k in wanted if not run.grader_model(k).is_file()]
-    if not wanted or missing:
-        raise DataError(
-            f"{run.path}: no trained fold {missing or ''} (no fold_<k>/grader/model.pt)"
-        )
+    if missing:
+        raise DataError(f"{run.path}: fold(s) {missing} have no trained grader")
     dev = resolve_device(device)
     slices = run.mode() == SLICES
     return [
@@ -132,7 +132,7 @@ def predict_folder(
             size = m.localizer.cfg.image_size
             if size not in prepared:
                 prepared[size] = Prepared.of(volumes, size)
-            found = m.localizer.locate(keys, keys["file"].tolist(), prepared[size])
+            found = m.localizer.locate(keys, prepared[size])
             points.append(found)
             samples = located_slices(found, slice_files(folder), volumes, studies)
         else:
