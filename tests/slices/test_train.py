@@ -75,6 +75,10 @@ def test_training_resumes_by_fold_and_refuses_another_config(tmp_path: Path) -> 
     assert model.stat().st_mtime_ns == stamp  # fold 0 was not trained again
     third = train(data, tmp_path / "run", cfg, progress=False)
     assert third.folds_trained == [] and third.folds_reused == [0, 1]
+    (SlicesRun(tmp_path / "run").fold_dir(1) / "fold.json").unlink()  # as if stopped before it
+    fourth = train(data, tmp_path / "run", cfg, progress=False)
+    assert fourth.folds_trained == [1] and fourth.folds_reused == [0]
+    assert model.stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match="another config"):
         train(data, tmp_path / "run", fast_config("crops_cpu", "grade.crop_px=20"), progress=False)
 
