@@ -45,6 +45,7 @@ METRICS_JSON = "metrics.json"
 LOCALIZATION_JSON = "localization.json"
 FIGURES_DIR = "figures"
 CACHE_DIR = "cache"
+ONNX_DIR = "onnx"
 FOLD_JSON = "fold.json"
 PRIOR_CSV = "prior.csv"
 LOCALIZATION_ERRORS = "localization_errors.csv"
@@ -72,6 +73,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (LOCALIZATION_JSON, "localisation figures out of fold, model and baseline"),
     (f"{FIGURES_DIR}/", "learning curves, confusion matrices, ROC, localisation"),
     (f"{CACHE_DIR}/", "the studies read once (npz), unless data.cache_dir says elsewhere"),
+    (f"{ONNX_DIR}/", "`spinegrade export`'s default: the networks as ONNX, and their manifest"),
 )
 
 #: Config keys that may change between a run and its resumption (they do not change results).
@@ -102,6 +104,10 @@ class RunFolder:
     def grader_model(self, k: int) -> Path:
         return self.fold_dir(k) / GRADER_DIR / MODEL_PT
 
+    def onnx_dir(self) -> Path:
+        """`RUN/onnx`: where `spinegrade export` writes, and `--engine onnx` reads, by default."""
+        return self.path / ONNX_DIR
+
     def cache_dir(self, cfg: Config) -> Path:
         """The study cache: `cfg.data.cache_dir`, else `RUN/cache`."""
         return Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.path / CACHE_DIR
@@ -115,6 +121,18 @@ class RunFolder:
             for p in self.path.glob(f"fold_*/{FOLD_JSON}")
         )
         return sorted(int(m.group(1)) for m in found if m)
+
+    def chosen_folds(self, folds: Sequence[int] | None = None) -> list[int]:
+        """The complete folds, or those of `folds` (DataError if one is not complete), in order."""
+        done = self.completed_folds()
+        if folds is not None:
+            unknown = sorted(set(folds) - set(done))
+            if unknown:
+                raise DataError(f"{self.path}: no complete fold(s) {unknown}; complete: {done}")
+            done = sorted(set(folds))
+        if not done:
+            raise DataError(f"{self.path}: no complete fold yet (no fold_<k>/{FOLD_JSON})")
+        return done
 
     def check(self) -> None:
         """Raise one-line DataError unless this is a run folder of `FORMAT_VERSION`."""

@@ -14,13 +14,18 @@ from spinegrade.grade.augment import MIRROR_INDEX, mirror_sample
 from spinegrade.grade.dataset import CropParams, locate_targets, study_crops
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training.checkpoint import load_checkpoint
+from spinegrade.training.runtime import Net, as_net
 
 
 class Grader:
-    """A trained grading network with its crop geometry, ready to predict on studies."""
+    """A trained grading network with its crop geometry, ready to predict on studies.
 
-    def __init__(self, model: GraderNet, crop: CropParams, device: torch.device) -> None:
-        self.model = model.to(device).eval()
+    The network is a `Net` (`training.runtime`: torch or ONNX Runtime) taking `crops (b, 25, S,
+    P, P)` float32 and `valid (b, 25)` bool; a `GraderNet` given here is wrapped in a `TorchNet`.
+    """
+
+    def __init__(self, model: GraderNet | Net, crop: CropParams, device: torch.device) -> None:
+        self.net = as_net(model, device)
         self.crop = crop
         self.device = device
 
@@ -28,12 +33,7 @@ class Grader:
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Grader:
         """Rebuild the grader from a `model.pt` written by `train_grader` (SpinegradeError if
         unusable)."""
-        device = torch.device(device)
-        state = load_checkpoint(path, map_location=device)
-        meta = state.get("meta", {})
-        model = GraderNet(GraderSpec(**meta["spec"]))
-        model.load_state_dict(state["model"])
-        return cls(model, CropParams(**meta["crop"]), device)
+        return cls(*load_grader_net(path), torch.device(device))
 
     def predict(self, study: Study, points: pd.DataFrame, *, tta: bool = False) -> np.ndarray:
         """Probabilities `(25, 3)` in `TARGETS` order; NaN rows for targets without a usable point.
@@ -44,7 +44,6 @@ class Grader:
         """
         return self.predict_many([(study, points)], tta=tta)[0]
 
-    @torch.no_grad()
     def predict_many(
         self, items: Iterable[tuple[Study, pd.DataFrame]], *, tta: bool = False, batch_size: int = 8
     ) -> list[np.ndarray]:
@@ -83,7 +82,14 @@ class Grader:
     def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Softmax of the network on `crops (b, 25, S, P, P)`, `valid (b, 25)` -> `(b, 25, 3)`
         float64."""
-        logits = self.model(
-            torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device)
-        )
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
+        logits = torch.from_numpy(self.net(crops, valid))
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+
+
+def load_grader_net(path: str | Path) -> tuple[GraderNet, CropParams]:
+    """The network (on CPU, eval mode) and crop geometry of a `model.pt` from `train_grader`."""
+    state = load_checkpoint(path)
+    meta = state.get("meta", {})
+    model = GraderNet(GraderSpec(**meta["spec"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), CropParams(**meta["crop"])
