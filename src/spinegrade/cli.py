@@ -46,6 +46,18 @@ def main() -> None:
 # Commands are added below, each a few lines over its API function.
 
 
+def _fold_list(folds: str | None) -> list[int] | None:
+    """`--folds 0,1` -> [0, 1] (None: all); a ConfigError for anything else."""
+    from spinegrade.errors import ConfigError
+
+    try:
+        return None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
+        ) from None
+
+
 @app.command()
 def score(
     labels: Annotated[Path, typer.Option("--labels", help="train.csv-like labels file")],
@@ -280,16 +292,9 @@ def train(
     from spinegrade.config import load_config
     from spinegrade.cv.evaluate import metrics_table
     from spinegrade.cv.train import train as train_run
-    from spinegrade.errors import ConfigError
 
     cfg = load_config(config, overrides or [])
-    try:
-        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
-        ) from None
-    summary = train_run(data_root, out, cfg, folds=wanted)
+    summary = train_run(data_root, out, cfg, folds=_fold_list(folds))
     if summary.rank == 0:
         console.print(metrics_table(summary.metrics))
         console.print(
@@ -492,6 +497,21 @@ def predict(
             help="with --dicomweb: store the SR and overlays back into each study (STOW-RS)",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="what runs the networks: torch (the checkpoints) or onnx (ONNX Runtime on the "
+            "networks of `spinegrade export`)"
+        ),
+    ] = "torch",
+    onnx_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx-dir",
+            help="with --engine onnx: the folder `spinegrade export` wrote (default: RUN_DIR/onnx)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML
     reports.
@@ -503,17 +523,16 @@ def predict(
 
     from spinegrade.errors import ConfigError
 
-    try:
-        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
-        ) from None
+    wanted = _fold_list(folds)
     if (studies is None) == (dicomweb is None):
         raise ConfigError("give either a STUDIES folder or --dicomweb URL with --study UID")
     if dicomweb is None and (study or store):
         raise ConfigError("--study and --store go with --dicomweb URL")
-    common = dict(workers=workers, tta=tta, device=device, folds=wanted)
+    if onnx_dir is not None and engine != "onnx":
+        raise ConfigError("--onnx-dir goes with --engine onnx")
+    common = dict(
+        workers=workers, tta=tta, device=device, folds=wanted, engine=engine, onnx_dir=onnx_dir
+    )
     if dicomweb is not None:
         from spinegrade.inference.dicomweb import predict_dicomweb
 
@@ -557,6 +576,30 @@ def predict(
     )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx",
+            help="output folder for the ONNX networks and manifest.json (default: RUN_DIR/onnx)",
+            show_default=False,
+        ),
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="export only these folds, e.g. 0,1 (default: all complete)")
+    ] = None,
+) -> None:
+    """Export every complete fold's networks (localiser sagittal and axial, grader) to ONNX, with a
+    manifest tying them to the run folder; `predict --engine onnx` runs them."""
+    from spinegrade.cv.export import export_run
+    from spinegrade.cv.folder import RunFolder
+
+    manifest = export_run(run_dir, onnx or RunFolder(run_dir).onnx_dir(), folds=_fold_list(folds))
+    console.print(f"ONNX networks and manifest: {manifest}", soft_wrap=True, highlight=False)
 
 
 @app.command()

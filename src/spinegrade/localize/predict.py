@@ -38,7 +38,6 @@ from spinegrade.localize.dataset import (
     PreparedStacks,
     all_slice_inputs,
     main_stack,
-    slice_input,
 )
 from spinegrade.localize.decode import decode_heatmaps
 from spinegrade.localize.model import HeatmapNet, HeatmapSpec
@@ -243,9 +242,8 @@ class Localizer:
         }
         images = np.stack(
             [
-                slice_input(
-                    prepared.get(vols[(h.series_id, h.stack_index)], self.cfg.image_size),
-                    h.slice_index,
+                prepared.slice_input(
+                    vols[(h.series_id, h.stack_index)], self.cfg.image_size, h.slice_index
                 )
                 for _, h in jobs
             ]
