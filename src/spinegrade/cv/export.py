@@ -187,25 +187,23 @@ def _export(
     inputs: Sequence[str],
     outputs: Sequence[str],
 ) -> dict[str, Any]:
-    """Export one network; its manifest entry: file, inputs and outputs with shapes and types."""
-    import onnx
-
+    """Export one network; its manifest entry: file, inputs and outputs with shapes (`batch`,
+    then the example's sizes, which the export fixes) and element types."""
     export_onnx(module, example, path, inputs, outputs)
-    graph = onnx.load(str(path), load_external_data=False).graph
+    with torch.no_grad():
+        result = module.eval()(*example)
+    results = result if isinstance(result, tuple) else (result,)
     return {
         "file": path.name,
-        "inputs": [_tensor_info(v) for v in graph.input],
-        "outputs": [_tensor_info(v) for v in graph.output],
+        "inputs": [_tensor_info(n, t) for n, t in zip(inputs, example)],
+        "outputs": [_tensor_info(n, t) for n, t in zip(outputs, results)],
     }
 
 
-def _tensor_info(value: Any) -> dict[str, Any]:
-    """Name, shape (`batch` for the dynamic dimension) and element type of a graph input/output."""
-    import onnx
-
-    kind = value.type.tensor_type
+def _tensor_info(name: str, tensor: torch.Tensor) -> dict[str, Any]:
+    """Name, shape (`batch` for the dynamic first dimension) and element type of a tensor."""
     return {
-        "name": value.name,
-        "shape": [d.dim_param or d.dim_value for d in kind.shape.dim],
-        "dtype": onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type).name,
+        "name": name,
+        "shape": ["batch", *tensor.shape[1:]],
+        "dtype": str(tensor.dtype).removeprefix("torch."),
     }

@@ -50,7 +50,10 @@ class TorchNet:
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in inputs]
         if self.channels_last:
-            tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+            tensors = [
+                t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                for t in tensors
+            ]
         return self.module(*tensors).float().cpu().numpy()
 
 
@@ -75,6 +78,14 @@ def onnx_providers(device: torch.device) -> list[str]:
     return [CPU_PROVIDER]
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a file it cannot load (its own classes, not RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoSuchFile")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
 class OnnxNet:
     """An ONNX Runtime session as a `Net`; inputs are given in the graph's input order.
 
@@ -93,11 +104,12 @@ class OnnxNet:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        load_errors = _load_errors()
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=onnx_providers(device)
             )
-        except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
+        except load_errors as exc:
             raise DataError(f"{path}: not a loadable ONNX network ({_first_line(exc)})") from None
         self.path = path
         self.inputs = [i.name for i in self.session.get_inputs()]
