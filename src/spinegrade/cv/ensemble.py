@@ -117,7 +117,7 @@ class StudyPrediction:
     study_id: int
     probs: np.ndarray
     targets: pd.DataFrame  #: TARGET_COLUMNS
-    timing: Timing = field(default_factory=Timing)  #: stages localize, grade
+    timing: Timing = field(default_factory=Timing)  #: stages prepare, localize, grade
 
 
 class Ensemble:
@@ -190,6 +190,9 @@ class Ensemble:
             with timing.measure("grade"):
                 probs.append(f.calibrate(f.grader.predict(study, points[-1], tta=tta)))
         pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)
+        timing.add(prepared.timing)  # "prepare" happened inside "localize": count it once
+        for seconds in (timing.wall, timing.cpu):
+            seconds["localize"] -= seconds.get("prepare", 0.0)
         pred.timing = timing
         return pred
 

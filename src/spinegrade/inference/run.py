@@ -51,7 +51,7 @@ from spinegrade.timing import Timing
 if TYPE_CHECKING:  # highdicom is imported only with dicom_out (it costs ~1 s)
     from spinegrade.inference.dicom_out import DicomJob, Provenance
 
-STAGES = ("read", "localize", "grade", "write")
+STAGES = ("read", "prepare", "localize", "grade", "write")
 
 
 @dataclass

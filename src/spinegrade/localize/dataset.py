@@ -37,6 +37,7 @@ from spinegrade.constants import (
 )
 from spinegrade.dicom import Study, Volume
 from spinegrade.localize.targets import gaussian_heatmaps, slice_amplitude, to_heatmap
+from spinegrade.timing import Timing
 
 CANAL = "spinal_canal_stenosis"
 FORAMEN = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
@@ -88,6 +89,7 @@ class PreparedStacks:
     (the folds of a run) so that each stack, or each slice asked for, is prepared once."""
 
     def __init__(self) -> None:
+        self.timing = Timing()  #: stage "prepare": the time spent preparing
         # the volume is kept in each entry, so its id cannot be reused while the memo lives
         self._memo: dict[tuple[int, int], tuple[Volume, np.ndarray]] = {}
         self._windows: dict[int, tuple[Volume, tuple[float, float]]] = {}
@@ -97,7 +99,9 @@ class PreparedStacks:
         """`prepare_stack(volume, size)`: every slice `(s, size, size)`, computed on first use."""
         key = (id(volume), size)
         if key not in self._memo:
-            self._memo[key] = (volume, prepare_stack(volume, size, window=self._window(volume)))
+            with self.timing.measure("prepare"):
+                window = self._window(volume)
+                self._memo[key] = (volume, prepare_stack(volume, size, window=window))
         return self._memo[key][1]
 
     def slice_input(self, volume: Volume, size: int, index: int) -> np.ndarray:
@@ -108,7 +112,8 @@ class PreparedStacks:
         idx = neighbour_indices(volume.shape[0], np.array([index]))[0]
         todo = [i for i in dict.fromkeys(idx.tolist()) if (id(volume), size, i) not in self._slices]
         if todo:
-            ready = prepare_stack(volume, size, np.array(todo), self._window(volume))
+            with self.timing.measure("prepare"):
+                ready = prepare_stack(volume, size, np.array(todo), self._window(volume))
             for i, image in zip(todo, ready):
                 self._slices[(id(volume), size, i)] = (volume, image)
         return np.stack([self._slices[(id(volume), size, i)][1] for i in idx]).astype(np.float32)
