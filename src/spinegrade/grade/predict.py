@@ -31,7 +31,8 @@ class Grader:
         device = torch.device(device)
         state = load_checkpoint(path, map_location=device)
         meta = state.get("meta", {})
-        model = GraderNet(GraderSpec(**meta["spec"]))
+        # the checkpoint's weights replace the starting ones: never fetch or read those again
+        model = GraderNet(GraderSpec(**{**meta["spec"], "pretrained": False}))
         model.load_state_dict(state["model"])
         return cls(model, CropParams(**meta["crop"]), device)
 
