@@ -21,11 +21,15 @@ which study. Across several machines (`--nnodes`) the run folder and the cache m
 system every node sees.
 
 The grader's training also reports a validation loss on the held-out studies' TRUE coordinates for
-the learning curves; it selects nothing (no early stopping), so the OOF predictions stay honest.
+the learning curves; it selects nothing, so the OOF predictions stay honest. With
+`<stage>.optim.early_stopping` each network chooses its epoch on an inner fold of the fold's
+TRAINING studies (`spinegrade.training.selection`: the stage splits the training studies it is
+given); `fold.json` records each network's inner studies and chosen epoch.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +69,8 @@ from spinegrade.localize.evaluate import point_errors
 from spinegrade.localize.train import train_localizer
 from spinegrade.metrics import smoothed_prior
 from spinegrade.training import distributed
+from spinegrade.training.backbones import check_pretrained
+from spinegrade.training.selection import SELECTION_JSON
 
 T = TypeVar("T")
 
@@ -148,8 +154,10 @@ def train(
     show = progress and info.is_main
     try:
         wanted = _wanted_folds(folds, cfg.data.folds)
+        check_pretrained(cfg.localize.pretrained, cfg.localize.backbone, "localize.pretrained")
+        check_pretrained(cfg.grade.pretrained, cfg.grade.backbone, "grade.pretrained")
         _on_main(lambda: run.check_config(cfg))  # before reading any data
-        tables, labels, left_out = _load(data_root, cfg, show)
+        tables, labels, left_out = load_labels(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
         _on_main(lambda: run.start(cfg, fold_table, data_root, wanted, info.world_size))
         cached = _on_main(
@@ -192,7 +200,9 @@ def _on_main(fn: Callable[[], T]) -> T:
     return outcome
 
 
-def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.DataFrame, list[int]]:
+def load_labels(
+    data_root: Path, cfg: Config, show: bool = True
+) -> tuple[RsnaTables, pd.DataFrame, list[int]]:
     """Tables, the labels of the studies to cross-validate (those with an image folder, first
     `max_studies` by id), and the labelled studies left out for having no images."""
     tables = load_tables(data_root)
@@ -447,6 +457,11 @@ def _write_fold(
             "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
             "timings": timings,
             "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
+            "selection": {
+                name: json.loads((folder / SELECTION_JSON).read_text(encoding="utf-8"))
+                for name, folder in run.networks(k).items()
+                if (folder / SELECTION_JSON).is_file()
+            },
         },
     )
     merge_oof(run)
