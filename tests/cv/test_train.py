@@ -126,7 +126,10 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
         (fdir / "grader" / "history.json").write_text(
             json.dumps(
-                [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]
+                [
+                    {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "select_loss": 1.1 / e}
+                    for e in (1, 2, 3)
+                ]
             )
         )
         (fdir / FOLD_JSON).write_text("{}")

@@ -122,7 +122,7 @@ def find_lr(
         {k: c.to_dict() for k, c in curves.items()},
         out_dir / f"lr_find_{stage}.png",
         f"LR range test, {stage}: {len(train_ids)} training studies of fold {FOLD} "
-        f"(config {cfg.name}); suggested {stage}.optim.lr = {suggestion:.3g}",
+        f"(config {cfg.name})\nsuggested {stage}.optim.lr = {suggestion:.3g}",
     )
     curves_json = write_json(
         out_dir / f"lr_find_{stage}.json",
