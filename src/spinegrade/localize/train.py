@@ -132,16 +132,12 @@ def heatmap_sets(
     )
     for sid, why in cached.failed.items():
         tqdm.write(f"skipped study {sid}: {why}")
-    sets = dict(
-        zip(
-            (SAGITTAL_DIR, AXIAL_DIR),
-            build_samples(cached.paths, tables.coordinates, lcfg, progress),
-        )
-    )
-    if not all(s.samples for s in sets.values()):
+    sag, ax = build_samples(cached.paths, tables.coordinates, lcfg, progress)
+    if not sag.samples or not ax.samples:
         raise DataError(
             f"{data_root}: no labelled sagittal or axial slices among {len(study_ids)} studies"
         )
+    sets = {SAGITTAL_DIR: sag, AXIAL_DIR: ax}
     return {
         sub: HeatmapDataset(
             sets[sub].stacks,

@@ -192,11 +192,7 @@ def fit(
                     collate_fn,
                 )
                 record["select_loss"] = distributed.broadcast_object(loss)  # one decision for all
-                if best is None or record["select_loss"] < best["loss"]:
-                    best = {"epoch": epoch + 1, "loss": record["select_loss"]}
-                    best["model"] = {
-                        k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()
-                    }
+                best = _better(best, epoch + 1, record["select_loss"], eval_model)
             history.append(record)
             log.add(record, (epoch + 1) * steps_per_epoch, "epoch")
             if info.is_main:
@@ -359,6 +355,17 @@ def _sampler(train_set: Dataset, seed: int, sample_weights: Sequence[float] | No
     if distributed.current().enabled:
         return DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
     return RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+
+
+def _better(
+    best: dict[str, Any] | None, epoch: int, loss: float, model: nn.Module
+) -> dict[str, Any] | None:
+    """`best`, or this epoch, its loss and a CPU copy of `model`'s weights when `loss` is lower
+    (the first of equal losses is kept)."""
+    if best is not None and loss >= best["loss"]:
+        return best
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"epoch": epoch, "loss": loss, "model": weights}
 
 
 def _make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
