@@ -588,7 +588,13 @@ def _labelled_points_section(facts: dict[str, Any], figures: dict[str, Path]) ->
         "marker lies on another slice of the stack. Check here that points land on the anatomy "
         "they name and that left and right are where the geometry says."
     )
-    return body + "".join(html.figure(figures[k], k.replace("_", " ")) for k in drawn)
+    return body + "".join(html.figure(figures[k], _labelled_caption(k)) for k in drawn)
+
+
+def _labelled_caption(key: str) -> str:
+    """`labelled_<study>_<overlay>` -> `study <study>: <the overlay's title>`."""
+    _, study, name = key.split("_", 2)
+    return f"study {study}: {OVERLAY_TITLES[name]}"
 
 
 def _position_section(coords: pd.DataFrame, figures: dict[str, Path]) -> str:
