@@ -100,6 +100,8 @@ def validate(
             )
         if report.problems:
             console.print(table)
+        if report.images is not None:
+            console.print(report.images.summary(), soft_wrap=True, highlight=False)
         console.print(
             f"{data_root} ({split}): {len(report.errors)} error(s), "
             f"{len(report.warnings)} warning(s)",

@@ -220,8 +220,12 @@ class RunFolder:
         data_root: Path,
         wanted: Sequence[int],
         world_size: int,
+        *,
+        left_out: Sequence[int] = (),
     ) -> None:
-        """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches."""
+        """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches.
+
+        `left_out`: labelled studies not trained on because they have no images (run.json)."""
         self.check_config(cfg)
         self.check_folds(fold_table)
         save_config(cfg, self.path / CONFIG_YAML)
@@ -232,6 +236,7 @@ class RunFolder:
                 "format": FORMAT_VERSION,
                 "data_root": str(Path(data_root).resolve()),
                 "studies": len(fold_table),
+                "studies_left_out_without_images": [int(s) for s in left_out],
                 "folds_asked": list(wanted),
                 "world_size": world_size,
                 "spinegrade": __version__,

@@ -59,7 +59,7 @@ from spinegrade.cv.folder import (
 )
 from spinegrade.data.cache import CacheResult, cache_studies, load_cached
 from spinegrade.data.folds import make_folds
-from spinegrade.data.tables import RsnaTables, load_tables, validate_tables
+from spinegrade.data.tables import RsnaTables, image_coverage, load_tables, validate_tables
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.grade import train_grader
 from spinegrade.io import write_json, write_with
@@ -159,7 +159,11 @@ def train(
         _on_main(lambda: run.check_config(cfg))  # before reading any data
         tables, labels, left_out = load_labels(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
-        _on_main(lambda: run.start(cfg, fold_table, data_root, wanted, info.world_size))
+        _on_main(
+            lambda: run.start(
+                cfg, fold_table, data_root, wanted, info.world_size, left_out=left_out
+            )
+        )
         cached = _on_main(
             lambda: _build_cache(data_root, tables, fold_table, run.cache_dir(cfg), cfg, show)
         )
@@ -220,21 +224,19 @@ def load_labels(
         )
     assert tables.labels is not None
     labels = tables.labels.sort_values("study_id").reset_index(drop=True)
-    images = data_root / "train_images"
-    present = (
-        {int(d.name) for d in images.iterdir() if d.is_dir() and d.name.isdigit()}
-        if images.is_dir()
-        else set()
-    )
-    if not present:
-        raise DataError(f"{images}: no study folders (the images of train.csv's studies)")
-    has = labels["study_id"].isin(present)
-    left_out = labels.loc[~has, "study_id"].astype(int).tolist()
+    coverage = image_coverage(tables)
+    if not coverage.with_images:
+        raise DataError(
+            f"{coverage.images_dir}: no folder of a labelled study (the images of "
+            f"train.csv's studies)"
+        )
+    has = labels["study_id"].isin(coverage.with_images)
+    left_out = list(coverage.without_images)
     if left_out:
         shown = ", ".join(map(str, left_out[:5])) + (" ..." if len(left_out) > 5 else "")
         _say(
-            f"training on the {int(has.sum())} labelled studies that have images; "
-            f"{len(left_out)} have none and are left out ({shown})",
+            f"{coverage.summary()}; training on those {len(coverage.with_images)}, leaving out "
+            f"{len(left_out)} ({shown}; all listed in run.json)",
             show,
         )
     labels = labels[has].reset_index(drop=True)
