@@ -15,7 +15,7 @@ from spinegrade.data.folds import make_folds
 from spinegrade.data.tables import load_tables
 from tests.grade.conftest import grade_data  # noqa: F401 - the 8-study RSNA folder fixture
 
-#: Small networks, so that a 12-step sweep takes about a second.
+#: Small networks and batches keep the 12-step sweeps short.
 SMALL = [
     "data.num_workers=0",
     "grade.backbone=test_resnet",

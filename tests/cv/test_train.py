@@ -439,6 +439,7 @@ def test_early_stopping_never_selects_on_the_held_out_fold(
         grader["trained_on"] = list(train_set.ids)
         grader["weights"] = list(sample_weights)
         np.testing.assert_allclose(sample_weights, excess_weights(train_set.labels, 0.5))
+        assert len(set(sample_weights)) > 1  # the training studies are drawn unequally
         spied = Selection(Seen(select.dataset, grader["selected_on"]), select.study_ids)
         return real_fit(
             model, train_set, val_set, *args, select=spied, sample_weights=sample_weights, **kwargs
