@@ -112,6 +112,8 @@ def validate(
             )
         if report.problems:
             console.print(table)
+        if report.images is not None:
+            console.print(report.images.summary(), soft_wrap=True, highlight=False)
         console.print(
             f"{data_root} ({split}): {len(report.errors)} error(s), "
             f"{len(report.warnings)} warning(s)",
@@ -321,6 +323,76 @@ def evaluate(
 
     console.print(metrics_table(evaluate_run(run_dir, data_root=data)))
     console.print(f"metrics: {run_dir / 'metrics.json'}, figures: {run_dir / 'figures'}")
+
+
+@app.command("lr-find")
+def lr_find(
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for lr_find_<stage>.png and .json")
+    ],
+    stage: Annotated[str, typer.Option("--stage", help="the stage to sweep: grade or localize")],
+    config: ConfigOpt = "demo",
+    start: Annotated[float, typer.Option(help="learning rate of the first step")] = 1e-6,
+    end: Annotated[float, typer.Option(help="learning rate of the last step")] = 1.0,
+    steps: Annotated[int, typer.Option(help="steps of the sweep (fewer if it diverges)")] = 100,
+    overrides: OverridesArg = None,
+) -> None:
+    """Learning-rate range test of one stage on the training studies of fold 0: the loss against
+    the learning rate (figure and JSON) and a suggested `<stage>.optim.lr`."""
+    from rich.table import Table
+
+    from spinegrade.config import load_config
+    from spinegrade.cv.lr_find import find_lr
+
+    cfg = load_config(config, overrides or [])
+    result = find_lr(data_root, out, cfg, stage, start=start, end=end, steps=steps)
+    table = Table(
+        "network",
+        "steps",
+        "steepest descent",
+        "minimum / 10",
+        "suggested",
+        "stopped because",
+        title=f"LR range test, {stage}, {result.train_studies} training studies of fold 0",
+    )
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    for name, c in result.curves.items():
+        table.add_row(
+            name,
+            str(len(c.lrs)),
+            fmt(c.steepest),
+            fmt(c.minimum_over_10),
+            fmt(c.suggestion),
+            c.stopped,
+        )
+    console.print(table)
+    console.print(
+        f"suggested: {result.override}\nfigure: {result.figure}\ncurves: {result.curves_json}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="finished run folders, each with its metrics.json")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG of the comparison (optional)")
+    ] = None,
+) -> None:
+    """Finished runs side by side: the score, its four terms and per-condition figures ('-' where
+    a run has no such figure)."""
+    from spinegrade.cv.compare import compare_runs, comparison_figure, comparison_table
+
+    frame = compare_runs(run_dirs)
+    console.print(comparison_table(frame))
+    if out is not None:
+        console.print(f"figure: {comparison_figure(frame, out)}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -30,6 +30,9 @@ from spinegrade.config import Config, from_dict, load_config, save_config, to_di
 from spinegrade.constants import CONDITION_GROUPS, SEVERITIES, TARGETS
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.io import write_json, write_with
+from spinegrade.localize.predict import AXIAL_DIR, SAGITTAL_DIR
+from spinegrade.training.logs import TB_DIR
+from spinegrade.training.selection import SELECTION_JSON
 
 #: Version of the layout below. 1: spinegrade 0.1 (one prior.csv per run, pickled checkpoints).
 FORMAT_VERSION = 2
@@ -64,7 +67,12 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (f"fold_<k>/{OOF_POINTS}", "fold k's out-of-fold located points"),
     (f"fold_<k>/{OOF_PREDICTIONS}", "fold k's out-of-fold probabilities (uncalibrated)"),
     (f"fold_<k>/{LOCALIZATION_ERRORS}", "fold k's localisation errors, model and baseline"),
-    (f"fold_<k>/{FOLD_JSON}", "written last: fold k is complete (timings, studies)"),
+    (
+        f"fold_<k>/<network>/{SELECTION_JSON}",
+        "with early stopping: the network's inner studies and chosen epoch",
+    ),
+    (f"fold_<k>/<network>/{TB_DIR}/", "with optim.tensorboard: the network's TensorBoard events"),
+    (f"fold_<k>/{FOLD_JSON}", "written last: fold k is complete (timings, studies, selection)"),
     (OOF_POINTS, "every complete fold's out-of-fold points"),
     (OOF_PREDICTIONS, "every complete fold's out-of-fold probabilities"),
     (CALIBRATION_JSON, "temperatures per condition group of each fold, fitted on the other folds"),
@@ -77,7 +85,14 @@ LAYOUT: tuple[tuple[str, str], ...] = (
 )
 
 #: Config keys that may change between a run and its resumption (they do not change results).
-RESUMABLE_KEYS = ("name", "device", "data.num_workers", "data.cache_dir")
+RESUMABLE_KEYS = (
+    "name",
+    "device",
+    "data.num_workers",
+    "data.cache_dir",
+    "localize.optim.tensorboard",
+    "grade.optim.tensorboard",
+)
 
 
 class RunFolder:
@@ -107,6 +122,11 @@ class RunFolder:
     def onnx_dir(self) -> Path:
         """`RUN/onnx`: where `spinegrade export` writes, and `--engine onnx` reads, by default."""
         return self.path / ONNX_DIR
+
+    def networks(self, k: int) -> dict[str, Path]:
+        """Fold k's network folders (each with its `history.json`) by their path in the fold."""
+        names = (f"{LOCALIZER_DIR}/{SAGITTAL_DIR}", f"{LOCALIZER_DIR}/{AXIAL_DIR}", GRADER_DIR)
+        return {name: self.fold_dir(k) / name for name in names}
 
     def cache_dir(self, cfg: Config) -> Path:
         """The study cache: `cfg.data.cache_dir`, else `RUN/cache`."""
@@ -218,8 +238,12 @@ class RunFolder:
         data_root: Path,
         wanted: Sequence[int],
         world_size: int,
+        *,
+        left_out: Sequence[int] = (),
     ) -> None:
-        """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches."""
+        """Write config.yaml, folds.csv and run.json, after checking a resumed folder matches.
+
+        `left_out`: labelled studies not trained on because they have no images (run.json)."""
         self.check_config(cfg)
         self.check_folds(fold_table)
         save_config(cfg, self.path / CONFIG_YAML)
@@ -230,6 +254,7 @@ class RunFolder:
                 "format": FORMAT_VERSION,
                 "data_root": str(Path(data_root).resolve()),
                 "studies": len(fold_table),
+                "studies_left_out_without_images": [int(s) for s in left_out],
                 "folds_asked": list(wanted),
                 "world_size": world_size,
                 "spinegrade": __version__,

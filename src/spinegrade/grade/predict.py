@@ -90,6 +90,7 @@ def load_grader_net(path: str | Path) -> tuple[GraderNet, CropParams]:
     """The network (on CPU, eval mode) and crop geometry of a `model.pt` from `train_grader`."""
     state = load_checkpoint(path)
     meta = state.get("meta", {})
-    model = GraderNet(GraderSpec(**meta["spec"]))
+    # the checkpoint's weights replace the starting ones: never fetch or read those again
+    model = GraderNet(GraderSpec(**{**meta["spec"], "pretrained": False}))
     model.load_state_dict(state["model"])
     return model.eval(), CropParams(**meta["crop"])

@@ -29,7 +29,9 @@ from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
 from spinegrade.training.device import resolve_device
-from spinegrade.training.loop import fit, to_device
+from spinegrade.training.loop import LossFn, fit, to_device
+from spinegrade.training.sampling import excess_weights
+from spinegrade.training.selection import Selection, split_for
 
 
 def crop_params(cfg: GradeConfig) -> CropParams:
@@ -66,6 +68,11 @@ def build_model(cfg: GradeConfig) -> GraderNet:
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The loop's forward: `(crops, valid) -> logits (b, 25, 3)`."""
     return model(batch["crops"], batch["valid"])
+
+
+def loss_function(cfg: GradeConfig) -> LossFn:
+    """The loop's loss: `grade_loss` of the logits against the batch's labels."""
+    return lambda out, batch: grade_loss(out, batch["labels"], cfg.any_severe_weight)
 
 
 def iter_studies(
@@ -120,11 +127,15 @@ def train_grader(
 
     Crops come from the TRUE `coordinates` (the coordinates table, snake_case condition/level),
     jittered as `cfg.grade` says; `labels` is the wide labels table. `val_ids` (optional) adds a
-    validation loss per epoch on unjittered crops. Unreadable studies are skipped and listed.
+    validation loss per epoch on unjittered crops, which selects nothing. With
+    `grade.optim.early_stopping` an inner fold of `study_ids` chooses the epoch and the rest is
+    trained on; `grade.resample_factor` over-draws studies with moderate and severe targets
+    (`spinegrade.training.sampling`). Unreadable studies are skipped and listed.
     """
     gcfg = cfg.grade
     ids = [int(s) for s in study_ids]
     val = [int(s) for s in (val_ids or [])]
+    fit_ids, select_ids = split_for(gcfg.optim, ids, labels, cfg.data.seed)
     crop, augment = crop_params(gcfg), augment_params(gcfg)
     failed: dict[int, str] = {}
     source = iter_studies(
@@ -138,9 +149,12 @@ def train_grader(
     everything = GradeDataset.from_studies(source, coordinates, labels, crop, augment)
     for sid, why in failed.items():
         tqdm.write(f"grade: skipped study {sid}: {why}")
-    train_set, val_set = everything.split(set(ids), augment), everything.split(set(val), None)
+    train_set, val_set = everything.split(set(fit_ids), augment), everything.split(set(val), None)
     if len(train_set) == 0:
         raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
+    inner = everything.split(set(select_ids), None)
+    factor = gcfg.resample_factor
+    weights = excess_weights(train_set.labels, factor) if factor > 0 else None
     model = build_model(gcfg)
     meta: dict[str, Any] = {
         "spec": model.spec.to_dict(),
@@ -154,7 +168,7 @@ def train_grader(
         model,
         train_set,
         val_set if len(val_set) else None,
-        lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight),
+        loss_function(gcfg),
         gcfg.optim,
         out_dir,
         device=device,
@@ -164,6 +178,8 @@ def train_grader(
         seed=cfg.data.seed,
         meta=meta,
         progress=progress,
+        select=Selection(inner, inner.ids) if select_ids else None,
+        sample_weights=weights,
     )
     if distributed.current().is_main:
         state = load_checkpoint(result.checkpoint)

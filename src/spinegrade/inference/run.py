@@ -3,15 +3,13 @@
 Pipeline. Studies are read (DICOM decoded, stacks built) in `workers` processes, a few studies
 ahead of the model; the models (every fold, see `cv.ensemble`) run in this process; each
 study's predictions.json, overlays and report.html are written by the same worker processes while
-the model goes on with the next study. The workers start, and the first reads are queued, before
-the models are loaded, so that the workers' start-up (a few seconds: a fresh interpreter importing
-pydicom, pandas and matplotlib) overlaps the loading. A study that cannot be read, or that the
-models fail on, gets the prior in the submission, a row in errors.csv, a report saying so, and the
-batch goes on.
+the model goes on with the next study. The workers are forked (Linux) and the first reads are
+queued before the models are loaded; while they run, the models use the cores they leave. A
+study that cannot be read, or that the models fail on, gets the prior in the submission, a row in
+errors.csv, a report saying so, and the batch goes on.
 
-`workers=None` picks `default_workers()`: none on a machine of 2 cores or fewer, where the worker
-processes compete with torch for the cores and the pipeline measured slower than the plain loop
-(docs/benchmarks.md).
+`workers=None` picks `default_workers()`: none for a single study or on a machine of 2 cores or
+fewer, where the pipeline measured slower than the plain loop (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -326,7 +324,8 @@ def _pool(workers: int) -> Executor:
     On Linux they are forked from this process, which has imported everything they use: they
     start in milliseconds (a forkserver had to import pydicom, pandas and matplotlib first: ~6 s
     on 2 cores). ProcessPoolExecutor forks all of them at the first read, before the models are
-    loaded and before torch has started any thread. Elsewhere fork is unsafe, and a forkserver
+    loaded; they run no torch or ONNX Runtime, so the thread pools those keep in this process
+    (from an earlier batch) are not missed in them. Elsewhere fork is unsafe, and a forkserver
     that preloads the worker module is used.
     """
     if workers <= 0:

@@ -272,7 +272,8 @@ def load_heatmap_nets(path: str | Path) -> tuple[HeatmapNet, HeatmapNet, Localiz
     nets, cfg = [], None
     for sub in (SAGITTAL_DIR, AXIAL_DIR):
         state = load_checkpoint(Path(path) / sub / MODEL_FILE)
-        net = HeatmapNet(HeatmapSpec(**state["meta"]["spec"]))
+        # the checkpoint's weights replace the starting ones: never fetch or read those again
+        net = HeatmapNet(HeatmapSpec(**{**state["meta"]["spec"], "pretrained": False}))
         net.load_state_dict(state["model"])
         nets.append(net.eval())
         cfg = from_dict(LocalizeConfig, state["meta"]["localize"])
