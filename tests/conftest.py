@@ -128,36 +128,34 @@ def rsna(shared_data: Callable[[str], Path]) -> Path:
     return shared_data("rsna")
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny run folder, built once: 3 small synthetic studies, one fold trained for zero epochs
-    (an untrained network is enough to check outputs, robustness and geometry; model quality is
-    measured by `spinegrade train` / `evaluate`, not here).
-
-    `data` (3 synthetic studies), `run` (one untrained, complete fold in the run-folder
-    contract's layout), `complete` (id of a study with all three series types), `root`."""
+def build_tiny_run(root: Path, epochs: int = 0, data: Path | None = None) -> dict[str, Path]:
+    """3 small synthetic studies (or those of `data`, with its study cache) and a run folder of
+    one complete fold trained `epochs` epochs (both stages) on them, under `root`: see the `tiny`
+    fixture."""
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the untrained weights, and so the tests that rely on where they point
-    root = tmp_path_factory.mktemp("inference")
-    data, run = root / "data", RunFolder(root / "run")
-    generate(data, 3, seed=5, size="small", progress=False)
+    run = RunFolder(root / "run")
+    cache = (data.parent if data else root) / "cache"
+    if data is None:
+        data = root / "data"
+        generate(data, 3, seed=5, size="small", progress=False)
     tables = load_tables(data)
     # untrained: speed and plumbing only; this localiser's untrained output still places the
     # sagittal points (the tests rely on it); the `tiny` config's untrained one does not
-    untrained = [
-        "localize.optim.epochs=0",
-        "grade.optim.epochs=0",
+    overrides = [
+        f"localize.optim.epochs={epochs}",
+        f"grade.optim.epochs={epochs}",
         "data.num_workers=0",
         "localize.backbone=resnet18",
         "localize.image_size=64",
         "localize.heatmap_stride=4",
     ]
-    cfg = load_config("tiny", untrained)
+    cfg = load_config("tiny", overrides)
     ids = sorted(int(s) for s in tables.labels.study_id)
     run.start(cfg, pd.DataFrame({"study_id": ids, "fold": 0}), data, [0], 1)
     run.fold_dir(0).mkdir(parents=True)
     prior_table(tables.labels).to_csv(run.fold_dir(0) / PRIOR_CSV, index=False)
-    train_localizer(data, ids, run.localizer_dir(0), cfg, cache_dir=root / "cache", progress=False)
+    train_localizer(data, ids, run.localizer_dir(0), cfg, cache_dir=cache, progress=False)
     train_grader(
         data,
         ids,
@@ -171,3 +169,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     types = tables.series.groupby("study_id").series_description.apply(set)
     complete = next(s for s in ids if len(types[s]) == 3)
     return {"data": data, "run": run.path, "complete": complete, "root": root}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny run folder, built once: 3 small synthetic studies, one fold trained for zero epochs
+    (an untrained network is enough to check outputs, robustness and geometry; model quality is
+    measured by `spinegrade train` / `evaluate`, not here).
+
+    `data` (3 synthetic studies), `run` (one untrained, complete fold in the run-folder
+    contract's layout), `complete` (id of a study with all three series types), `root`."""
+    return build_tiny_run(tmp_path_factory.mktemp("inference"))

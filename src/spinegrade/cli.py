@@ -46,6 +46,18 @@ def main() -> None:
 # Commands are added below, each a few lines over its API function.
 
 
+def _fold_list(folds: str | None) -> list[int] | None:
+    """`--folds 0,1` -> [0, 1] (None: all); a ConfigError for anything else."""
+    from spinegrade.errors import ConfigError
+
+    try:
+        return None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
+        ) from None
+
+
 @app.command()
 def score(
     labels: Annotated[Path, typer.Option("--labels", help="train.csv-like labels file")],
@@ -100,6 +112,8 @@ def validate(
             )
         if report.problems:
             console.print(table)
+        if report.images is not None:
+            console.print(report.images.summary(), soft_wrap=True, highlight=False)
         console.print(
             f"{data_root} ({split}): {len(report.errors)} error(s), "
             f"{len(report.warnings)} warning(s)",
@@ -328,6 +342,76 @@ def evaluate(
     console.print(f"metrics: {run_dir / 'metrics.json'}, figures: {run_dir / 'figures'}")
 
 
+@app.command("lr-find")
+def lr_find(
+    data_root: Annotated[
+        Path, typer.Argument(help="RSNA folder with train_images/ and the label CSVs")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for lr_find_<stage>.png and .json")
+    ],
+    stage: Annotated[str, typer.Option("--stage", help="the stage to sweep: grade or localize")],
+    config: ConfigOpt = "demo",
+    start: Annotated[float, typer.Option(help="learning rate of the first step")] = 1e-6,
+    end: Annotated[float, typer.Option(help="learning rate of the last step")] = 1.0,
+    steps: Annotated[int, typer.Option(help="steps of the sweep (fewer if it diverges)")] = 100,
+    overrides: OverridesArg = None,
+) -> None:
+    """Learning-rate range test of one stage on the training studies of fold 0: the loss against
+    the learning rate (figure and JSON) and a suggested `<stage>.optim.lr`."""
+    from rich.table import Table
+
+    from spinegrade.config import load_config
+    from spinegrade.cv.lr_find import find_lr
+
+    cfg = load_config(config, overrides or [])
+    result = find_lr(data_root, out, cfg, stage, start=start, end=end, steps=steps)
+    table = Table(
+        "network",
+        "steps",
+        "steepest descent",
+        "minimum / 10",
+        "suggested",
+        "stopped because",
+        title=f"LR range test, {stage}, {result.train_studies} training studies of fold 0",
+    )
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    for name, c in result.curves.items():
+        table.add_row(
+            name,
+            str(len(c.lrs)),
+            fmt(c.steepest),
+            fmt(c.minimum_over_10),
+            fmt(c.suggestion),
+            c.stopped,
+        )
+    console.print(table)
+    console.print(
+        f"suggested: {result.override}\nfigure: {result.figure}\ncurves: {result.curves_json}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="finished run folders, each with its metrics.json")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG of the comparison (optional)")
+    ] = None,
+) -> None:
+    """Finished runs side by side: the score, its four terms and per-condition figures ('-' where
+    a run has no such figure)."""
+    from spinegrade.cv.compare import compare_runs, comparison_figure, comparison_table
+
+    frame = compare_runs(run_dirs)
+    console.print(comparison_table(frame))
+    if out is not None:
+        console.print(f"figure: {comparison_figure(frame, out)}", soft_wrap=True, highlight=False)
+
+
 @app.command()
 def synth(
     out_dir: Annotated[
@@ -502,6 +586,21 @@ def predict(
             help="with --dicomweb: store the SR and overlays back into each study (STOW-RS)",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="what runs the networks: torch (the checkpoints) or onnx (ONNX Runtime on the "
+            "networks of `spinegrade export`)"
+        ),
+    ] = "torch",
+    onnx_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx-dir",
+            help="with --engine onnx: the folder `spinegrade export` wrote (default: RUN_DIR/onnx)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML
     reports.
@@ -513,17 +612,16 @@ def predict(
 
     from spinegrade.errors import ConfigError
 
-    try:
-        wanted = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
-        ) from None
+    wanted = _fold_list(folds)
     if (studies is None) == (dicomweb is None):
         raise ConfigError("give either a STUDIES folder or --dicomweb URL with --study UID")
     if dicomweb is None and (study or store):
         raise ConfigError("--study and --store go with --dicomweb URL")
-    common = dict(workers=workers, tta=tta, device=device, folds=wanted)
+    if onnx_dir is not None and engine != "onnx":
+        raise ConfigError("--onnx-dir goes with --engine onnx")
+    common = dict(
+        workers=workers, tta=tta, device=device, folds=wanted, engine=engine, onnx_dir=onnx_dir
+    )
     if dicomweb is not None:
         from spinegrade.inference.dicomweb import predict_dicomweb
 
@@ -567,6 +665,30 @@ def predict(
     )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `spinegrade train`")],
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx",
+            help="output folder for the ONNX networks and manifest.json (default: RUN_DIR/onnx)",
+            show_default=False,
+        ),
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="export only these folds, e.g. 0,1 (default: all complete)")
+    ] = None,
+) -> None:
+    """Export every complete fold's networks (localiser sagittal and axial, grader) to ONNX, with a
+    manifest tying them to the run folder; `predict --engine onnx` runs them."""
+    from spinegrade.cv.export import export_run
+    from spinegrade.cv.folder import RunFolder
+
+    manifest = export_run(run_dir, onnx or RunFolder(run_dir).onnx_dir(), folds=_fold_list(folds))
+    console.print(f"ONNX networks and manifest: {manifest}", soft_wrap=True, highlight=False)
 
 
 @app.command()

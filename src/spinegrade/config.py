@@ -36,6 +36,12 @@ class OptimConfig:
     grad_clip: float = 5.0
     ema_decay: float = 0.0  #: 0 disables the exponential moving average of weights
     amp: bool = True  #: mixed precision; only takes effect on CUDA
+    #: keep the epoch (its EMA weights when ema_decay > 0) of the lowest loss on an inner split of
+    #: the training studies, one of `inner_folds` folds by study; the held-out fold selects nothing
+    early_stopping: bool = False
+    inner_folds: int = 5  #: with early_stopping: 1 of this many folds of the training studies
+    patience: int = 0  #: with early_stopping: stop after this many epochs without a better one
+    tensorboard: bool = False  #: losses, learning rate and epoch metrics to `<stage folder>/tb/`
 
 
 @dataclass
@@ -54,7 +60,7 @@ class LocalizeConfig:
     """Stage 1: keypoint localisation (see `spinegrade.localize`)."""
 
     backbone: str = "resnet18"
-    pretrained: bool = False
+    pretrained: bool | str = False  #: see `GradeConfig.pretrained`
     image_size: int = 256  #: sagittal/axial slices are resampled to this square size (pixels)
     heatmap_stride: int = 4
     sigma_px: float = 2.0  #: Gaussian target sigma on the heatmap grid
@@ -74,7 +80,9 @@ class GradeConfig:
     """Stage 2: severity grading on 2.5D crops (see `spinegrade.grade`)."""
 
     backbone: str = "resnet18"
-    pretrained: bool = False
+    #: false; true (timm's default weights of `backbone`, from the hub); a timm name with a tag,
+    #: e.g. resnet18.a1_in1k, or hf-hub:ORG/REPO (hub); or a local .pth/.pt/.bin/.safetensors file
+    pretrained: bool | str = False
     crop_mm: float = 40.0  #: side of the square crop in millimetres
     crop_px: int = 64  #: side of the crop after resampling
     slices: int = 5  #: neighbouring slices stacked as channels
@@ -90,6 +98,9 @@ class GradeConfig:
     context_layers: int = 1  #: transformer layers over a study's 25 target tokens (0 = none)
     dropout: float = 0.1
     any_severe_weight: float = 1.0  #: weight of the any-severe-spinal loss term
+    #: over-draw studies: weight 1 + factor * sum over its targets of (metric weight - 1), i.e.
+    #: +factor per moderate and +3 factor per severe target (0: every study drawn alike)
+    resample_factor: float = 0.0
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -218,7 +229,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(arg, value, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0])
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)  # type: ignore[arg-type]
     if origin in (list, tuple):
@@ -237,6 +251,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _type_name(tp: Any) -> str:
+    return "true/false" if tp is bool else getattr(tp, "__name__", str(tp))
 
 
 def _join(where: str, key: str) -> str:

@@ -38,6 +38,7 @@ from spinegrade.cv.folder import (
 from spinegrade.cv.train import RunSummary, merge_oof, prior_table, train
 from spinegrade.errors import ConfigError
 from spinegrade.metrics import constant_prior_submission, score, submission_rows
+from tests.grade.conftest import grade_data  # noqa: F401 - the 8-study RSNA folder fixture
 
 FIGURES = (
     "learning_curves.png",
@@ -125,7 +126,10 @@ def hand_run(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
         _loc_errors(held, rng).to_csv(fdir / LOCALIZATION_ERRORS, index=False)
         (fdir / "grader" / "history.json").write_text(
             json.dumps(
-                [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]
+                [
+                    {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "select_loss": 1.1 / e}
+                    for e in (1, 2, 3)
+                ]
             )
         )
         (fdir / FOLD_JSON).write_text("{}")
@@ -374,3 +378,100 @@ def test_predict_with_one_fold_reproduces_its_out_of_fold_rows(e2e: E2E, tmp_pat
     np.testing.assert_allclose(got[list(SEVERITIES)], oof[list(SEVERITIES)], atol=1e-6)
     temps = run.temperatures(0)
     assert any(t != 1.0 for t in temps.values()), temps  # calibration was really applied
+
+
+# --- early stopping keeps the out-of-fold figures honest ------------------------------------------
+
+#: Both stages select their epoch on an inner fold (2 of the 4 training studies of fold 0 of the
+#: 8-study `grade_data` folder); small networks and 3 epochs keep it to seconds.
+HONEST = [
+    "data.num_workers=0",
+    "localize.backbone=test_resnet",
+    "localize.image_size=48",
+    "localize.heatmap_stride=4",
+    "localize.optim.epochs=3",
+    "localize.optim.early_stopping=true",
+    "localize.optim.inner_folds=2",
+    "grade.backbone=test_resnet",
+    "grade.crop_px=16",
+    "grade.dim=32",
+    "grade.optim.epochs=3",
+    "grade.optim.batch_size=2",
+    "grade.optim.early_stopping=true",
+    "grade.optim.inner_folds=2",
+    "grade.resample_factor=0.5",
+]
+
+
+class Seen(torch.utils.data.Dataset):
+    """A grade dataset that records the study of every sample taken from it."""
+
+    def __init__(self, data, seen: list[int]) -> None:  # type: ignore[no-untyped-def]
+        self.data, self.seen = data, seen
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        self.seen.append(self.data.ids[i])
+        return self.data[i]
+
+
+def test_early_stopping_never_selects_on_the_held_out_fold(
+    grade_data: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import spinegrade.grade.train as grade_train
+    import spinegrade.localize.train as localize_train
+    from spinegrade.training.sampling import excess_weights
+    from spinegrade.training.selection import SELECTION_JSON, Selection
+
+    read_by_localizer: list[set[int]] = []  # the studies of each set of slices the localiser built
+    grader: dict[str, list] = {"selected_on": [], "trained_on": [], "weights": []}
+    real_samples, real_fit = localize_train.build_samples, grade_train.fit
+
+    def samples_spy(cache_paths, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read_by_localizer.append(set(cache_paths))
+        return real_samples(cache_paths, *args, **kwargs)
+
+    def fit_spy(model, train_set, val_set, *args, select, sample_weights, **kwargs):  # type: ignore[no-untyped-def]
+        grader["trained_on"] = list(train_set.ids)
+        grader["weights"] = list(sample_weights)
+        np.testing.assert_allclose(sample_weights, excess_weights(train_set.labels, 0.5))
+        assert len(set(sample_weights)) > 1  # the training studies are drawn unequally
+        spied = Selection(Seen(select.dataset, grader["selected_on"]), select.study_ids)
+        return real_fit(
+            model, train_set, val_set, *args, select=spied, sample_weights=sample_weights, **kwargs
+        )
+
+    monkeypatch.setattr(localize_train, "build_samples", samples_spy)
+    monkeypatch.setattr(grade_train, "fit", fit_spy)
+    monkeypatch.setattr("spinegrade.cv.evaluate.evaluate", lambda *a, **k: {})  # figures: not here
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    train(grade_data, run, load_config("tiny", HONEST), folds=[0], progress=False)
+
+    folds = pd.read_csv(run / "folds.csv")
+    held = set(folds.study_id[folds.fold == 0])
+    training = set(folds.study_id[folds.fold != 0])
+    fold = json.loads((run / "fold_0" / FOLD_JSON).read_text())
+    assert set(fold["selection"]) == {"localizer/sagittal", "localizer/axial", "grader"}
+    inner = set(fold["selection"]["grader"]["inner_studies"])
+    assert len(inner) == 2 and inner < training
+    # the localiser built slices only from training studies: the inner ones apart from the rest
+    assert read_by_localizer and not set().union(*read_by_localizer) & held
+    assert inner in read_by_localizer and training - inner in read_by_localizer
+    # every sample the grader's selection loss saw is an inner training study; none is held out
+    assert grader["selected_on"] and set(grader["selected_on"]) == inner
+    assert set(grader["trained_on"]) == training - inner
+    for name, record in fold["selection"].items():
+        history = json.loads((run / "fold_0" / name / "history.json").read_text())
+        losses = [h["select_loss"] for h in history]
+        assert record["epoch"] == 1 + losses.index(min(losses)), name  # the best inner epoch
+        assert record == json.loads((run / "fold_0" / name / SELECTION_JSON).read_text())
+        assert set(record["inner_studies"]) == inner  # one inner split for both stages
+    # the held-out studies are still watched (learning curves), never used to choose
+    assert all(
+        "val_loss" in h for h in json.loads((run / "fold_0/grader/history.json").read_text())
+    )

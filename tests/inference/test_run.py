@@ -133,8 +133,22 @@ def test_cli_exit_status_only_with_fail_on_error(tiny: dict[str, Path], tmp_path
     assert "--fail-on-error" in helptext and "errors.csv" in helptext
 
 
-def test_default_workers_follow_the_core_count() -> None:
-    from spinegrade.inference.run import default_workers
+def test_default_workers_follow_the_core_count_and_the_batch() -> None:
+    from spinegrade.inference.run import default_workers, model_threads
 
     # on 2 cores the worker pipeline measured slower than one process (docs/benchmarks.md)
     assert [default_workers(n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 2, 4, 4, 4]
+    assert default_workers(16, studies=1) == 0 and default_workers(16, studies=2) == 4
+    # the models take the cores the workers leave; without workers, torch's own setting
+    assert [model_threads(w, 8) for w in (0, 1, 4, 8)] == [0, 7, 4, 1]
+
+
+def test_forked_workers_start_at_once(tiny: dict[str, Path], tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for sid in (tiny["complete"], 900001):
+        shutil.copytree(tiny["data"] / "train_images" / str(tiny["complete"]), images / str(sid))
+    result = predict(tiny["run"], images, tmp_path / "out", workers=2, progress=False)
+    assert len(result.study_ids) == 2 and result.failed.empty
+    # the first study reaches the model once it is read and the model is loaded: no interpreter
+    # start-up in between (a forkserver importing pydicom, pandas and matplotlib took ~6 s)
+    assert result.first_study_s < result.load_s + 3.0, (result.first_study_s, result.load_s)

@@ -136,9 +136,9 @@ def test_canal_slice_and_pixel_come_from_the_highest_peak(
     vol = study.first("Sagittal T2/STIR").stacks[0]  # 9 slices of 48 x 48 pixels
 
     def fake_heat(net, images):  # type: ignore[no-untyped-def]
-        n = len(images)
-        xy = np.full((n, net.spec.channels, 2), 4.0)  # heatmap cell (4, 4)
-        peak = np.zeros((n, net.spec.channels))
+        n, k = len(images), net.module.spec.channels  # net: the HeatmapNet as a TorchNet
+        xy = np.full((n, k, 2), 4.0)  # heatmap cell (4, 4)
+        peak = np.zeros((n, k))
         peak[min(6, n - 1)] = 0.8  # slice 6 wins everywhere
         return xy, peak
 
@@ -161,11 +161,15 @@ def test_a_shared_memo_prepares_each_stack_once_and_changes_nothing(
 
     study = load_study(phantom_root / "train_images" / "101")
     alone = localizer.locate(study)
-    calls: list[int] = []
+    prepared: list[tuple[int, int]] = []  # (volume, slice) of every slice prepared
     real = dataset.prepare_stack
-    monkeypatch.setattr(
-        dataset, "prepare_stack", lambda vol, size: calls.append(id(vol)) or real(vol, size)
-    )
+
+    def spy(vol, size, slices=None, window=None):  # type: ignore[no-untyped-def]
+        every = range(vol.shape[0]) if slices is None else slices
+        prepared.extend((id(vol), int(i)) for i in every)
+        return real(vol, size, slices, window)
+
+    monkeypatch.setattr(dataset, "prepare_stack", spy)
     memo = PreparedStacks()
     first, second = (
         localizer.locate(study, memo),
@@ -173,4 +177,8 @@ def test_a_shared_memo_prepares_each_stack_once_and_changes_nothing(
     )  # two folds, one study
     pd.testing.assert_frame_equal(first, alone)
     pd.testing.assert_frame_equal(second, alone)
-    assert len(calls) == len(set(calls)) > 0  # each stack prepared once, although located twice
+    # each slice prepared once, although located twice; of the axial stacks only slices in use
+    assert len(prepared) == len(set(prepared)) > 0
+    axial = {id(v) for _, v in study.axial_stacks()}
+    used = [i for v, i in prepared if v in axial]
+    assert 0 < len(used) <= 3 * len(LEVELS)

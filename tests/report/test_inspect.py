@@ -208,7 +208,10 @@ def test_cli_on_synthetic_studies_finds_them_consistent(tmp_path: Path) -> None:
         "coordinates on a series whose slice plane does not fit",
     }
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count('<img src="data:image/png;base64,') == 8
+    # Eight dataset figures, and each study's labelled points on its three overlays.
+    labelled = sorted(p.name for p in (tmp_path / "out").glob("labelled_*.png"))
+    assert len(labelled) == 2 * 3, labelled
+    assert page.count('<img src="data:image/png;base64,') == 8 + len(labelled)
 
 
 def test_cli_missing_folder_is_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:

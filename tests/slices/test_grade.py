@@ -48,6 +48,28 @@ def test_the_config_must_fit_the_images() -> None:
         check_config(fast_config("slices_cpu", "grade.slices=3"), SLICES)
     with pytest.raises(ConfigError, match="3 slices as channels"):
         check_config(fast_config("crops_cpu", "grade.slices=5"), CROPS)
+    with pytest.raises(ConfigError, match="early_stopping is not supported"):
+        check_config(fast_config("slices_cpu", "localize.optim.early_stopping=true"), SLICES)
+
+
+def test_with_early_stopping_an_inner_split_of_the_training_studies_chooses_the_epoch(
+    tmp_path: Path,
+) -> None:
+    """The grader's epoch is chosen on some training studies, never a held-out one."""
+    import json
+
+    from spinegrade.training.selection import SELECTION_JSON
+
+    folder = CropFolder.open(write_crops_folder(tmp_path / "c", studies=6), truth=True)
+    more = ("grade.optim.early_stopping=true", "grade.optim.inner_folds=2", "grade.optim.epochs=2")
+    cfg = fast_config("crops_cpu", *more)
+    ids = folder.studies()
+    train_ids, held = ids[:4], ids[4:]
+    volumes = load_volumes(folder, cfg)
+    path = train_grader(folder, volumes, folder.labels(), train_ids, held, tmp_path / "g", cfg)
+    record = json.loads((path.parent / SELECTION_JSON).read_text())
+    assert set(record["inner_studies"]) < set(train_ids)
+    assert record["inner_studies"] and record["epoch"] in (1, 2)
 
 
 def test_each_axial_target_is_graded_on_its_own_side_of_the_crop() -> None:

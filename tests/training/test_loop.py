@@ -1,12 +1,16 @@
-"""The shared training loop: learning, atomic resumable checkpoints, EMA, completed runs, and DDP
-with two CPU processes (gloo) that must end with the same weights."""
+"""The shared training loop: learning, atomic resumable checkpoints, EMA, completed runs, DDP
+with two CPU processes (gloo) that must end with the same weights, early stopping on an inner
+split, and weighted draws."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -14,8 +18,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from spinegrade.config import OptimConfig
+from spinegrade.errors import ConfigError
 from spinegrade.training import distributed
-from spinegrade.training.loop import FINAL, LAST, fit
+from spinegrade.training.loop import FINAL, LAST, default_forward, evaluate_loss, fit
+from spinegrade.training.selection import SELECTION_JSON, Selection
 
 
 class LinearToy(Dataset):
@@ -174,3 +180,185 @@ def test_progress_false_draws_no_bars(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err == ""
     fit(make_model(), LinearToy(), None, mse, OPT, tmp_path / "shown", device=torch.device("cpu"))
     assert "train 1/" in capsys.readouterr().err
+
+
+# --- early stopping on an inner split -------------------------------------------------------------
+
+
+class HalfToy(LinearToy):
+    """The toy's inputs with half its targets: as the model learns the toy, the loss on this set
+    first falls, then rises again, so the best epoch lies inside the run."""
+
+    def __init__(self, n: int = 16) -> None:
+        super().__init__(n)
+        self.y = 0.5 * self.y
+
+
+SELECT = dataclasses.replace(OPT, lr=0.03, early_stopping=True)
+
+
+def _loss_on(model: nn.Module, data: Dataset) -> float:
+    return evaluate_loss(model, data, mse, default_forward, torch.device("cpu"), 8)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_early_stopping_keeps_the_best_inner_epoch(tmp_path: Path, ema_decay: float) -> None:
+    opt = dataclasses.replace(SELECT, ema_decay=ema_decay)
+    model, inner = make_model(), HalfToy()
+    result = fit(
+        model,
+        LinearToy(),
+        None,
+        mse,
+        opt,
+        tmp_path,
+        device=torch.device("cpu"),
+        select=Selection(inner, [11, 12]),
+        progress=False,
+    )
+    losses = [h["select_loss"] for h in result.history]
+    best = 1 + losses.index(min(losses))
+    assert len(losses) == opt.epochs and 1 < best < opt.epochs, losses  # a real choice was made
+    assert result.selected_epoch == best
+    # the weights kept are those that scored the best inner loss (the EMA ones with an EMA)
+    assert _loss_on(model, inner) == pytest.approx(min(losses), rel=1e-6)
+    saved = torch.load(tmp_path / FINAL, weights_only=True)
+    torch.testing.assert_close(saved["model"]["weight"], model.weight.detach())
+    record = json.loads((tmp_path / SELECTION_JSON).read_text())
+    assert record == saved["selection"]
+    assert (record["epoch"], record["inner_studies"], record["stopped_early"]) == (
+        best,
+        [11, 12],
+        False,
+    )
+
+
+def test_patience_stops_after_epochs_without_a_better_inner_loss(tmp_path: Path) -> None:
+    opt = dataclasses.replace(SELECT, patience=2)
+    result = fit(
+        make_model(),
+        LinearToy(),
+        None,
+        mse,
+        opt,
+        tmp_path,
+        device=torch.device("cpu"),
+        select=Selection(HalfToy(), [1]),
+        progress=False,
+    )
+    losses = [h["select_loss"] for h in result.history]
+    assert result.selected_epoch == 1 + losses.index(min(losses))
+    assert len(losses) == result.selected_epoch + 2 < opt.epochs
+    assert json.loads((tmp_path / SELECTION_JSON).read_text())["stopped_early"] is True
+
+
+def test_an_interrupted_early_stopping_run_resumes_to_the_same_choice(tmp_path: Path) -> None:
+    reference = make_model()
+    ref = fit(
+        reference,
+        LinearToy(),
+        None,
+        mse,
+        SELECT,
+        tmp_path / "ref",
+        device=torch.device("cpu"),
+        select=Selection(HalfToy(), [1]),
+        progress=False,
+    )
+    assert ref.selected_epoch is not None and ref.selected_epoch < 4  # the crash comes after it
+    steps, calls = len(LinearToy()) // OPT.batch_size, {"n": 0}
+
+    def crash_in_epoch_five(output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        calls["n"] += torch.is_grad_enabled()  # training steps only
+        if calls["n"] > 4 * steps:
+            raise KeyboardInterrupt
+        return mse(output, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            make_model(),
+            LinearToy(),
+            None,
+            crash_in_epoch_five,
+            SELECT,
+            tmp_path / "run",
+            device=torch.device("cpu"),
+            select=Selection(HalfToy(), [1]),
+            progress=False,
+        )
+    resumed = make_model()
+    result = fit(
+        resumed,
+        LinearToy(),
+        None,
+        mse,
+        SELECT,
+        tmp_path / "run",
+        device=torch.device("cpu"),
+        select=Selection(HalfToy(), [1]),
+        progress=False,
+    )
+    assert result.resumed_from_epoch == 4 and result.selected_epoch == ref.selected_epoch
+    torch.testing.assert_close(resumed.weight, reference.weight)
+
+
+def test_early_stopping_without_an_inner_split_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no inner split"):
+        fit(
+            make_model(),
+            LinearToy(),
+            LinearToy(16),
+            mse,
+            SELECT,
+            tmp_path,
+            device=torch.device("cpu"),
+        )
+
+
+# --- weighted draws -------------------------------------------------------------------------------
+
+
+class Indexed(LinearToy):
+    """The toy with each sample's index in its batch, to count what an epoch drew."""
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**super().__getitem__(i), "index": torch.tensor(i)}
+
+
+def test_sample_weights_set_how_often_fit_draws_each_sample(tmp_path: Path) -> None:
+    drawn: list[int] = []
+
+    def counting(output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        drawn.extend(batch["index"].tolist())
+        return mse(output, batch)
+
+    data = Indexed()
+    weights = [4.0 if i < 16 else 1.0 for i in range(len(data))]  # 16 samples drawn 4x as often
+    opt = dataclasses.replace(OPT, epochs=40)
+    fit(
+        make_model(),
+        data,
+        None,
+        counting,
+        opt,
+        tmp_path,
+        device=torch.device("cpu"),
+        progress=False,
+        sample_weights=weights,
+    )
+    assert len(drawn) == opt.epochs * len(data)  # an epoch is as long as without weights
+    counts = np.bincount(drawn, minlength=len(data))
+    heavy, light = counts[:16].mean(), counts[16:].mean()
+    # expected 4 * 40 * 64 / 112 = 91.4 and 22.9 draws per sample (binomial sd 8.8 and 4.7)
+    assert heavy / light == pytest.approx(4.0, rel=0.1)
+    with pytest.raises(ValueError, match="3 sample weights for 64 samples"):
+        fit(
+            make_model(),
+            data,
+            None,
+            mse,
+            OPT,
+            tmp_path / "bad",
+            device=torch.device("cpu"),
+            sample_weights=[1.0, 2.0, 3.0],
+        )

@@ -24,13 +24,17 @@ import torch
 from spinegrade.constants import SERIES_OF_CONDITION, SEVERITIES, TARGETS, row_id
 from spinegrade.cv.folder import RunFolder
 from spinegrade.dicom import Study
-from spinegrade.errors import DataError
+from spinegrade.errors import ConfigError
 from spinegrade.grade import Grader
 from spinegrade.grade.calibrate import calibrate_probs
 from spinegrade.localize.dataset import PreparedStacks
 from spinegrade.localize.predict import Localizer
 from spinegrade.timing import Timing
 from spinegrade.training.device import resolve_device
+
+#: Engines that run the networks: the torch checkpoints, or their ONNX export (ONNX Runtime).
+TORCH, ONNX = "torch", "onnx"
+ENGINES = (TORCH, ONNX)
 
 #: Flags a target can carry in `predictions.json`, the report and the submission's side tables.
 FLAG_PRIOR = "prior"  #: probabilities are the trained class prior, not a model output
@@ -113,7 +117,7 @@ class StudyPrediction:
     study_id: int
     probs: np.ndarray
     targets: pd.DataFrame  #: TARGET_COLUMNS
-    timing: Timing = field(default_factory=Timing)  #: stages localize, grade
+    timing: Timing = field(default_factory=Timing)  #: stages prepare, localize, grade
 
 
 class Ensemble:
@@ -126,35 +130,52 @@ class Ensemble:
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, *, device: str | None = None, folds: Sequence[int] | None = None
+        cls,
+        run_dir: str | Path,
+        *,
+        device: str | None = None,
+        folds: Sequence[int] | None = None,
+        engine: str = TORCH,
+        onnx_dir: str | Path | None = None,
     ) -> Ensemble:
-        """The complete folds of a run folder (`folds` picks some of them)."""
+        """The complete folds of a run folder (`folds` picks some of them).
+
+        `engine` runs the networks: `torch` (the checkpoints) or `onnx` (ONNX Runtime on the
+        networks `spinegrade export` wrote to `onnx_dir`, default `RUN/onnx`).
+        """
         run = RunFolder(run_dir)
         run.check()
-        done = run.completed_folds()
-        if folds is not None:
-            unknown = sorted(set(folds) - set(done))
-            if unknown:
-                raise DataError(f"{run.path}: no complete fold(s) {unknown}; complete: {done}")
-            done = sorted(set(folds))
-        if not done:
-            raise DataError(f"{run.path}: no complete fold yet (no fold_<k>/fold.json)")
-        return cls.of_folds(run, done, device=device)
+        return cls.of_folds(
+            run, run.chosen_folds(folds), device=device, engine=engine, onnx_dir=onnx_dir
+        )
 
     @classmethod
     def of_folds(
-        cls, run: RunFolder, folds: Sequence[int], *, device: str | None = None
+        cls,
+        run: RunFolder,
+        folds: Sequence[int],
+        *,
+        device: str | None = None,
+        engine: str = TORCH,
+        onnx_dir: str | Path | None = None,
     ) -> Ensemble:
         """The given folds' trained models, complete or not (out-of-fold prediction in training)."""
         dev = resolve_device(device or run.config().device)
+        if engine == TORCH:
+            stages = [
+                (Localizer.load(run.localizer_dir(k), dev), Grader.load(run.grader_model(k), dev))
+                for k in folds
+            ]
+        elif engine == ONNX:
+            from spinegrade.cv.export import onnx_folds
+
+            nets = onnx_folds(run, onnx_dir or run.onnx_dir(), folds, dev)
+            stages = [(n.localizer(dev), n.grade(dev)) for n in nets]
+        else:
+            raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
         models = [
-            FoldModels(
-                k,
-                Localizer.load(run.localizer_dir(k), dev),
-                Grader.load(run.grader_model(k), dev),
-                run.temperatures(k),
-            )
-            for k in folds
+            FoldModels(k, loc, grader, run.temperatures(k))
+            for k, (loc, grader) in zip(folds, stages)
         ]
         return cls(models, run.ensemble_prior(folds), dev)
 
@@ -169,6 +190,9 @@ class Ensemble:
             with timing.measure("grade"):
                 probs.append(f.calibrate(f.grader.predict(study, points[-1], tta=tta)))
         pred = combine(int(study.study_id), study, points, np.stack(probs), self.prior)
+        timing.add(prepared.timing)  # "prepare" happened inside "localize": count it once
+        for seconds in (timing.wall, timing.cpu):
+            seconds["localize"] -= seconds.get("prepare", 0.0)
         pred.timing = timing
         return pred
 

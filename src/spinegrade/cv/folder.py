@@ -30,6 +30,9 @@ from spinegrade.config import Config, from_dict, load_config, save_config, to_di
 from spinegrade.constants import CONDITION_GROUPS, SEVERITIES, TARGETS
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.io import write_json, write_with
+from spinegrade.localize.predict import AXIAL_DIR, SAGITTAL_DIR
+from spinegrade.training.logs import TB_DIR
+from spinegrade.training.selection import SELECTION_JSON
 
 #: Version of the layout below. 1: spinegrade 0.1 (one prior.csv per run, pickled checkpoints).
 FORMAT_VERSION = 2
@@ -45,6 +48,7 @@ METRICS_JSON = "metrics.json"
 LOCALIZATION_JSON = "localization.json"
 FIGURES_DIR = "figures"
 CACHE_DIR = "cache"
+ONNX_DIR = "onnx"
 FOLD_JSON = "fold.json"
 PRIOR_CSV = "prior.csv"
 LOCALIZATION_ERRORS = "localization_errors.csv"
@@ -63,7 +67,12 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (f"fold_<k>/{OOF_POINTS}", "fold k's out-of-fold located points"),
     (f"fold_<k>/{OOF_PREDICTIONS}", "fold k's out-of-fold probabilities (uncalibrated)"),
     (f"fold_<k>/{LOCALIZATION_ERRORS}", "fold k's localisation errors, model and baseline"),
-    (f"fold_<k>/{FOLD_JSON}", "written last: fold k is complete (timings, studies)"),
+    (
+        f"fold_<k>/<network>/{SELECTION_JSON}",
+        "with early stopping: the network's inner studies and chosen epoch",
+    ),
+    (f"fold_<k>/<network>/{TB_DIR}/", "with optim.tensorboard: the network's TensorBoard events"),
+    (f"fold_<k>/{FOLD_JSON}", "written last: fold k is complete (timings, studies, selection)"),
     (OOF_POINTS, "every complete fold's out-of-fold points"),
     (OOF_PREDICTIONS, "every complete fold's out-of-fold probabilities"),
     (CALIBRATION_JSON, "temperatures per condition group of each fold, fitted on the other folds"),
@@ -72,10 +81,18 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (LOCALIZATION_JSON, "localisation figures out of fold, model and baseline"),
     (f"{FIGURES_DIR}/", "learning curves, confusion matrices, ROC, localisation"),
     (f"{CACHE_DIR}/", "the studies read once (npz), unless data.cache_dir says elsewhere"),
+    (f"{ONNX_DIR}/", "`spinegrade export`'s default: the networks as ONNX, and their manifest"),
 )
 
 #: Config keys that may change between a run and its resumption (they do not change results).
-RESUMABLE_KEYS = ("name", "device", "data.num_workers", "data.cache_dir")
+RESUMABLE_KEYS = (
+    "name",
+    "device",
+    "data.num_workers",
+    "data.cache_dir",
+    "localize.optim.tensorboard",
+    "grade.optim.tensorboard",
+)
 
 
 class RunFolder:
@@ -102,6 +119,15 @@ class RunFolder:
     def grader_model(self, k: int) -> Path:
         return self.fold_dir(k) / GRADER_DIR / MODEL_PT
 
+    def onnx_dir(self) -> Path:
+        """`RUN/onnx`: where `spinegrade export` writes, and `--engine onnx` reads, by default."""
+        return self.path / ONNX_DIR
+
+    def networks(self, k: int) -> dict[str, Path]:
+        """Fold k's network folders (each with its `history.json`) by their path in the fold."""
+        names = (f"{LOCALIZER_DIR}/{SAGITTAL_DIR}", f"{LOCALIZER_DIR}/{AXIAL_DIR}", GRADER_DIR)
+        return {name: self.fold_dir(k) / name for name in names}
+
     def cache_dir(self, cfg: Config) -> Path:
         """The study cache: `cfg.data.cache_dir`, else `RUN/cache`."""
         return Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.path / CACHE_DIR
@@ -115,6 +141,18 @@ class RunFolder:
             for p in self.path.glob(f"fold_*/{FOLD_JSON}")
         )
         return sorted(int(m.group(1)) for m in found if m)
+
+    def chosen_folds(self, folds: Sequence[int] | None = None) -> list[int]:
+        """The complete folds, or those of `folds` (DataError if one is not complete), in order."""
+        done = self.completed_folds()
+        if folds is not None:
+            unknown = sorted(set(folds) - set(done))
+            if unknown:
+                raise DataError(f"{self.path}: no complete fold(s) {unknown}; complete: {done}")
+            done = sorted(set(folds))
+        if not done:
+            raise DataError(f"{self.path}: no complete fold yet (no fold_<k>/{FOLD_JSON})")
+        return done
 
     def check(self) -> None:
         """Raise one-line DataError unless this is a run folder of `FORMAT_VERSION`."""
@@ -200,10 +238,14 @@ class RunFolder:
         data_root: Path,
         wanted: Sequence[int],
         world_size: int,
+        *,
+        left_out: Sequence[int] = (),
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Write config.yaml, folds.csv and run.json (with `extra`'s entries), after checking a
-        resumed folder matches."""
+        resumed folder matches.
+
+        `left_out`: labelled studies not trained on because they have no images (run.json)."""
         self.check_config(cfg)
         self.check_folds(fold_table)
         save_config(cfg, self.path / CONFIG_YAML)
@@ -214,6 +256,7 @@ class RunFolder:
                 "format": FORMAT_VERSION,
                 "data_root": str(Path(data_root).resolve()),
                 "studies": len(fold_table),
+                "studies_left_out_without_images": [int(s) for s in left_out],
                 "folds_asked": list(wanted),
                 "world_size": world_size,
                 "spinegrade": __version__,

@@ -21,11 +21,15 @@ which study. Across several machines (`--nnodes`) the run folder and the cache m
 system every node sees.
 
 The grader's training also reports a validation loss on the held-out studies' TRUE coordinates for
-the learning curves; it selects nothing (no early stopping), so the OOF predictions stay honest.
+the learning curves; it selects nothing, so the OOF predictions stay honest. With
+`<stage>.optim.early_stopping` each network chooses its epoch on an inner fold of the fold's
+TRAINING studies (`spinegrade.training.selection`: the stage splits the training studies it is
+given); `fold.json` records each network's inner studies and chosen epoch.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +59,7 @@ from spinegrade.cv.folder import (
 )
 from spinegrade.data.cache import CacheResult, cache_studies, load_cached
 from spinegrade.data.folds import make_folds
-from spinegrade.data.tables import RsnaTables, load_tables, validate_tables
+from spinegrade.data.tables import RsnaTables, image_coverage, load_tables, validate_tables
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.grade import train_grader
 from spinegrade.io import write_json, write_with
@@ -65,6 +69,8 @@ from spinegrade.localize.evaluate import point_errors
 from spinegrade.localize.train import train_localizer
 from spinegrade.metrics import smoothed_prior
 from spinegrade.training import distributed
+from spinegrade.training.backbones import check_pretrained
+from spinegrade.training.selection import SELECTION_JSON
 
 T = TypeVar("T")
 
@@ -148,10 +154,16 @@ def train(
     show = progress and info.is_main
     try:
         wanted = wanted_folds(folds, cfg.data.folds)
+        check_pretrained(cfg.localize.pretrained, cfg.localize.backbone, "localize.pretrained")
+        check_pretrained(cfg.grade.pretrained, cfg.grade.backbone, "grade.pretrained")
         _on_main(lambda: run.check_config(cfg))  # before reading any data
-        tables, labels, left_out = _load(data_root, cfg, show)
+        tables, labels, left_out = load_labels(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)
-        _on_main(lambda: run.start(cfg, fold_table, data_root, wanted, info.world_size))
+        _on_main(
+            lambda: run.start(
+                cfg, fold_table, data_root, wanted, info.world_size, left_out=left_out
+            )
+        )
         cached = _on_main(
             lambda: _build_cache(data_root, tables, fold_table, run.cache_dir(cfg), cfg, show)
         )
@@ -192,7 +204,9 @@ def _on_main(fn: Callable[[], T]) -> T:
     return outcome
 
 
-def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.DataFrame, list[int]]:
+def load_labels(
+    data_root: Path, cfg: Config, show: bool = True
+) -> tuple[RsnaTables, pd.DataFrame, list[int]]:
     """Tables, the labels of the studies to cross-validate (those with an image folder, first
     `max_studies` by id), and the labelled studies left out for having no images."""
     tables = load_tables(data_root)
@@ -210,21 +224,19 @@ def _load(data_root: Path, cfg: Config, show: bool) -> tuple[RsnaTables, pd.Data
         )
     assert tables.labels is not None
     labels = tables.labels.sort_values("study_id").reset_index(drop=True)
-    images = data_root / "train_images"
-    present = (
-        {int(d.name) for d in images.iterdir() if d.is_dir() and d.name.isdigit()}
-        if images.is_dir()
-        else set()
-    )
-    if not present:
-        raise DataError(f"{images}: no study folders (the images of train.csv's studies)")
-    has = labels["study_id"].isin(present)
-    left_out = labels.loc[~has, "study_id"].astype(int).tolist()
+    coverage = image_coverage(tables)
+    if not coverage.with_images:
+        raise DataError(
+            f"{coverage.images_dir}: no folder of a labelled study (the images of "
+            f"train.csv's studies)"
+        )
+    has = labels["study_id"].isin(coverage.with_images)
+    left_out = list(coverage.without_images)
     if left_out:
         shown = ", ".join(map(str, left_out[:5])) + (" ..." if len(left_out) > 5 else "")
         _say(
-            f"training on the {int(has.sum())} labelled studies that have images; "
-            f"{len(left_out)} have none and are left out ({shown})",
+            f"{coverage.summary()}; training on those {len(coverage.with_images)}, leaving out "
+            f"{len(left_out)} ({shown}; all listed in run.json)",
             show,
         )
     labels = labels[has].reset_index(drop=True)
@@ -448,6 +460,11 @@ def _write_fold(
             "targets_not_graded": int((~points["graded"].astype(bool)).sum()),
             "timings": timings,
             "predicted_by_rank": {str(p.rank): [int(s) for s in p.study_ids] for p in parts},
+            "selection": {
+                name: json.loads((folder / SELECTION_JSON).read_text(encoding="utf-8"))
+                for name, folder in run.networks(k).items()
+                if (folder / SELECTION_JSON).is_file()
+            },
         },
     )
     merge_oof(run)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydicom.uid import UID
 from tqdm import tqdm
 
 from spinegrade.constants import (
@@ -30,7 +31,8 @@ from spinegrade.constants import (
     TARGET_COLUMNS,
     target_column,
 )
-from spinegrade.data.tables import RsnaTables, load_tables, validate_tables
+from spinegrade.data.tables import RsnaTables, image_coverage, load_tables, validate_tables
+from spinegrade.dicom import Study
 from spinegrade.dicom.geometry import plane_of
 from spinegrade.dicom.headers import list_dicom_files, read_header
 from spinegrade.errors import DicomError, SpinegradeError
@@ -55,6 +57,13 @@ SLICE_COLUMNS = (
     "ny",
     "nz",
     "position",
+    "px",
+    "py",
+    "pz",
+    "description",
+    "sop_class",
+    "transfer_syntax",
+    "bits_stored",
     "path",
 )
 
@@ -261,6 +270,13 @@ def _series_headers(series_dir: Path) -> tuple[list[dict[str, Any]], list[dict[s
                 "ny": float(n[1]),
                 "nz": float(n[2]),
                 "position": float(np.dot(h.position, n)),
+                "px": float(h.position[0]),
+                "py": float(h.position[1]),
+                "pz": float(h.position[2]),
+                "description": h.description,
+                "sop_class": _uid_name(h.sop_class_uid),
+                "transfer_syntax": _uid_name(h.transfer_syntax),
+                "bits_stored": np.nan if h.bits_stored is None else h.bits_stored,
                 "path": str(path),
             }
         )
@@ -269,7 +285,7 @@ def _series_headers(series_dir: Path) -> tuple[list[dict[str, Any]], list[dict[s
 
 def _empty_slices() -> pd.DataFrame:
     """A slice table with no rows but the right columns and dtypes."""
-    text = {"manufacturer", "path"}
+    text = {"manufacturer", "path", "description", "sop_class", "transfer_syntax"}
     ints = {"study_id", "series_id", "instance_number", "rows", "cols"}
     return pd.DataFrame(
         {
@@ -287,47 +303,90 @@ def _int_or_none(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def summarise_series(slices: pd.DataFrame) -> pd.DataFrame:
-    """One row per series read: slices, image size(s), spacing, thickness, plane, tilt, maker.
+#: Columns of `summarise_series`: the DICOM facts of a series that users look at first.
+SERIES_COLUMNS = (
+    "slices",
+    "size",
+    "sizes",
+    "row_spacing",
+    "col_spacing",
+    "slice_thickness",
+    "plane",
+    "nearest_plane",
+    "tilt_deg",
+    "orientations",
+    "first_instance_at",
+    "description",
+    "sop_class",
+    "transfer_syntax",
+    "bits_stored",
+    "manufacturer",
+)
+#: Orientations closer than this (ImageOrientationPatient components) count as one block.
+_ORIENTATION_DECIMALS = 2
 
-    Index (study_id, series_id).
-    """
+
+def summarise_series(slices: pd.DataFrame) -> pd.DataFrame:
+    """One row per series read (`SERIES_COLUMNS`), index (study_id, series_id): slices, image
+    size(s), spacing, thickness, plane and tilt, how many orientations (tilted blocks in one
+    series), where instance 1 lies (sagittal: patient left or right; axial: superior or
+    inferior), the header's description, SOP class, transfer syntax, bits stored and maker."""
     if slices.empty:
-        return pd.DataFrame(
-            columns=[
-                "slices",
-                "size",
-                "sizes",
-                "row_spacing",
-                "col_spacing",
-                "slice_thickness",
-                "plane",
-                "nearest_plane",
-                "tilt_deg",
-                "manufacturer",
-            ]
-        )
+        return pd.DataFrame(columns=list(SERIES_COLUMNS))
+    keys = [slices["study_id"], slices["series_id"]]
     g = slices.groupby(["study_id", "series_id"], sort=True)
     size = slices["rows"].astype(str) + "x" + slices["cols"].astype(str)
     normal = g[["nx", "ny", "nz"]].median()
     unit = normal.div(np.linalg.norm(normal.to_numpy(), axis=1), axis=0)
+    orient = (
+        slices[["nx", "ny", "nz"]].round(_ORIENTATION_DECIMALS).astype(str).agg("/".join, axis=1)
+    )
+    plane = [plane_of(n) for n in unit.to_numpy()]
+
+    def mode(column: str) -> pd.Series:
+        return g[column].agg(lambda v: v.mode().iat[0] if v.notna().any() else None)
+
     out = pd.DataFrame(
         {
             "slices": g.size(),
-            "size": size.groupby([slices["study_id"], slices["series_id"]]).agg(
-                lambda s: s.mode().iat[0]
-            ),
-            "sizes": size.groupby([slices["study_id"], slices["series_id"]]).nunique(),
+            "size": size.groupby(keys).agg(lambda v: v.mode().iat[0]),
+            "sizes": size.groupby(keys).nunique(),
             "row_spacing": g["row_spacing"].median(),
             "col_spacing": g["col_spacing"].median(),
             "slice_thickness": g["slice_thickness"].median(),
-            "plane": [plane_of(n) for n in unit.to_numpy()],
+            "plane": plane,
             "nearest_plane": [plane_of(n, tolerance_deg=90.0) for n in unit.to_numpy()],
             "tilt_deg": np.degrees(np.arccos(np.clip(unit.abs().max(axis=1), 0, 1))),
-            "manufacturer": g["manufacturer"].agg(lambda s: s.mode().iat[0] if len(s) else ""),
+            "orientations": orient.groupby(keys).nunique(),
+            "description": mode("description"),
+            "sop_class": mode("sop_class"),
+            "transfer_syntax": mode("transfer_syntax"),
+            "bits_stored": mode("bits_stored"),
+            "manufacturer": g["manufacturer"].agg(lambda v: v.mode().iat[0] if len(v) else ""),
         }
     )
-    return out
+    out["first_instance_at"] = [_first_instance_at(grp, pl) for (_, grp), pl in zip(g, plane)]
+    return out[list(SERIES_COLUMNS)]
+
+
+def _first_instance_at(slices: pd.DataFrame, plane: str) -> str:
+    """Where the lowest InstanceNumber lies in its series: patient left/right (sagittal, by LPS x)
+    or superior/inferior (axial, by LPS z); '' for other planes or a single slice."""
+    axis, names = {
+        "sagittal": ("px", ("patient right", "patient left")),
+        "axial": ("pz", ("inferior", "superior")),
+    }.get(plane, (None, ()))
+    if axis is None or slices["instance_number"].nunique() < 2:
+        return ""
+    ordered = slices.sort_values("instance_number")
+    first, last = ordered[axis].iloc[0], ordered[axis].iloc[-1]
+    return "" if first == last else names[int(first > last)]
+
+
+def _uid_name(uid: str) -> str:
+    """A UID's registered name (`RLE Lossless`, `Enhanced MR Image Storage`), else the UID."""
+    name = UID(uid).name if uid else ""
+    return name or uid
 
 
 def relative_slice_index(slices: pd.DataFrame) -> pd.Series:
@@ -452,9 +511,10 @@ def consistency_problems(
                 }
             )
         read = set(zip(slices["study_id"], slices["series_id"]))
+        downloaded = set(image_coverage(tables).with_images)  # a partial download is no problem
         listed = tables.series[
             [
-                (s, r) not in read
+                s in downloaded and (s, r) not in read
                 for s, r in zip(tables.series["study_id"], tables.series["series_id"])
             ]
         ]
@@ -524,6 +584,13 @@ def _labelled_without_coordinates(tables: RsnaTables) -> pd.DataFrame:
 # --- facts ----------------------------------------------------------------------------------------
 
 
+def _types_of_read_series(series: pd.DataFrame, series_info: pd.DataFrame) -> dict[str, str]:
+    """`{"study/series": description in the table}` of the series whose headers were read."""
+    read = set(series_info.index)
+    rows = zip(series["study_id"], series["series_id"], series["series_description"])
+    return {f"{a}/{b}": d for a, b, d in rows if (a, b) in read}
+
+
 def _facts(tables, slices, series_info, failures, coords, problems, has_images, images_dir) -> dict:
     """Everything the report and the CLI state, JSON-ready."""
     labels, series = tables.labels, tables.series
@@ -542,6 +609,7 @@ def _facts(tables, slices, series_info, failures, coords, problems, has_images, 
         "class_counts": {s: int(total[s]) for s in SEVERITIES},
         "class_shares": {s: round(float(total[s] / total.sum()), 4) for s in SEVERITIES},
         "series_types": {k: int(v) for k, v in series["series_description"].value_counts().items()},
+        "series_type_of": _types_of_read_series(series, series_info),
         "series_per_study": {
             int(k): int(v) for k, v in inv.sum(axis=1).value_counts().sort_index().items()
         },
@@ -558,6 +626,8 @@ def _facts(tables, slices, series_info, failures, coords, problems, has_images, 
         "images": {
             "present": has_images,
             "folder": str(images_dir),
+            "coverage": image_coverage(tables).to_dict(),
+            "coverage_line": image_coverage(tables).summary(),
             "series_read": int(len(series_info)),
             "files_read": int(len(slices)),
             "header_failures": int(len(failures)),
@@ -583,3 +653,48 @@ def _facts(tables, slices, series_info, failures, coords, problems, has_images, 
             }
         )
     return facts
+
+
+def labelled_targets(study: Study, coords: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """One study's labelled points where they were marked, for drawing (`report.overlays`).
+
+    `coords`: its coordinate rows (snake_case condition/level); `labels`: the wide labels table.
+    One row per point found in the study: `condition, level, series_id, stack_index, slice_index,
+    instance_number, x, y, grade` (snake_case severity, NaN blank) and the three `SEVERITIES` as
+    the grade one-hot (NaN where blank).
+    """
+    mine = labels[labels["study_id"] == study.study_id]
+    rows = []
+    for r in coords.itertuples(index=False):
+        where = study.find_instance(int(r.series_id), int(r.instance_number))
+        if where is None or not (np.isfinite(r.x) and np.isfinite(r.y)):
+            continue
+        column = target_column(r.condition, r.level)
+        grade = mine[column].iloc[0] if len(mine) and column in mine else np.nan
+        onehot = [float(grade == s) if isinstance(grade, str) else np.nan for s in SEVERITIES]
+        rows.append(
+            (
+                r.condition,
+                r.level,
+                int(r.series_id),
+                *where,
+                int(r.instance_number),
+                float(r.x),
+                float(r.y),
+                grade,
+                *onehot,
+            )
+        )
+    columns = [
+        "condition",
+        "level",
+        "series_id",
+        "stack_index",
+        "slice_index",
+        "instance_number",
+        "x",
+        "y",
+        "grade",
+        *SEVERITIES,
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
 from spinegrade.constants import CONDITION_GROUPS, CONDITIONS, LEVELS, SEVERITIES, target_column
 from spinegrade.errors import DataError
@@ -53,6 +52,8 @@ def make_folds(labels: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame
     strata = strata.where(counts >= k, "rare")
     if (strata == "rare").sum() < k:  # too few rare studies to spread: give them the biggest key
         strata = strata.replace("rare", strata.value_counts().idxmax())
+    from sklearn.model_selection import StratifiedKFold  # here: it costs 1-4 s to import
+
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     fold = np.empty(len(ordered), dtype=np.int64)
     for index, (_, held_out) in enumerate(splitter.split(np.zeros(len(ordered)), strata)):

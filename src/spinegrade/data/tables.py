@@ -204,13 +204,73 @@ class Problem:
     severity: Literal["error", "warning"] = "error"
 
 
+@dataclass(frozen=True)
+class ImageCoverage:
+    """Which studies of the tables have images: a user's download is often partial.
+
+    `with_images`: studies of the tables (labels for train, descriptions for test) that have a
+    folder in `<split>_images/`; `without_images`: the others; `unknown_folders`: image folders of
+    studies the tables do not list. All sorted.
+    """
+
+    images_dir: Path
+    with_images: tuple[int, ...]
+    without_images: tuple[int, ...]
+    unknown_folders: tuple[int, ...]
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.without_images)
+
+    def summary(self) -> str:
+        """One line: how many studies have images, and that the commands use those."""
+        n, total = len(self.with_images), len(self.with_images) + len(self.without_images)
+        if not self.images_dir.is_dir():
+            return f"images: no {self.images_dir.name}/ folder (tables only)"
+        line = f"images: {n:,} of {total:,} studies have a folder in {self.images_dir.name}/"
+        if self.partial and n:
+            line += " (a partial download: the commands use those)"
+        if self.unknown_folders:
+            line += f"; {len(self.unknown_folders):,} folder(s) of studies not in the tables"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images_dir": str(self.images_dir),
+            "with_images": len(self.with_images),
+            "without_images": len(self.without_images),
+            "unknown_folders": list(self.unknown_folders),
+        }
+
+
+def image_coverage(tables: RsnaTables) -> ImageCoverage:
+    """Which studies of `tables` have an image folder (`<root>/<split>_images/<study_id>/`)."""
+    images = tables.root / f"{tables.split}_images"
+    listed = set(
+        tables.labels["study_id"] if tables.labels is not None else tables.series["study_id"]
+    )
+    folders = (
+        {int(d.name) for d in images.iterdir() if d.is_dir() and d.name.isdigit()}
+        if images.is_dir()
+        else set()
+    )
+    return ImageCoverage(
+        images,
+        tuple(sorted(listed & folders)),
+        tuple(sorted(listed - folders)),
+        tuple(sorted(folders - listed)),
+    )
+
+
 @dataclass
 class ValidationReport:
-    """Problems found by :func:`validate_tables` (empty when the tables are clean)."""
+    """Problems found by :func:`validate_tables` (empty when the tables are clean), and which
+    studies have images."""
 
     root: str
     split: str
     problems: list[Problem] = field(default_factory=list)
+    images: ImageCoverage | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -238,6 +298,8 @@ class ValidationReport:
         for p in self.problems:
             example = f" e.g. {p.examples[0]}" if p.examples else ""
             lines.append(f"  {p.severity:7s} {p.kind}: {p.count}{example}")
+        if self.images is not None:
+            lines.append(self.images.summary())
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +312,7 @@ class ValidationReport:
                 {"kind": p.kind, "count": p.count, "severity": p.severity, "examples": p.examples}
                 for p in self.problems
             ],
+            "images": None if self.images is None else self.images.to_dict(),
         }
 
 
@@ -260,9 +323,12 @@ def validate_tables(tables: RsnaTables) -> ValidationReport:
     is not described, coordinates with NaN or negative x/y. Warnings (real-world mess the pipeline
     copes with): blank labels, coordinates on another series type than `SERIES_OF_CONDITION` says,
     studies lacking a series type, studies present in one table only, coordinates of blank targets,
-    more than one coordinate for the same (study, condition, level).
+    more than one coordinate for the same (study, condition, level). `images` says which studies
+    have an image folder (not a problem: downloads are often partial).
     """
-    report = ValidationReport(root=str(tables.root), split=tables.split)
+    report = ValidationReport(
+        root=str(tables.root), split=tables.split, images=image_coverage(tables)
+    )
     add = report.problems.append
     for problem in _series_problems(tables.series):
         add(problem)

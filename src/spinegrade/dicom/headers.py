@@ -104,6 +104,7 @@ class SliceHeader:
     sequence_name: str | None = None  #: the vendor's sequence name, e.g. '*tse2d1_15'
     sop_instance_uid: str = ""  #: SOPInstanceUID ("" when absent): what an SR refers to
     sop_class_uid: str = ""  #: SOPClassUID, else the file meta's MediaStorageSOPClassUID, else ""
+    bits_stored: int | None = None  #: BitsStored (e.g. 12 in the RSNA files), None when absent
 
     @property
     def normal(self) -> np.ndarray:
@@ -197,6 +198,7 @@ def parse_header(ds: Dataset, path: str | Path) -> SliceHeader:
         sequence_name=_opt_str(v["SequenceName"]),
         sop_instance_uid=str(v["SOPInstanceUID"] or ""),
         sop_class_uid=str(v["SOPClassUID"] or _meta_sop_class(meta)),
+        bits_stored=_opt_int(_value(ds, _PIXEL_TAGS["BitsStored"])),
     )
 
 
@@ -433,6 +435,12 @@ def _meta_sop_class(meta: Dataset | None) -> str:
         return str((meta or {}).get("MediaStorageSOPClassUID", "") or "")
     except (NotImplementedError, ValueError, KeyError, TypeError):
         return ""
+
+
+def _opt_int(value: object) -> int | None:
+    """An integer tag value, None when absent or not a number."""
+    number = _opt_float(value)
+    return None if number is None else int(number)
 
 
 def _opt_str(value: object) -> str | None:

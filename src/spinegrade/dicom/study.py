@@ -66,6 +66,17 @@ class Study:
         """(series_id, stack) of every stack of every Axial T2 series."""
         return [(s.series_id, v) for s in self.of_type(AXIAL_T2) for v in s.stacks]
 
+    def find_instance(self, series_id: int, instance_number: int) -> tuple[int, int] | None:
+        """`(stack index, slice index)` of the slice with this InstanceNumber in that series, or
+        None when the study has no such series or instance."""
+        for series in self.series:
+            if series.series_id == series_id:
+                for k, volume in enumerate(series.stacks):
+                    hits = np.flatnonzero(volume.instance_numbers == int(instance_number))
+                    if len(hits):
+                        return k, int(hits[0])
+        return None
+
 
 @dataclass(frozen=True)
 class AxialHit:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import timm
 import torch
 from torch import nn
 
 from spinegrade.constants import CONDITION_GROUPS, GROUP_OF_CONDITION, SEVERITIES, TARGETS
+from spinegrade.training.backbones import create_backbone
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class GraderSpec:
 
     backbone: str = "resnet18"
     in_chans: int = 5
-    pretrained: bool = False
+    pretrained: bool | str = False  #: see `spinegrade.training.backbones`
     dim: int = 128
     context_layers: int = 1
     dropout: float = 0.1
@@ -62,8 +62,8 @@ class GraderNet(nn.Module):
     def __init__(self, spec: GraderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.backbone = timm.create_model(
-            spec.backbone, pretrained=spec.pretrained, in_chans=spec.in_chans, num_classes=0
+        self.backbone = create_backbone(
+            spec.backbone, spec.pretrained, in_chans=spec.in_chans, num_classes=0
         )
         # with num_classes=0 the pooled output is `head_hidden_size` wide (e.g. MobileNetV3's 1024)
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features

@@ -9,18 +9,35 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spinegrade.constants import TARGETS
 from spinegrade.dicom import Study
 from spinegrade.grade.augment import mirror_index, mirror_sample
 from spinegrade.grade.dataset import CropParams, Located, locate_targets, study_crops
+from spinegrade.grade.loss import Targets
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training.checkpoint import load_checkpoint
+from spinegrade.training.runtime import Net, as_net
 
 
 class Grader:
-    """A trained grading network with its crop geometry, ready to predict on studies."""
+    """A trained grading network with its crop geometry, ready to predict on studies.
 
-    def __init__(self, model: GraderNet, crop: CropParams, device: torch.device) -> None:
-        self.model = model.to(device).eval()
+    The network is a `Net` (`training.runtime`: torch or ONNX Runtime) taking `crops (b, t, S,
+    P, P)` float32 and `valid (b, t)` bool; a `GraderNet` given here is wrapped in a `TorchNet`.
+    `targets` are its `t` target tokens in order (default: a `GraderNet`'s spec, else the 25
+    `TARGETS`).
+    """
+
+    def __init__(
+        self,
+        model: GraderNet | Net,
+        crop: CropParams,
+        device: torch.device,
+        targets: Targets | None = None,
+    ) -> None:
+        own = model.spec.targets if isinstance(model, GraderNet) else TARGETS
+        self.targets = tuple(targets) if targets is not None else own
+        self.net = as_net(model, device)
         self.crop = crop
         self.device = device
 
@@ -28,12 +45,7 @@ class Grader:
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Grader:
         """Rebuild the grader from a `model.pt` written by `train_grader` (SpinegradeError if
         unusable)."""
-        device = torch.device(device)
-        state = load_checkpoint(path, map_location=device)
-        meta = state.get("meta", {})
-        model = GraderNet(GraderSpec(**meta["spec"]))
-        model.load_state_dict(state["model"])
-        return cls(model, CropParams(**meta["crop"]), device)
+        return cls(*load_grader_net(path), torch.device(device))
 
     def predict(self, study: Study, points: pd.DataFrame, *, tta: bool = False) -> np.ndarray:
         """Probabilities `(25, 3)` in `TARGETS` order; NaN rows for targets without a usable point.
@@ -60,10 +72,10 @@ class Grader:
         batch_size: int = 8,
     ) -> list[np.ndarray]:
         """Probabilities `(t, 3)` per sample of located points (one entry per target of the
-        model's `spec.targets`, None where there is none: a NaN row), batched."""
+        grader's `targets`, None where there is none: a NaN row), batched."""
         out: list[np.ndarray] = []
         batch: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
-        targets = self.model.spec.targets
+        targets = self.targets
         for located in items:
             batch.append(study_crops(located, self.crop, targets=targets))
             if len(batch) == batch_size:
@@ -79,7 +91,7 @@ class Grader:
         """Probabilities of a batch of study samples, NaN where there is no crop."""
         probs = self._probs(np.stack([c for c, _, _ in batch]), np.stack([v for _, v, _ in batch]))
         if tta:
-            targets = self.model.spec.targets
+            targets = self.targets
             mirrored = [
                 mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views, targets)
                 for c, v, views in batch
@@ -96,7 +108,15 @@ class Grader:
     def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Softmax of the network on `crops (b, t, S, P, P)`, `valid (b, t)` -> `(b, t, 3)`
         float64."""
-        logits = self.model(
-            torch.from_numpy(crops).to(self.device), torch.from_numpy(valid).to(self.device)
-        )
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
+        logits = torch.from_numpy(self.net(crops, valid))
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+
+
+def load_grader_net(path: str | Path) -> tuple[GraderNet, CropParams]:
+    """The network (on CPU, eval mode) and crop geometry of a `model.pt` from `train_grader`."""
+    state = load_checkpoint(path)
+    meta = state.get("meta", {})
+    # the checkpoint's weights replace the starting ones: never fetch or read those again
+    model = GraderNet(GraderSpec(**{**meta["spec"], "pretrained": False}))
+    model.load_state_dict(state["model"])
+    return model.eval(), CropParams(**meta["crop"])

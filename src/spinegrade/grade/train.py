@@ -30,7 +30,9 @@ from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
 from spinegrade.training.device import resolve_device
-from spinegrade.training.loop import fit, to_device
+from spinegrade.training.loop import LossFn, fit, to_device
+from spinegrade.training.sampling import excess_weights
+from spinegrade.training.selection import Selection, split_for
 
 
 def crop_params(cfg: GradeConfig) -> CropParams:
@@ -68,6 +70,11 @@ def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The loop's forward: `(crops, valid) -> logits (b, 25, 3)`."""
     return model(batch["crops"], batch["valid"])
+
+
+def loss_function(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) -> LossFn:
+    """The loop's loss: `grade_loss` of the logits against the batch's labels over `targets`."""
+    return lambda out, batch: grade_loss(out, batch["labels"], cfg.any_severe_weight, targets)
 
 
 def iter_studies(
@@ -122,11 +129,15 @@ def train_grader(
 
     Crops come from the TRUE `coordinates` (the coordinates table, snake_case condition/level),
     jittered as `cfg.grade` says; `labels` is the wide labels table. `val_ids` (optional) adds a
-    validation loss per epoch on unjittered crops. Unreadable studies are skipped and listed.
+    validation loss per epoch on unjittered crops, which selects nothing. With
+    `grade.optim.early_stopping` an inner fold of `study_ids` chooses the epoch and the rest is
+    trained on; `grade.resample_factor` over-draws studies with moderate and severe targets
+    (`spinegrade.training.sampling`). Unreadable studies are skipped and listed.
     """
     gcfg = cfg.grade
     ids = [int(s) for s in study_ids]
     val = [int(s) for s in (val_ids or [])]
+    fit_ids, select_ids = split_for(gcfg.optim, ids, labels, cfg.data.seed)
     crop, augment = crop_params(gcfg), augment_params(gcfg)
     failed: dict[int, str] = {}
     source = iter_studies(
@@ -140,12 +151,15 @@ def train_grader(
     everything = GradeDataset.from_studies(source, coordinates, labels, crop, augment)
     for sid, why in failed.items():
         tqdm.write(f"grade: skipped study {sid}: {why}")
-    train_set, val_set = everything.split(set(ids), augment), everything.split(set(val), None)
+    train_set, val_set = everything.split(set(fit_ids), augment), everything.split(set(val), None)
     if len(train_set) == 0:
         raise DataError(f"{data_root}: none of the {len(ids)} training studies could be read")
+    inner = everything.split(set(select_ids), None) if select_ids else None
     model = build_model(gcfg)
     meta = {"train_studies": len(train_set), "skipped": failed}
-    return fit_grader(model, train_set, val_set, out_dir, cfg, meta=meta, progress=progress)
+    return fit_grader(
+        model, train_set, val_set, out_dir, cfg, inner=inner, meta=meta, progress=progress
+    )
 
 
 def fit_grader(
@@ -155,17 +169,20 @@ def fit_grader(
     out_dir: str | Path,
     cfg: Config,
     *,
+    inner: GradeDataset | None = None,
     meta: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
     """Train `model` on `train_set` through the shared loop (validation loss on `val_set` when it
-    is not empty), then re-estimate its BatchNorm statistics; returns `<out_dir>/model.pt`.
+    is not empty; with `inner`, early stopping on that inner split), then re-estimate its
+    BatchNorm statistics; returns `<out_dir>/model.pt`.
 
     The checkpoint's metadata holds the spec, crop geometry and grade config (what
-    `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets.
+    `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets;
+    `grade.resample_factor` over-draws samples with moderate and severe targets.
     """
     gcfg = cfg.grade
-    targets = model.spec.targets
+    factor = gcfg.resample_factor
     full_meta: dict[str, Any] = {
         "spec": model.spec.to_dict(),
         "crop": asdict(train_set.crop),
@@ -177,7 +194,7 @@ def fit_grader(
         model,
         train_set,
         val_set if val_set is not None and len(val_set) else None,
-        lambda out, b: grade_loss(out, b["labels"], gcfg.any_severe_weight, targets),
+        loss_function(gcfg, model.spec.targets),
         gcfg.optim,
         out_dir,
         device=device,
@@ -187,6 +204,8 @@ def fit_grader(
         seed=cfg.data.seed,
         meta=full_meta,
         progress=progress,
+        select=Selection(inner, inner.ids) if inner is not None and len(inner) else None,
+        sample_weights=excess_weights(train_set.labels, factor) if factor > 0 else None,
     )
     if distributed.current().is_main:
         state = load_checkpoint(result.checkpoint)

@@ -3,21 +3,21 @@
 Pipeline. Studies are read (DICOM decoded, stacks built) in `workers` processes, a few studies
 ahead of the model; the models (every fold, see `cv.ensemble`) run in this process; each
 study's predictions.json, overlays and report.html are written by the same worker processes while
-the model goes on with the next study. The workers start, and the first reads are queued, before
-the models are loaded, so that the workers' start-up (a few seconds: a fresh interpreter importing
-pydicom, pandas and matplotlib) overlaps the loading. A study that cannot be read, or that the
-models fail on, gets the prior in the submission, a row in errors.csv, a report saying so, and the
-batch goes on.
+the model goes on with the next study. The workers are forked (Linux) and the first reads are
+queued before the models are loaded; while they run, the models use the cores they leave. A
+study that cannot be read, or that the models fail on, gets the prior in the submission, a row in
+errors.csv, a report saying so, and the batch goes on.
 
-`workers=None` picks `default_workers()`: none on a machine of 2 cores or fewer, where the worker
-processes compete with torch for the cores and the pipeline measured slower than the plain loop
-(docs/benchmarks.md).
+`workers=None` picks `default_workers()`: none for a single study or on a machine of 2 cores or
+fewer, where the pipeline measured slower than the plain loop (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from collections import deque
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from spinegrade.cv.ensemble import Ensemble, StudyPrediction, prior_prediction
+from spinegrade.cv.ensemble import TORCH, Ensemble, StudyPrediction, prior_prediction
 from spinegrade.dicom import Study
 from spinegrade.errors import SpinegradeError
 from spinegrade.inference.discover import Discovery, StudySource, discover_studies
@@ -48,7 +49,7 @@ from spinegrade.timing import Timing
 if TYPE_CHECKING:  # highdicom is imported only with dicom_out (it costs ~1 s)
     from spinegrade.inference.dicom_out import DicomJob, Provenance
 
-STAGES = ("read", "localize", "grade", "write")
+STAGES = ("read", "prepare", "localize", "grade", "write")
 
 
 @dataclass
@@ -98,6 +99,8 @@ def predict(
     folds: list[int] | None = None,
     progress: bool = True,
     dicom_out: bool = False,
+    engine: str = TORCH,
+    onnx_dir: str | Path | None = None,
 ) -> PredictResult:
     """Predict every study under `studies` with the trained run `run_dir`; write into `out_dir`.
 
@@ -105,14 +108,16 @@ def predict(
     `inference.discover`). `workers` processes read studies and write reports (0: all in this
     process; None: `default_workers()`). `tta` averages with the left/right-mirrored crops. `folds`
     restricts the ensemble. `dicom_out` also writes each study's DICOM SR and overlay images
-    (`inference.dicom_out`). The batch never stops at a bad study: see `PredictResult.failed` and
-    `exit_code`.
+    (`inference.dicom_out`). `engine` runs the networks with torch or, from `onnx_dir` (default
+    `RUN/onnx`, see `spinegrade export`), ONNX Runtime. While workers run, the models use the
+    cores the workers leave (`model_threads`). The batch never stops at a bad study: see
+    `PredictResult.failed` and `exit_code`.
     """
     out_dir = Path(out_dir)
-    workers = default_workers() if workers is None else workers
-    found = discover_studies(
-        studies, series_descriptions, workers=workers
-    )  # before torch starts threads
+    found = discover_studies(  # before torch starts threads
+        studies, series_descriptions, workers=default_workers() if workers is None else workers
+    )
+    workers = default_workers(studies=len(found.studies)) if workers is None else workers
     errors: list[tuple[int | None, str, str]] = [
         (None, str(p), f"ignored: {why}") for p, why in found.ignored
     ]
@@ -120,14 +125,17 @@ def predict(
     preds: list[StudyPrediction] = []
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with _pool(workers) as pool:
+    with _pool(workers) as pool, _threads(model_threads(workers)):
         reads = _read_ahead(pool, found, ahead=max(2, workers + 1))  # the workers start now
-        ensemble = Ensemble.load(run_dir, device=device, folds=folds)
+        ensemble = Ensemble.load(
+            run_dir, device=device, folds=folds, engine=engine, onnx_dir=onnx_dir
+        )
         load_s = time.perf_counter() - start
         model = {
             "run_dir": str(Path(run_dir).resolve()),
             "folds": [f.fold for f in ensemble.folds],
             "tta": tta,
+            "engine": engine,
         }
         provenance = _provenance(run_dir, model["folds"], tta) if dicom_out else None
         writes: list[Future[Timing]] = []
@@ -266,15 +274,39 @@ def _read_ahead(
     return results()
 
 
-def default_workers(cores: int | None = None) -> int:
-    """Worker processes for `predict`: 0 on 2 cores or fewer, else half the cores, at most 4."""
-    if cores is None:
-        cores = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers(cores: int | None = None, studies: int | None = None) -> int:
+    """Worker processes for `predict`: none for a single study (nothing to overlap), else
+    by the core count (docs/benchmarks.md: the measurements behind it)."""
+    cores = cpu_cores() if cores is None else cores
+    if studies is not None and studies < 2:
+        return 0
     return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def model_threads(workers: int, cores: int | None = None) -> int:
+    """Threads for the models while `workers` processes read and write: the cores left, at least
+    one; with no workers 0, meaning torch's own setting."""
+    cores = cpu_cores() if cores is None else cores
+    return max(1, cores - workers) if workers > 0 else 0
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch (and so ONNX Runtime, which follows it) on `n` threads inside the block (0: as is)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Inline(Executor):
@@ -287,10 +319,22 @@ class _Inline(Executor):
 
 
 def _pool(workers: int) -> Executor:
+    """The reading and writing processes (an inline executor for none).
+
+    On Linux they are forked from this process, which has imported everything they use: they
+    start in milliseconds (a forkserver had to import pydicom, pandas and matplotlib first: ~6 s
+    on 2 cores). ProcessPoolExecutor forks all of them at the first read, before the models are
+    loaded; they run no torch or ONNX Runtime, so the thread pools those keep in this process
+    (from an earlier batch) are not missed in them. Elsewhere fork is unsafe, and a forkserver
+    that preloads the worker module is used.
+    """
     if workers <= 0:
         return _Inline()
-    ctx = multiprocessing.get_context("forkserver")  # workers never inherit torch's threads
-    ctx.set_forkserver_preload(["spinegrade.inference.worker"])
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["spinegrade.inference.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
@@ -299,4 +343,4 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["STAGES", "PredictResult", "default_workers", "predict"]
+__all__ = ["STAGES", "PredictResult", "default_workers", "model_threads", "predict"]

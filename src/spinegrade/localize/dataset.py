@@ -37,6 +37,7 @@ from spinegrade.constants import (
 )
 from spinegrade.dicom import Study, Volume
 from spinegrade.localize.targets import gaussian_heatmaps, slice_amplitude, to_heatmap
+from spinegrade.timing import Timing
 
 CANAL = "spinal_canal_stenosis"
 FORAMEN = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
@@ -54,49 +55,89 @@ NEGATIVE_AMPLITUDE, NEGATIVE_EVERY = 0.01, 3
 PERCENTILE_PIXELS = 1 << 20
 
 
-def prepare_stack(volume: Volume, size: int) -> np.ndarray:
+def intensity_window(volume: Volume) -> tuple[float, float]:
+    """The stack's 1st and 99.5th intensity percentiles, of a regular subsample of at most about
+    `PERCENTILE_PIXELS` pixels (the same in training and inference)."""
+    px = volume.pixels
+    step = max(1, int(np.ceil(np.sqrt(px.size / PERCENTILE_PIXELS))))
+    lo, hi = np.percentile(px[:, ::step, ::step].astype(np.float32), [1.0, 99.5])
+    return float(lo), float(hi)
+
+
+def prepare_stack(
+    volume: Volume,
+    size: int,
+    slices: np.ndarray | None = None,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Volume pixels `(s, rows, cols)` -> `(s, size, size)` float16 in [0, 1].
 
-    Intensities are scaled by the stack's 1st and 99.5th percentiles (of a regular subsample of at
-    most ~`PERCENTILE_PIXELS` pixels: the same in training and inference); slices are resized with
-    bilinear, antialiased interpolation (`align_corners=False`, the convention of `targets`).
+    Intensities are scaled by the stack's `intensity_window` (given, or computed); slices are
+    resized with bilinear, antialiased interpolation (`align_corners=False`, the convention of
+    `targets`). `slices` (indices) prepares only those, each exactly as within the whole stack.
     """
-    px = volume.pixels.astype(np.float32)
-    step = max(1, int(np.ceil(np.sqrt(px.size / PERCENTILE_PIXELS))))
-    lo, hi = np.percentile(px[:, ::step, ::step], [1.0, 99.5])
-    px = np.clip((px - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    t = torch.from_numpy(px)[:, None]
+    lo, hi = window or intensity_window(volume)
+    px = volume.pixels if slices is None else volume.pixels[np.asarray(slices)]
+    t = torch.from_numpy(px.astype(np.float32))
+    t = t.sub_(lo).div_(max(hi - lo, 1e-6)).clamp_(0.0, 1.0)[:, None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return t[:, 0].numpy().astype(np.float16)
 
 
 class PreparedStacks:
     """Memo of :func:`prepare_stack` for the stacks of one study, shared by several localisers
-    (the folds of a run) so that each stack is normalised and resized once."""
+    (the folds of a run) so that each stack, or each slice asked for, is prepared once."""
 
     def __init__(self) -> None:
+        self.timing = Timing()  #: stage "prepare": the time spent preparing
+        # the volume is kept in each entry, so its id cannot be reused while the memo lives
         self._memo: dict[tuple[int, int], tuple[Volume, np.ndarray]] = {}
+        self._windows: dict[int, tuple[Volume, tuple[float, float]]] = {}
+        self._slices: dict[tuple[int, int, int], tuple[Volume, np.ndarray]] = {}
 
     def get(self, volume: Volume, size: int) -> np.ndarray:
-        """`prepare_stack(volume, size)`, computed on first use."""
+        """`prepare_stack(volume, size)`: every slice `(s, size, size)`, computed on first use."""
         key = (id(volume), size)
-        if key not in self._memo:  # the volume is kept in the memo, so its id cannot be reused
-            self._memo[key] = (volume, prepare_stack(volume, size))
+        if key not in self._memo:
+            with self.timing.measure("prepare"):
+                window = self._window(volume)
+                self._memo[key] = (volume, prepare_stack(volume, size, window=window))
         return self._memo[key][1]
+
+    def slice_input(self, volume: Volume, size: int, index: int) -> np.ndarray:
+        """`slice_input(self.get(volume, size), index)`, preparing only the three slices used."""
+        key = (id(volume), size)
+        if key in self._memo:
+            return slice_input(self._memo[key][1], index)
+        idx = neighbour_indices(volume.shape[0], np.array([index]))[0]
+        todo = [i for i in dict.fromkeys(idx.tolist()) if (id(volume), size, i) not in self._slices]
+        if todo:
+            with self.timing.measure("prepare"):
+                ready = prepare_stack(volume, size, np.array(todo), self._window(volume))
+            for i, image in zip(todo, ready):
+                self._slices[(id(volume), size, i)] = (volume, image)
+        return np.stack([self._slices[(id(volume), size, i)][1] for i in idx]).astype(np.float32)
+
+    def _window(self, volume: Volume) -> tuple[float, float]:
+        if id(volume) not in self._windows:
+            self._windows[id(volume)] = (volume, intensity_window(volume))
+        return self._windows[id(volume)][1]
+
+
+def neighbour_indices(n: int, index: np.ndarray) -> np.ndarray:
+    """Slices `index-1, index, index+1` of a stack of `n`, clamped at the ends: `(len(index),
+    3)`."""
+    return np.clip(np.asarray(index)[:, None] + np.array([-1, 0, 1])[None, :], 0, n - 1)
 
 
 def slice_input(prepared: np.ndarray, index: int) -> np.ndarray:
     """Slices `index-1, index, index+1` (clamped at the ends) of a prepared stack -> `(3, s, s)`."""
-    n = len(prepared)
-    idx = np.clip([index - 1, index, index + 1], 0, n - 1)
-    return prepared[idx].astype(np.float32)
+    return prepared[neighbour_indices(len(prepared), np.array([index]))[0]].astype(np.float32)
 
 
 def all_slice_inputs(prepared: np.ndarray) -> np.ndarray:
     """Every slice with its neighbours: `(s, size, size)` -> `(s, 3, size, size)` float32."""
-    n = len(prepared)
-    idx = np.clip(np.arange(n)[:, None] + np.array([-1, 0, 1])[None, :], 0, n - 1)
-    return prepared[idx].astype(np.float32)
+    return prepared[neighbour_indices(len(prepared), np.arange(len(prepared)))].astype(np.float32)
 
 
 def main_stack(study: Study, series_type: str) -> tuple[int, Volume] | None:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinegrade.training.backbones import create_backbone
+
 
 @dataclass(frozen=True)
 class HeatmapSpec:
@@ -23,7 +25,7 @@ class HeatmapSpec:
     in_chans: int = 3
     stride: int = 4
     width: int = 64  #: decoder width
-    pretrained: bool = False
+    pretrained: bool | str = False  #: see `spinegrade.training.backbones`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,10 +42,10 @@ class HeatmapNet(nn.Module):
         keep = [i for i, r in enumerate(reductions) if r >= spec.stride]
         if not keep or reductions[keep[0]] != spec.stride:
             raise ValueError(f"backbone {spec.backbone} has no feature map at stride {spec.stride}")
-        self.encoder = timm.create_model(
+        self.encoder = create_backbone(
             spec.backbone,
+            spec.pretrained,
             features_only=True,
-            pretrained=spec.pretrained,
             in_chans=spec.in_chans,
             out_indices=tuple(keep),
         )

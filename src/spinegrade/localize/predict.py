@@ -38,13 +38,13 @@ from spinegrade.localize.dataset import (
     PreparedStacks,
     all_slice_inputs,
     main_stack,
-    slice_input,
 )
 from spinegrade.localize.decode import decode_heatmaps
 from spinegrade.localize.model import HeatmapNet, HeatmapSpec
 from spinegrade.localize.targets import from_heatmap
 from spinegrade.training.checkpoint import load_checkpoint
 from spinegrade.training.device import resolve_device
+from spinegrade.training.runtime import Net, as_net
 
 SAGITTAL_DIR, AXIAL_DIR, MODEL_FILE = "sagittal", "axial", "model.pt"
 #: Columns of `Localizer.locate`'s table, in order.
@@ -111,41 +111,42 @@ class StackHeat:
 
 @dataclass
 class Localizer:
-    """The trained stage 1: a sagittal (10-channel) and an axial (2-channel) heatmap network."""
+    """The trained stage 1: a sagittal (10-channel) and an axial (2-channel) heatmap network.
 
-    sagittal: HeatmapNet
-    axial: HeatmapNet
+    The networks are `Net`s (`training.runtime`: torch or ONNX Runtime); a `HeatmapNet` given
+    here is wrapped in a `TorchNet` on `device`, channels-last (faster on CPU).
+    """
+
+    sagittal: Net | HeatmapNet
+    axial: Net | HeatmapNet
     cfg: LocalizeConfig
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.sagittal = as_net(self.sagittal, self.device, channels_last=True)
+        self.axial = as_net(self.axial, self.device, channels_last=True)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Localizer:
         """Load from a `train_localizer` output folder (`sagittal/model.pt`, `axial/model.pt`)."""
         dev = resolve_device(device) if isinstance(device, str) else device
-        nets, cfg = [], None
-        for sub in (SAGITTAL_DIR, AXIAL_DIR):
-            state = load_checkpoint(Path(path) / sub / MODEL_FILE, map_location=dev)
-            net = HeatmapNet(HeatmapSpec(**state["meta"]["spec"]))
-            net.load_state_dict(state["model"])
-            nets.append(net.to(dev).eval())
-            cfg = from_dict(LocalizeConfig, state["meta"]["localize"])
-        return cls(nets[0], nets[1], cfg, dev)  # type: ignore[arg-type]
+        sagittal, axial, cfg = load_heatmap_nets(path)
+        return cls(sagittal, axial, cfg, dev)
 
     # --- inference
     # ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def heat(self, net: HeatmapNet, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def heat(self, net: Net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network on `images (n, 3, s, s)` -> decoded `xy (n, k, 2)` heatmap cells, `peak (n,
         k)`."""
         xy, peak = [], []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.from_numpy(images[start : start + self.batch_size]).to(self.device)
-            h = torch.sigmoid(net(batch).float())
-            a, b = decode_heatmaps(h, self.cfg.sigma_px)
-            xy.append(a.cpu().numpy())
-            peak.append(b.cpu().numpy())
+            logits = net(images[start : start + self.batch_size])  # (b, k, s/stride, s/stride)
+            a, b = decode_heatmaps(torch.sigmoid(torch.from_numpy(logits)), self.cfg.sigma_px)
+            xy.append(a.numpy())
+            peak.append(b.numpy())
         return np.concatenate(xy), np.concatenate(peak)
 
     def stack_heat(
@@ -241,9 +242,8 @@ class Localizer:
         }
         images = np.stack(
             [
-                slice_input(
-                    prepared.get(vols[(h.series_id, h.stack_index)], self.cfg.image_size),
-                    h.slice_index,
+                prepared.slice_input(
+                    vols[(h.series_id, h.stack_index)], self.cfg.image_size, h.slice_index
                 )
                 for _, h in jobs
             ]
@@ -265,6 +265,19 @@ class Localizer:
             for c, cond in enumerate(SUBARTICULAR):
                 out[(cond, level)] = heat.point(h.slice_index, c, "axial")
         return out
+
+
+def load_heatmap_nets(path: str | Path) -> tuple[HeatmapNet, HeatmapNet, LocalizeConfig]:
+    """The sagittal and axial networks (on CPU) and the config of a `train_localizer` folder."""
+    nets, cfg = [], None
+    for sub in (SAGITTAL_DIR, AXIAL_DIR):
+        state = load_checkpoint(Path(path) / sub / MODEL_FILE)
+        # the checkpoint's weights replace the starting ones: never fetch or read those again
+        net = HeatmapNet(HeatmapSpec(**{**state["meta"]["spec"], "pretrained": False}))
+        net.load_state_dict(state["model"])
+        nets.append(net.eval())
+        cfg = from_dict(LocalizeConfig, state["meta"]["localize"])
+    return nets[0], nets[1], cfg  # type: ignore[return-value]
 
 
 def axial_slices(

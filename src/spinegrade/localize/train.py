@@ -33,6 +33,7 @@ from spinegrade.localize.model import HeatmapNet, HeatmapSpec
 from spinegrade.localize.predict import AXIAL_DIR, SAGITTAL_DIR
 from spinegrade.training.device import resolve_device
 from spinegrade.training.loop import fit
+from spinegrade.training.selection import Selection, split_for
 
 
 @dataclass
@@ -97,24 +98,28 @@ def build_net(cfg: LocalizeConfig, channels: int) -> HeatmapNet:
     )
 
 
-def train_localizer(
+#: (subfolder, heatmap channels, left/right channel pairs a horizontal flip swaps) of each network.
+NETS: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...] = (
+    (SAGITTAL_DIR, SAGITTAL_CHANNELS, ()),
+    (AXIAL_DIR, AXIAL_CHANNELS, ((0, 1),)),
+)
+
+
+def heatmap_sets(
     data_root: str | Path,
     study_ids: list[int],
-    out_dir: str | Path,
     cfg: Config,
+    cache_dir: str | Path,
     *,
-    cache_dir: str | Path | None = None,
+    augment: bool = True,
     progress: bool = True,
-) -> Path:
-    """Train the sagittal and axial heatmap nets on `study_ids` of the RSNA folder `data_root`.
+) -> dict[str, HeatmapDataset]:
+    """The sagittal and axial slice datasets of `study_ids` (keyed by `NETS` subfolder).
 
-    Studies are cached in `cache_dir` (default `cfg.data.cache_dir`, else `<out_dir>/../cache`);
-    unreadable studies are skipped
-    and listed. Writes `<out_dir>/sagittal/` and `<out_dir>/axial/` (checkpoints, history) and
-    returns `out_dir`, which `Localizer.load` reads.
+    Studies are cached in `cache_dir` first; unreadable studies are skipped and listed. Raises
+    DataError when the studies give no labelled sagittal or axial slice.
     """
-    data_root, out_dir = Path(data_root), Path(out_dir)
-    cache_dir = Path(cache_dir or cfg.data.cache_dir or out_dir.parent / "cache")
+    data_root, lcfg = Path(data_root), cfg.localize
     tables = load_tables(data_root)
     assert tables.coordinates is not None
     cached = cache_studies(
@@ -127,32 +132,63 @@ def train_localizer(
     )
     for sid, why in cached.failed.items():
         tqdm.write(f"skipped study {sid}: {why}")
-    lcfg = cfg.localize
     sag, ax = build_samples(cached.paths, tables.coordinates, lcfg, progress)
     if not sag.samples or not ax.samples:
         raise DataError(
             f"{data_root}: no labelled sagittal or axial slices among {len(study_ids)} studies"
         )
-    device = resolve_device(cfg.device)
-    loss = heatmap_loss(lcfg.pos_weight)
-    meta = {"localize": to_dict(lcfg)}
-    for sub, channels, samples, flips in (
-        (SAGITTAL_DIR, SAGITTAL_CHANNELS, sag, ()),
-        (AXIAL_DIR, AXIAL_CHANNELS, ax, ((0, 1),)),
-    ):
-        net = build_net(lcfg, channels)
-        data = HeatmapDataset(
-            samples.stacks,
-            samples.samples,
+    sets = {SAGITTAL_DIR: sag, AXIAL_DIR: ax}
+    return {
+        sub: HeatmapDataset(
+            sets[sub].stacks,
+            sets[sub].samples,
             lcfg.image_size,
             lcfg.heatmap_stride,
             lcfg.sigma_px,
-            augment=True,
+            augment=augment,
             flip_pairs=flips,
         )
+        for sub, _, flips in NETS
+    }
+
+
+def train_localizer(
+    data_root: str | Path,
+    study_ids: list[int],
+    out_dir: str | Path,
+    cfg: Config,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the sagittal and axial heatmap nets on `study_ids` of the RSNA folder `data_root`.
+
+    Studies are cached in `cache_dir` (default `cfg.data.cache_dir`, else `<out_dir>/../cache`);
+    unreadable studies are skipped and listed. With `localize.optim.early_stopping` an inner fold
+    of `study_ids` chooses each net's epoch and the rest is trained on. Writes
+    `<out_dir>/sagittal/` and `<out_dir>/axial/` (checkpoints, history) and returns `out_dir`,
+    which `Localizer.load` reads.
+    """
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    cache_dir = Path(cache_dir or cfg.data.cache_dir or out_dir.parent / "cache")
+    lcfg = cfg.localize
+    labels = load_tables(data_root).labels
+    assert labels is not None
+    fit_ids, select_ids = split_for(lcfg.optim, study_ids, labels, cfg.data.seed)
+    train_sets = heatmap_sets(data_root, fit_ids, cfg, cache_dir, progress=progress)
+    inner = (
+        heatmap_sets(data_root, select_ids, cfg, cache_dir, augment=False, progress=progress)
+        if select_ids
+        else {}
+    )
+    device = resolve_device(cfg.device)
+    loss = heatmap_loss(lcfg.pos_weight)
+    meta = {"localize": to_dict(lcfg)}
+    for sub, channels, _ in NETS:
+        net = build_net(lcfg, channels)
         fit(
             net,
-            data,
+            train_sets[sub],
             None,
             loss,
             lcfg.optim,
@@ -161,8 +197,9 @@ def train_localizer(
             num_workers=0,
             desc=f"localize {sub}",
             seed=cfg.data.seed,
-            meta={**meta, "spec": net.spec.to_dict(), "samples": len(samples.samples)},
+            meta={**meta, "spec": net.spec.to_dict(), "samples": len(train_sets[sub])},
             progress=progress,
+            select=Selection(inner[sub], select_ids) if inner else None,
         )
     return out_dir
 

@@ -31,18 +31,27 @@ from spinegrade.constants import (
 )
 from spinegrade.data.facts import (
     OUTLIER_Z,
+    DatasetFacts,
     dataset_facts,
+    labelled_targets,
     missing_vs_series,
     series_inventory,
     severity_counts,
     target_correlation,
     with_shares,
 )
-from spinegrade.data.tables import RsnaTables
+from spinegrade.data.tables import RsnaTables, image_coverage
+from spinegrade.dicom import load_study
 from spinegrade.dicom.geometry import PLANE_TOLERANCE_DEG
+from spinegrade.errors import SpinegradeError
 from spinegrade.io import write_json
 from spinegrade.report import html
 from spinegrade.report.figures import heatmap, new_figure, save_png, share_bars
+from spinegrade.report.overlays import GRADES_LEGEND, OVERLAY_TITLES, save_overlay, study_panels
+
+#: Studies whose labelled points are drawn on their images, and series listed one per row.
+MAX_STUDIES_DRAWN = 3
+MAX_SERIES_LISTED = 60
 
 _COND_SHORT = {
     "spinal_canal_stenosis": "SCS",
@@ -91,6 +100,7 @@ def inspect_dataset(
 
     out.mkdir(parents=True, exist_ok=True)
     figures = _write_figures(out, tables, slices, series_info, coords)
+    figures.update(_labelled_point_figures(out, f))
     sections = _sections(tables, summary, series_info, failures, coords, problems, figures)
     report = html.write_page(
         out / "report.html",
@@ -318,6 +328,7 @@ def _sections(
             "blank cells": facts["blank_cells"],
             **{SEVERITY_LABELS[s]: f"{100 * shares[s]:.1f}%" for s in SEVERITIES},
             "coordinate rows": facts["coordinates"]["rows"],
+            "studies with images": f"{img['coverage']['with_images']:,}",
             "DICOM files read": img["files_read"] if img["present"] else "no images",
             "error-level problems": n_problems,
         }
@@ -327,6 +338,8 @@ def _sections(
             f"No images: {img['folder']} does not exist, so the DICOM header "
             "sections are empty and annotation positions are in raw pixels."
         )
+    else:
+        overview += html.note(img["coverage_line"])
     return [
         html.Section("Overview", overview),
         html.Section("Severity distribution", _severity_section(counts, figures)),
@@ -334,6 +347,7 @@ def _sections(
         html.Section("Missing labels", _missing_section(tables, counts, figures)),
         html.Section("Series", _series_section(tables, facts, figures)),
         html.Section("DICOM headers", _header_section(facts, series_info, failures, figures)),
+        html.Section("Labelled points on the images", _labelled_points_section(facts, figures)),
         html.Section("Annotation positions", _position_section(coords, figures)),
         html.Section("Consistency problems", _problem_section(problems)),
     ]
@@ -458,8 +472,19 @@ def _header_section(facts: dict, info: pd.DataFrame, failures: pd.DataFrame, fig
         )
     body = html.p(
         f"{img['files_read']:,} files in {img['series_read']:,} series read without pixel "
-        f"data; {img['header_failures']:,} file(s) or folder(s) could not be read."
+        f"data; {img['header_failures']:,} file(s) or folder(s) could not be read. "
+        + img["coverage_line"]
+        + "."
     )
+    if 0 < len(info) <= MAX_SERIES_LISTED:
+        body += html.table(
+            _metadata_table(info, facts),
+            index=False,
+            float_format="{:.3g}",
+            caption="What the headers say, per series (type: the descriptions "
+            "table; blocks: distinct slice orientations, e.g. axial stacks "
+            "tilted to each disc in one series)",
+        )
     if "headers" in figures:
         body += html.figure(
             figures["headers"], "Slices per series, pixel spacing and slice thickness by plane."
@@ -497,6 +522,79 @@ def _header_section(facts: dict, info: pd.DataFrame, failures: pd.DataFrame, fig
     if len(failures):
         body += html.h3("Header failures") + html.table(failures, index=False, max_rows=200)
     return body
+
+
+def _metadata_table(info: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFrame:
+    """The series facts users check first, one row per series (at most MAX_SERIES_LISTED)."""
+    types = facts.get("series_type_of", {})
+    t = info.reset_index()
+    return pd.DataFrame(
+        {
+            "study": t["study_id"],
+            "series": t["series_id"],
+            "type": [types.get(f"{a}/{b}", "") for a, b in zip(t["study_id"], t["series_id"])],
+            "header description": t["description"],
+            "plane": t["plane"],
+            "tilt deg": t["tilt_deg"],
+            "blocks": t["orientations"],
+            "instance 1 at": t["first_instance_at"],
+            "slices": t["slices"],
+            "rows x cols": t["size"],
+            "pixel mm": t["row_spacing"],
+            "thickness mm": t["slice_thickness"],
+            "SOP class": t["sop_class"],
+            "transfer syntax": t["transfer_syntax"],
+            "bits stored": t["bits_stored"],
+            "manufacturer": t["manufacturer"].replace("", "-"),
+        }
+    )
+
+
+def _labelled_point_figures(out: Path, f: DatasetFacts) -> dict[str, Path]:
+    """Overlays of the labelled points on their real slices, for the first studies that have both
+    images and coordinates (`labelled_<study>_<overlay>.png`)."""
+    images = f.root / f"{f.tables.split}_images"
+    with_points = [
+        s
+        for s in image_coverage(f.tables).with_images
+        if s in set(f.tables.coordinates["study_id"])
+    ][:MAX_STUDIES_DRAWN]
+    figures: dict[str, Path] = {}
+    for sid in with_points:
+        try:
+            study = load_study(images / str(sid), f.tables.series[f.tables.series.study_id == sid])
+        except SpinegradeError:
+            continue  # listed among the header failures already
+        coords = f.tables.coordinates[f.tables.coordinates.study_id == sid]
+        targets = labelled_targets(study, coords, f.tables.labels)
+        for name, panels in study_panels(study, targets).items():
+            if panels:
+                figures[f"labelled_{sid}_{name}"] = save_overlay(
+                    panels,
+                    out / f"labelled_{sid}_{name}.png",
+                    f"study {sid}: {OVERLAY_TITLES[name]}",
+                    legend=GRADES_LEGEND,
+                )
+    return figures
+
+
+def _labelled_points_section(facts: dict[str, Any], figures: dict[str, Path]) -> str:
+    drawn = sorted(k for k in figures if k.startswith("labelled_"))
+    if not drawn:
+        return html.note("No study has both images and labelled coordinates here.")
+    body = html.p(
+        "The radiologists' points where they were marked, on the real slices, coloured by the "
+        f"study's grade (first {MAX_STUDIES_DRAWN} studies with images and coordinates). A hollow "
+        "marker lies on another slice of the stack. Check here that points land on the anatomy "
+        "they name and that left and right are where the geometry says."
+    )
+    return body + "".join(html.figure(figures[k], _labelled_caption(k)) for k in drawn)
+
+
+def _labelled_caption(key: str) -> str:
+    """`labelled_<study>_<overlay>` -> `study <study>: <the overlay's title>`."""
+    _, study, name = key.split("_", 2)
+    return f"study {study}: {OVERLAY_TITLES[name]}"
 
 
 def _position_section(coords: pd.DataFrame, figures: dict[str, Path]) -> str:

@@ -49,6 +49,9 @@ _FORAMINA = {"left": "left_neural_foraminal_narrowing", "right": "right_neural_f
 _SUBARTICULAR = {"left": "left_subarticular_stenosis", "right": "right_subarticular_stenosis"}
 _AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (-, +) of LPS x, y, z
 LABEL_GAP_PT = 11.0  #: minimum vertical distance between two point labels (points)
+BLANK_COLOR = "#9e9e9e"  #: a point whose grade is blank (not scored)
+PROBABILITIES_LEGEND = "most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)"
+GRADES_LEGEND = "the radiologists' grade of the labelled point (grey: blank)"
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,13 @@ class Panel:
     )  #: patient direction at left, right, top, bottom
 
 
-def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | None = None) -> Figure:
+def panel_figure(
+    panels: Sequence[Panel],
+    title: str = "",
+    *,
+    width: float | None = None,
+    legend: str = PROBABILITIES_LEGEND,
+) -> Figure:
     """Panels side by side, each `width` inches wide (default: 5 for one panel, else 3.6), with a
     legend.
 
@@ -103,7 +112,7 @@ def panel_figure(panels: Sequence[Panel], title: str = "", *, width: float | Non
         ncol=4 if len(panels) > 1 else 2,
         fontsize=8,
         frameon=False,
-        title="most likely severity · numbers: P(normal/mild) / P(moderate) / P(severe)",
+        title=legend,
         title_fontsize=7.5,
         bbox_to_anchor=(0.5, 0.0),
     )
@@ -127,7 +136,7 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
     mm_per_pt = rows * dy / max(height_pt, 1.0)
     shifts = _label_shifts([m.y * dy for m in panel.marks], LABEL_GAP_PT * mm_per_pt)
     for m, shift in zip(panel.marks, shifts):
-        color = SEVERITY_COLORS[int(np.argmax(m.probs))]
+        color = BLANK_COLOR if np.isnan(m.probs).any() else SEVERITY_COLORS[int(np.argmax(m.probs))]
         ax.plot(
             m.x * dx,
             m.y * dy,
@@ -189,9 +198,11 @@ def _label_shifts(ys: Sequence[float], gap: float) -> list[float]:
     return shifts
 
 
-def save_overlay(panels: Sequence[Panel], path: str | Path, title: str = "") -> Path:
+def save_overlay(
+    panels: Sequence[Panel], path: str | Path, title: str = "", legend: str = PROBABILITIES_LEGEND
+) -> Path:
     """Draw `panels` and write the PNG atomically."""
-    return save_png(panel_figure(panels, title), path)
+    return save_png(panel_figure(panels, title, legend=legend), path)
 
 
 # --- choosing the slices of a study --------------------------------------------------------------
@@ -309,6 +320,9 @@ def _probs(r) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
 
 
 def _probs_text(r) -> str:  # type: ignore[no-untyped-def]
+    """The probabilities, or for a labelled point (a `grade` column) its grade."""
+    if hasattr(r, "grade"):
+        return SEVERITY_LABELS[r.grade] if isinstance(r.grade, str) else "blank"
     return " / ".join(f"{p:.2f}" for p in _probs(r))
 
 

@@ -2,12 +2,14 @@
 
 `learning_curves.png` (each fold's `history.json`, both stages), `confusion_<condition>.png`,
 `condition_level_logloss.png`, `roc_<group>.png` (one-vs-rest per severity, per condition group)
-and `localization.png` (model vs the mean-position baseline, out of fold).
+and `localization.png` (model vs the mean-position baseline, out of fold); and the loss against
+learning rate of `spinegrade lr-find` (`lr_finder`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +57,9 @@ def learning_curves(
     path: str | Path,
     histories: tuple[tuple[str, str], ...] = HISTORIES,
 ) -> Path:
-    """Train (solid) and validation (dashed) loss per epoch of each network of `histories`
-    ((title, history.json inside fold_<k>/) pairs), one colour per fold."""
+    """Train (solid), held-out (dashed) and, with early stopping, inner-split (dotted) loss per
+    epoch of each network of `histories` ((title, history.json inside fold_<k>/) pairs), one
+    colour per fold."""
     fig, axes = new_figure(5 * len(histories), 3.8, 1, len(histories))
     for ax, (title, rel) in zip(axes[0], histories):
         for k in folds:
@@ -68,15 +71,16 @@ def learning_curves(
             ax.plot(
                 hist["epoch"], hist["train_loss"], color=color, marker=".", label=f"fold {k} train"
             )
-            if "val_loss" in hist:
-                ax.plot(
-                    hist["epoch"],
-                    hist["val_loss"],
-                    color=color,
-                    marker=".",
-                    ls="--",
-                    label=f"fold {k} held-out",
-                )
+            for key, ls, name in (("val_loss", "--", "held-out"), ("select_loss", ":", "inner")):
+                if key in hist:
+                    ax.plot(
+                        hist["epoch"],
+                        hist[key],
+                        color=color,
+                        marker=".",
+                        ls=ls,
+                        label=f"fold {k} {name}",
+                    )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
@@ -169,4 +173,24 @@ def localization_bars(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(title)
     axes[0, 0].legend()
     fig.suptitle(f"Localisation on {report['studies']} out-of-fold studies")
+    return save_png(fig, path)
+
+
+def lr_finder(curves: Mapping[str, Mapping[str, Any]], path: str | Path, title: str) -> Path:
+    """Loss against learning rate (log scale) of each LR sweep, one panel per network: the raw
+    loss (light), the smoothed loss (dark), the suggested rate (solid line) and the minimum's rate
+    / 10 (dotted). `curves` maps a name to `spinegrade.training.lr_find.LRCurve.to_dict()`."""
+    fig, axes = new_figure(5.5 * len(curves), 4.0, 1, len(curves))
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        ax.plot(c["lrs"], c["losses"], color="tab:blue", alpha=0.3, lw=1, label="loss")
+        ax.plot(c["lrs"], c["smoothed"], color="tab:blue", lw=2, label="smoothed loss")
+        ax.axvline(c["suggestion"], color="tab:red", label=f"suggested {c['suggestion']:.2g}")
+        ax.axvline(c["minimum_over_10"], color="0.4", ls=":", label="minimum / 10")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{name}: {c['rule']}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.text(0.02, 0.02, c["stopped"], transform=ax.transAxes, fontsize=7, color="0.4")
+    fig.suptitle(title, fontsize=10)
     return save_png(fig, path)

@@ -40,6 +40,7 @@ from spinegrade.slices.inputs import (
     read_image,
 )
 from spinegrade.slices.volumes import crop_volume, slice_volume
+from spinegrade.training.selection import split_for
 
 #: Crops hold the slices' three neighbouring slices as channels; `grade.slices` must match.
 CROP_CHANNELS = 3
@@ -59,6 +60,11 @@ def check_config(cfg: Config, mode: str) -> None:
         raise ConfigError(
             "grade.mirror_p and slices.tta must be off for Sagittal T1 slices (a slice shows one "
             "side: there is nothing to mirror); use -c slices_cpu, or grade.mirror_p=0"
+        )
+    if mode == SLICES and cfg.localize.optim.early_stopping:
+        raise ConfigError(
+            "localize.optim.early_stopping is not supported by `spinegrade slices` yet (its "
+            "localiser trains on every training study); use localize.optim.early_stopping=false"
         )
     if mode == SLICES and g.slices != 1:
         raise ConfigError(f"grade.slices is {g.slices}: a Sagittal T1 PNG is one slice (use 1)")
@@ -176,8 +182,11 @@ def train_grader(
     progress: bool = True,
 ) -> Path:
     """Fit the grader on the TRUE points (crops) of `train_ids`, jittered as `cfg.grade` says,
-    with a validation loss on `val_ids`' (unjittered); returns `<out_dir>/model.pt`."""
+    with a validation loss on `val_ids`' (unjittered; it selects nothing) and, with
+    `grade.optim.early_stopping`, the epoch chosen on an inner split of `train_ids`; returns
+    `<out_dir>/model.pt`."""
     mode = mode_of(folder)
+    fit_ids, select_ids = split_for(cfg.grade.optim, train_ids, labels, cfg.data.seed)
     targets = TARGETS_OF_MODE[mode]
     crop, augment = crop_params(cfg.grade), augment_params(cfg.grade)
 
@@ -195,10 +204,11 @@ def train_grader(
     meta = {"mode": mode, "train_studies": len(train_ids)}
     return fit_grader(
         model,
-        data(train_ids, augment),
+        data(fit_ids, augment),
         data(val_ids, None),
         out_dir,
         cfg,
+        inner=data(select_ids, None) if select_ids else None,
         meta=meta,
         progress=progress,
     )
@@ -207,4 +217,4 @@ def train_grader(
 def grade(grader: Grader, samples: list[list[Located | None]], *, tta: bool) -> np.ndarray:
     """Probabilities `(studies, t, 3)` of located samples (NaN where a target has none)."""
     probs = grader.predict_located(samples, tta=tta)
-    return np.stack(probs) if probs else np.zeros((0, len(grader.model.spec.targets), 3))
+    return np.stack(probs) if probs else np.zeros((0, len(grader.targets), 3))

@@ -184,7 +184,8 @@ class SliceLocalizer:
         """From a `model.pt` written by :func:`train_localizer`."""
         dev = resolve_device(device) if isinstance(device, str) else device
         state = load_checkpoint(path, map_location=dev)
-        net = HeatmapNet(HeatmapSpec(**state["meta"]["spec"]))
+        # the checkpoint's weights replace the starting ones: never fetch or read those again
+        net = HeatmapNet(HeatmapSpec(**{**state["meta"]["spec"], "pretrained": False}))
         net.load_state_dict(state["model"])
         return cls(net.to(dev).eval(), from_dict(LocalizeConfig, state["meta"]["localize"]), dev)
 

@@ -47,6 +47,7 @@ from spinegrade.slices.grade import check_config, load_volumes, slice_files, tra
 from spinegrade.slices.inputs import SLICES, Folder, SliceFolder, mode_of, open_folder
 from spinegrade.slices.localize import Prepared, samples, train_localizer
 from spinegrade.slices.predict import grade_points, load_folds, predict_folder
+from spinegrade.training.backbones import check_pretrained
 
 
 @dataclass
@@ -77,6 +78,9 @@ def train(
     folder = open_folder(data_dir, mode, truth=True)
     mode = mode_of(folder)
     check_config(cfg, mode)
+    if mode == SLICES:
+        check_pretrained(cfg.localize.pretrained, cfg.localize.backbone, "localize.pretrained")
+    check_pretrained(cfg.grade.pretrained, cfg.grade.backbone, "grade.pretrained")
     studies = folder.studies()
     if cfg.data.max_studies is not None:
         studies = studies[: cfg.data.max_studies]

@@ -1,5 +1,7 @@
 """The training loop both stages use: AdamW with warm-up + cosine, AMP on CUDA, EMA, gradient
-clipping, DDP under torchrun, progress bars, and atomic checkpoints that resume mid-run.
+clipping, DDP under torchrun, progress bars, and atomic checkpoints that resume mid-run; optionally
+early stopping on an inner split (`training.selection`), weighted draws (`training.sampling`) and
+TensorBoard scalars (`training.logs`).
 
 A stage supplies a model, datasets yielding dicts of tensors, a `forward(model, batch)` and a
 `loss_fn(output, batch) -> scalar`. The loop owns everything else.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from spinegrade.config import OptimConfig
+from spinegrade.errors import ConfigError, DataError
 from spinegrade.io import write_json
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
+from spinegrade.training.logs import TB_DIR, ScalarLog
+from spinegrade.training.sampling import WeightedDistributedSampler
+from spinegrade.training.selection import SELECTION_JSON, Selection, selection_record
 
 Batch = dict[str, Any]
 Forward = Callable[[nn.Module, Batch], Any]
@@ -45,6 +51,7 @@ class FitResult:
     checkpoint: Path
     resumed_from_epoch: int = 0  #: epochs already done when this call started (0 = fresh)
     timings: dict[str, float] = field(default_factory=dict)  #: data vs compute seconds, samples/s
+    selected_epoch: int | None = None  #: the epoch whose weights were kept (with a `Selection`)
 
 
 def default_forward(model: nn.Module, batch: Batch) -> Any:
@@ -68,11 +75,19 @@ def fit(
     seed: int = 0,
     meta: Mapping[str, Any] | None = None,
     progress: bool = True,
+    select: Selection | None = None,
+    sample_weights: Sequence[float] | None = None,
 ) -> FitResult:
     """Train `model` in place for `optim.epochs` epochs and return its history.
 
     Resumes from `out_dir/last.pt` when present; when `out_dir/model.pt` exists the run is complete
     and only the weights are loaded. `meta` is stored in `model.pt` (e.g. the model's build args).
+    `val_set` is only watched (`val_loss` per epoch). `select` (which `optim.early_stopping`
+    requires) chooses the epoch: its loss (`select_loss`) picks the weights that are kept (the EMA
+    weights when there is an EMA), training stops after `optim.patience` epochs without a better
+    one (0: never), and `selection.json` records the epoch and the inner studies. With
+    `sample_weights` (one per training sample) each epoch draws `len(train_set)` samples with
+    replacement in proportion to them. `optim.tensorboard` writes the scalars to `out_dir/tb/`.
     Under torchrun every process calls `fit`; only rank 0 writes files and shows progress (a bar per
     epoch unless `progress` is False).
     """
@@ -83,7 +98,14 @@ def fit(
         state = load_checkpoint(final_path)
         model.load_state_dict(state["model"])
         model.to(device)
-        return FitResult(state.get("history", []), final_path, resumed_from_epoch=optim.epochs)
+        chosen = (state.get("selection") or {}).get("epoch")
+        return FitResult(state.get("history", []), final_path, optim.epochs, selected_epoch=chosen)
+    if optim.early_stopping and select is None:
+        raise ConfigError(
+            f"{out_dir}: optim.early_stopping is on, but no inner split was given to select with"
+        )
+    if select is not None and len(select) == 0:
+        raise DataError(f"{out_dir}: the inner split that selects the epoch has no samples")
 
     model.to(device)
     ema = _make_ema(model, optim.ema_decay)
@@ -92,11 +114,7 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=ids)
 
-    sampler: Any
-    if info.enabled:
-        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
-    else:
-        sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+    sampler = _sampler(train_set, seed, sample_weights)
     loader = DataLoader(
         train_set,
         batch_size=optim.batch_size,
@@ -116,6 +134,7 @@ def fit(
 
     history: list[dict[str, float]] = []
     start_epoch = 0
+    best: dict[str, Any] | None = None  #: epoch, loss and weights of the best `select_loss`
     if (out_dir / LAST).is_file():
         state = load_checkpoint(out_dir / LAST, map_location=device)
         model.load_state_dict(state["model"])
@@ -123,71 +142,105 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        history, start_epoch = state["history"], state["epoch"]
+        history, start_epoch, best = state["history"], state["epoch"], state.get("best")
 
     use_amp = optim.amp and device.type == "cuda"
     timings = {"data_s": 0.0, "compute_s": 0.0, "samples": 0.0}
-    for epoch in range(start_epoch, optim.epochs):
-        _seed_everything(seed + epoch + 1000 * info.rank)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        else:
-            sampler.generator = torch.Generator().manual_seed(seed + epoch)
-        train_loss, epoch_t = _train_one_epoch(
-            train_model,
-            ema,
-            loader,
-            loss_fn,
-            forward,
-            optimizer,
-            scheduler,
-            optim,
-            device,
-            use_amp,
-            f"{desc} {epoch + 1}/{optim.epochs}",
-            info.is_main and progress,
-            timings,
-        )
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": epoch_t,
-        }
-        if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
+    step = StepConfig(loss_fn, forward, optim.grad_clip, device, use_amp)
+    log = ScalarLog(
+        out_dir / TB_DIR if optim.tensorboard and info.is_main else None,
+        purge_step=start_epoch * steps_per_epoch + 1,  # the first step this call logs
+    )
+    try:
+        for epoch in range(start_epoch, optim.epochs):
+            _seed_everything(seed + epoch + 1000 * info.rank)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            else:
+                sampler.generator = torch.Generator().manual_seed(seed + epoch)
+            train_loss, epoch_t = _train_one_epoch(
+                train_model,
+                ema,
+                loader,
+                step,
+                optimizer,
+                scheduler,
+                f"{desc} {epoch + 1}/{optim.epochs}",
+                info.is_main and progress,
+                timings,
+                log,
+            )
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": epoch_t,
+            }
             eval_model = ema.module if ema is not None else model
-            record["val_loss"] = evaluate_loss(
-                eval_model, val_set, loss_fn, forward, device, optim.batch_size, collate_fn
-            )
-        history.append(record)
-        if info.is_main:
-            save_checkpoint(
-                out_dir / LAST,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epoch": epoch + 1,
-                    "history": history,
-                },
-            )
-            write_json(out_dir / HISTORY, history)
-        distributed.barrier()
+            if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
+                record["val_loss"] = evaluate_loss(
+                    eval_model, val_set, loss_fn, forward, device, optim.batch_size, collate_fn
+                )
+            if select is not None:
+                loss = evaluate_loss(
+                    eval_model,
+                    select.dataset,
+                    loss_fn,
+                    forward,
+                    device,
+                    optim.batch_size,
+                    collate_fn,
+                )
+                record["select_loss"] = distributed.broadcast_object(loss)  # one decision for all
+                best = _better(best, epoch + 1, record["select_loss"], eval_model)
+            history.append(record)
+            log.add(record, (epoch + 1) * steps_per_epoch, "epoch")
+            if info.is_main:
+                save_checkpoint(
+                    out_dir / LAST,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "best": best,
+                    },
+                )
+                write_json(out_dir / HISTORY, history)
+            distributed.barrier()
+            if best is not None and 0 < optim.patience <= epoch + 1 - best["epoch"]:
+                break
+    finally:
+        log.close()
 
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
+    selection = None
+    if select is not None and best is not None:
+        model.load_state_dict(best["model"])
+        selection = selection_record(history, optim.epochs, optim.patience, select.study_ids)
     if info.is_main:
         save_checkpoint(
-            final_path, {"model": model.state_dict(), "history": history, "meta": dict(meta or {})}
+            final_path,
+            {
+                "model": model.state_dict(),
+                "history": history,
+                "meta": dict(meta or {}),
+                "selection": selection,
+            },
         )
         write_json(out_dir / HISTORY, history)
+        if selection is not None:
+            write_json(out_dir / SELECTION_JSON, selection)
         (out_dir / LAST).unlink(missing_ok=True)
     distributed.barrier()
     if timings["samples"]:
         total = timings["data_s"] + timings["compute_s"]
         timings["samples_per_s"] = timings["samples"] / max(total, 1e-9)
-    return FitResult(history, final_path, resumed_from_epoch=start_epoch, timings=timings)
+    chosen = selection["epoch"] if selection else None
+    return FitResult(history, final_path, start_epoch, timings, selected_epoch=chosen)
 
 
 @torch.no_grad()
@@ -225,20 +278,43 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@dataclass(frozen=True)
+class StepConfig:
+    """What one optimiser step needs besides the model, its optimiser and the batch."""
+
+    loss_fn: LossFn
+    forward: Forward
+    grad_clip: float
+    device: torch.device
+    use_amp: bool
+
+
+def train_step(
+    model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, step: StepConfig
+) -> float:
+    """One optimiser step on `batch` (already on the device): forward under autocast, backward,
+    gradient clipping, `optimizer.step()`; returns the loss."""
+    with torch.autocast(device_type=step.device.type, dtype=torch.bfloat16, enabled=step.use_amp):
+        loss = step.loss_fn(step.forward(model, batch), batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if step.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _train_one_epoch(
     model: nn.Module,
     ema: AveragedModel | None,
     loader: DataLoader,
-    loss_fn: LossFn,
-    forward: Forward,
+    step: StepConfig,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    optim: OptimConfig,
-    device: torch.device,
-    use_amp: bool,
     label: str,
     show: bool,
     timings: dict[str, float],
+    log: ScalarLog,
 ) -> tuple[float, float]:
     model.train()
     total, count = 0.0, 0
@@ -246,22 +322,18 @@ def _train_one_epoch(
     bar = tqdm(loader, desc=label, disable=not show, leave=False, dynamic_ncols=True)
     for batch in bar:
         loaded = time.perf_counter()
-        batch = to_device(batch, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = loss_fn(forward(model, batch), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-        optimizer.step()
+        batch = to_device(batch, step.device)
+        lr = scheduler.get_last_lr()[0]
+        loss = train_step(model, batch, optimizer, step)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(
                 model.module if isinstance(model, DistributedDataParallel) else model
             )
         n = _batch_len(batch)
-        total += float(loss.detach()) * n
+        total += loss * n
         count += n
+        log.add({"loss": loss, "lr": lr}, scheduler.last_epoch, "train")
         bar.set_postfix(loss=f"{total / count:.4f}")
         now = time.perf_counter()
         timings["data_s"] += loaded - tick
@@ -269,6 +341,31 @@ def _train_one_epoch(
         timings["samples"] += n
         tick = now
     return total / max(count, 1), time.perf_counter() - start
+
+
+def _sampler(train_set: Dataset, seed: int, sample_weights: Sequence[float] | None) -> Sampler[int]:
+    """Weighted draws when `sample_weights` are given, else a shuffle (split across ranks under
+    torchrun)."""
+    if sample_weights is not None:
+        if len(sample_weights) != len(train_set):  # type: ignore[arg-type]
+            raise ValueError(
+                f"{len(sample_weights)} sample weights for {len(train_set)} samples"  # type: ignore[arg-type]
+            )
+        return WeightedDistributedSampler(sample_weights, seed=seed)
+    if distributed.current().enabled:
+        return DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
+    return RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+
+
+def _better(
+    best: dict[str, Any] | None, epoch: int, loss: float, model: nn.Module
+) -> dict[str, Any] | None:
+    """`best`, or this epoch, its loss and a CPU copy of `model`'s weights when `loss` is lower
+    (the first of equal losses is kept)."""
+    if best is not None and loss >= best["loss"]:
+        return best
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"epoch": epoch, "loss": loss, "model": weights}
 
 
 def _make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
