@@ -56,7 +56,10 @@ def test_tiny_training_resumes_and_locates(
     assert not (out / "sagittal" / "last.pt").exists() and (out / "axial" / "model.pt").is_file()
 
     localizer = Localizer.load(out, "cpu")
-    assert localizer.sagittal.spec.channels == SAGITTAL_CHANNELS and localizer.cfg.image_size == 32
+    assert (
+        localizer.sagittal.module.spec.channels == SAGITTAL_CHANNELS
+        and localizer.cfg.image_size == 32
+    )
     table = localizer.locate(load_cached(cache_path(tmp_path / "run" / "cache", 101)))
     assert list(zip(table.condition, table.level)) == list(TARGETS)
 
