@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from spinegrade.cli import app
+from spinegrade.config import load_config
+from spinegrade.demo import PREDICT, QUICK, TRAIN, resolve_plan
 
 
 @pytest.mark.slow
@@ -68,3 +70,25 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path) -> None:  # type: ignore[no-
     again = json.loads((out / "demo.json").read_text())
     assert again["held_out"] == held
     assert again["seconds"]["train and evaluate"] < summary["seconds"]["train and evaluate"]
+
+
+def test_thorough_plan_is_the_demo_of_version_0_1() -> None:
+    """`--thorough` trains what the demo trained before the quick default: 80 studies, 10 held out,
+    2 folds of the `demo` config."""
+    thorough = resolve_plan(thorough=True)
+    assert (thorough.studies, thorough.test_studies, thorough.folds, thorough.config) == (
+        80,
+        10,
+        2,
+        "demo",
+    )
+    quick = resolve_plan()
+    assert quick.config == "quick" and quick.studies < thorough.studies
+    assert load_config("quick").localize.optim.epochs < load_config("demo").localize.optim.epochs
+
+
+def test_plan_takes_the_sizes_asked_and_scales_its_expected_times() -> None:
+    plan = resolve_plan(studies=QUICK.studies * 2, config="tiny")
+    assert (plan.studies, plan.test_studies, plan.config) == (2 * QUICK.studies, 10, "tiny")
+    assert plan.expected(TRAIN) == pytest.approx(2 * QUICK.expected_s[TRAIN])
+    assert plan.expected(PREDICT) == pytest.approx(QUICK.expected_s[PREDICT])

@@ -696,16 +696,43 @@ def demo(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="demo folder (re-running resumes and reuses it)")
     ] = Path("spinegrade-demo"),
-    studies: Annotated[int, typer.Option("--studies", help="synthetic training studies")] = 80,
+    thorough: Annotated[
+        bool,
+        typer.Option(
+            "--thorough",
+            help="the longer demo of spinegrade 0.1: 80 studies and the "
+            "`demo` config (about 30 min on 2 cores)",
+        ),
+    ] = False,
+    studies: Annotated[
+        int | None,
+        typer.Option(
+            "--studies",
+            help="synthetic training studies (default: 48; 80 with --thorough)",
+            show_default=False,
+        ),
+    ] = None,
     test_studies: Annotated[
-        int, typer.Option("--test-studies", help="held-out synthetic studies to predict")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--test-studies",
+            help="held-out synthetic studies to predict (default: 10)",
+            show_default=False,
+        ),
+    ] = None,
     folds: Annotated[
-        int, typer.Option("--folds", help="cross-validation folds (2 keeps the demo short)")
-    ] = 2,
+        int | None,
+        typer.Option("--folds", help="cross-validation folds (default: 2)", show_default=False),
+    ] = None,
     config: Annotated[
-        str, typer.Option("--config", "-c", help="training config (demo, tiny, or a YAML path)")
-    ] = "demo",
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="training config (default: quick; demo with --thorough; or tiny, or a YAML path)",
+            show_default=False,
+        ),
+    ] = None,
     overrides: OverridesArg = None,
     seed: Annotated[
         int, typer.Option(help="seed of the training set (held-out set: seed + 1)")
@@ -713,8 +740,7 @@ def demo(
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
 ) -> None:
     """The whole pipeline on synthetic studies: generate, train (cross-validated), evaluate out of
-    fold,
-    predict a held-out set, and score it next to the oracle and the constant prior."""
+    fold, predict a held-out set, and score it next to the oracle and the constant prior."""
     from rich.table import Table
 
     from spinegrade.constants import SCORE_TERMS
@@ -723,6 +749,7 @@ def demo(
 
     result = run_demo(
         out,
+        thorough=thorough,
         studies=studies,
         test_studies=test_studies,
         folds=folds,
@@ -737,7 +764,7 @@ def demo(
         "model",
         "prior",
         "oracle",
-        title=f"held-out score, {test_studies} new studies (lower is better)",
+        title=f"held-out score, {len(result.test_study_ids)} new studies (lower is better)",
     )
     s = result.test_scores
     for term in (*SCORE_TERMS, "score"):
@@ -754,6 +781,7 @@ def demo(
         f"metrics:     {result.run_dir / 'metrics.json'}\n"
         f"figures:     {result.run_dir / 'figures'}\n"
         f"summary:     {result.out_dir / 'demo.json'}\n"
+        f"trained:     {result.trained}\n"
         f"time:        {steps}",
         soft_wrap=True,
         highlight=False,
