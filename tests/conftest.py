@@ -30,6 +30,15 @@ AXIAL_IOP = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 MakeSeries = Callable[..., Path]
 MakeStudy = Callable[..., Path]
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker takes its share of the cores for torch (and ONNX Runtime,
+    which follows it): two workers of two torch threads each would oversubscribe 2 cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 #: Where the real RSNA data lives: `../shared/data` beside the repository (CI has it; a fresh clone
 #: does not), or `$SPINEGRADE_SHARED_DATA`. Its licence forbids copying it into the repository.
 SHARED_DATA = Path(

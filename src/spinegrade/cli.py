@@ -523,8 +523,7 @@ def predict(
         int | None,
         typer.Option(
             help="worker processes reading studies and writing reports (0: all in this process; "
-            "default: "
-            "0 on 2 cores or fewer, else half the cores, at most 4)",
+            "default: 0 for one study or one core, else half the cores, at least 2, at most 4)",
             show_default=False,
         ),
     ] = None,
