@@ -306,18 +306,6 @@ def train(
         )
 
 
-def _fold_list(folds: str | None) -> list[int] | None:
-    """`--folds 0,1` -> [0, 1]; None -> None (all folds)."""
-    from spinegrade.errors import ConfigError
-
-    try:
-        return None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--folds {folds!r}: expected fold numbers separated by commas, e.g. 0,1"
-        ) from None
-
-
 FoldsOpt = Annotated[
     str | None, typer.Option(help="only these folds, e.g. 0,1 (default: all)", show_default=False)
 ]

@@ -161,12 +161,7 @@ def demo(
     plan = resolve_plan(
         thorough, studies=studies, test_studies=test_studies, folds=folds, config=config
     )
-    studies, test_studies, folds, config = (
-        plan.studies,
-        plan.test_studies,
-        plan.folds,
-        plan.config,
-    )
+    studies, test_studies, folds, config = plan.studies, plan.test_studies, plan.folds, plan.config
     out = Path(out_dir)
     cfg = load_config(config, [f"data.num_workers={workers}", f"data.folds={folds}", *overrides])
     paths = {
