@@ -13,9 +13,12 @@ from spinegrade.constants import LEVELS, SEVERITIES, TARGETS
 from spinegrade.dicom import load_study
 from spinegrade.report.figures import SEVERITY_COLORS
 from spinegrade.report.overlays import (
+    PROBABILITIES_LEGEND,
     Mark,
     Panel,
+    display_image,
     draw_panel,
+    legend_pixels,
     panel_figure,
     save_overlay,
     study_panels,
@@ -124,3 +127,32 @@ def test_label_shifts_keep_labels_apart() -> None:
     placed = sorted(y + s for y, s in zip(ys, shifts))
     assert min(np.diff(placed)) >= 4.0 - 1e-9
     assert shifts[0] == 0.0 and shifts[3] == 0.0 and shifts[2] == pytest.approx(3.0)
+
+
+def test_display_image_area_averages_down_to_the_panel() -> None:
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)  # rows 0-3, cols 0-3
+    # a 2 x 2 px box: each output pixel is the mean of a 2 x 2 block
+    small = display_image(image, (1.0, 1.0), (2.0, 2.0))
+    assert small.shape == (2, 2)
+    np.testing.assert_allclose(small, [[2.5, 4.5], [10.5, 12.5]])
+    # pixels twice as tall as wide (dy 2 mm, dx 1 mm): the image is 4 mm wide, 8 mm tall; a 2 x 4
+    # box fits it at 0.5 px/mm, giving 2 columns and 4 rows (the rows kept as they are)
+    tall = display_image(image, (2.0, 1.0), (2.0, 4.0))
+    assert tall.shape == (4, 2)
+    np.testing.assert_allclose(tall[:, 0], [0.5, 4.5, 8.5, 12.5])
+    # an image no larger than its panel is drawn as it is (the same object)
+    assert display_image(image, (1.0, 1.0), (10.0, 10.0)) is image
+
+
+def test_legend_is_drawn_once_per_process() -> None:
+    first = legend_pixels(4, "the legend")
+    assert first is legend_pixels(4, "the legend")
+    assert first.dtype == np.uint8 and first.shape[2] == 4 and not first.flags.writeable
+    # wider than tall, mostly transparent, with the severity colours in it
+    assert first.shape[1] > 3 * first.shape[0] and (first[..., 3] == 0).mean() > 0.5
+    severe = tuple(int(SEVERITY_COLORS[2][i : i + 2], 16) for i in (1, 3, 5))
+    assert (np.abs(first[..., :3].astype(int) - severe).sum(axis=2) < 30).any()
+    # a figure carries it at the bottom, centred
+    fig = panel_figure([Panel(np.zeros((64, 64)), (1.0, 1.0), "t")], "title")
+    (pasted,) = fig.images
+    assert pasted.get_array().shape == legend_pixels(2, PROBABILITIES_LEGEND).shape

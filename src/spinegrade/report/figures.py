@@ -23,10 +23,9 @@ from spinegrade.io import write_with
 SEVERITY_COLORS: tuple[str, ...] = ("#4c9f70", "#f2b134", "#d1495b")
 DPI = 100
 #: zlib level of written PNGs. `benchmarks/bench_overlays.py` (the three overlays of a full-size
-#: study,
-#: 8 MR-like panels, drawn and encoded): level 6 (PIL's default) 0.84 s and 1.22 MB, level 3 0.62 s
-#: and 1.26 MB, level 1 0.59 s and 1.35 MB.
-PNG_COMPRESS_LEVEL = 3
+#: study, 8 MR-like panels, drawn and encoded; sixth session, CPU s): level 6 (PIL's default) 0.68 s
+#: and 1.29 MB, level 3 0.47 s and 1.31 MB, level 1 0.40 s and 1.39 MB.
+PNG_COMPRESS_LEVEL = 1
 
 
 def new_figure(

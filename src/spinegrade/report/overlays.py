@@ -16,6 +16,8 @@ R/L, A/P, S/I) from the stack's geometry on the image edges.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
+from PIL import Image
 
 from spinegrade.constants import (
     LEVEL_LABELS,
@@ -36,7 +40,7 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
 )
 from spinegrade.dicom import Study, Volume
-from spinegrade.report.figures import SEVERITY_COLORS, save_png
+from spinegrade.report.figures import DPI, SEVERITY_COLORS, save_png
 
 OVERLAYS = ("sagittal_t2", "sagittal_t1", "axial_t2")
 OVERLAY_TITLES = {
@@ -106,26 +110,49 @@ def panel_figure(
         draw_panel(ax, panel)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold", y=1 - 0.08 / h, va="top")
-    fig.legend(
+    pixels = legend_pixels(4 if len(panels) > 1 else 2, legend)
+    fig.figimage(pixels, xo=max(0, round((fig.get_figwidth() * DPI - pixels.shape[1]) / 2)), yo=0)
+    return fig
+
+
+@functools.lru_cache(maxsize=8)
+def legend_pixels(ncol: int, title: str) -> np.ndarray:
+    """The severity legend drawn once per process: RGBA `(h, w, 4)` uint8 at `figures.DPI`.
+
+    Every overlay carries the same legend; laying it out (matplotlib's offset boxes) took a fifth
+    of an overlay's drawing time, so it is drawn once and pasted (`benchmarks/bench_overlays.py`).
+    """
+    fig = Figure(figsize=(10.0, 2.0), dpi=DPI)
+    fig.patch.set_alpha(0.0)
+    legend = fig.legend(
         handles=_legend_handles(),
-        loc="lower center",
-        ncol=4 if len(panels) > 1 else 2,
+        loc="center",
+        ncol=ncol,
         fontsize=8,
         frameon=False,
-        title=legend,
+        title=title,
         title_fontsize=7.5,
-        bbox_to_anchor=(0.5, 0.0),
     )
-    return fig
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = legend.get_window_extent()
+    rgba = np.asarray(canvas.buffer_rgba())
+    height = rgba.shape[0]
+    rows = slice(max(0, math.floor(height - box.y1) - 1), math.ceil(height - box.y0) + 1)
+    cols = slice(max(0, math.floor(box.x0) - 1), math.ceil(box.x1) + 1)
+    pixels = rgba[rows, cols].copy()
+    pixels.flags.writeable = False
+    return pixels
 
 
 def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
     """Draw one panel on `ax` in millimetres (x = column * dx, y = row * dy)."""
     dy, dx = panel.spacing
     rows, cols = panel.image.shape
-    lo, hi = np.percentile(panel.image, [1.0, 99.5]) if panel.image.size else (0.0, 1.0)
+    image = display_image(panel.image, panel.spacing, _axes_px(ax))
+    lo, hi = np.percentile(image, [1.0, 99.5]) if image.size else (0.0, 1.0)
     ax.imshow(
-        panel.image,
+        image,
         cmap="gray",
         vmin=lo,
         vmax=max(hi, lo + 1e-6),
@@ -184,6 +211,36 @@ def draw_panel(ax, panel: Panel) -> None:  # type: ignore[no-untyped-def]
             fontweight="bold",
             path_effects=[withStroke(linewidth=2.5, foreground="black")],
         )
+
+
+def display_image(
+    image: np.ndarray, spacing: tuple[float, float], box_px: tuple[float, float]
+) -> np.ndarray:
+    """`image (rows, cols)` area-averaged down to the pixels it fills in a `box_px (w, h)` box
+    (kept as it is when it is not larger), drawn in mm with `spacing (dy, dx)`.
+
+    Drawing a 640 px slice into a 500 px panel made matplotlib resample, window and encode every
+    source pixel; drawn at its display size the picture is the same to the eye and the work
+    scales with the figure, not the scanner (`benchmarks/bench_overlays.py`).
+    """
+    rows, cols = image.shape
+    if not image.size:
+        return image
+    dy, dx = spacing
+    px_per_mm = min(box_px[0] / (cols * dx), box_px[1] / (rows * dy))
+    size = (math.ceil(cols * dx * px_per_mm), math.ceil(rows * dy * px_per_mm))  # (w, h)
+    if size[0] >= cols and size[1] >= rows:
+        return image
+    small = Image.fromarray(np.asarray(image, dtype=np.float32)).resize(
+        (min(size[0], cols), min(size[1], rows)), Image.Resampling.BOX
+    )
+    return np.asarray(small)
+
+
+def _axes_px(ax) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Width and height of `ax` in pixels of the saved PNG (at `figures.DPI`)."""
+    pos, fig = ax.get_position(), ax.figure
+    return pos.width * fig.get_figwidth() * DPI, pos.height * fig.get_figheight() * DPI
 
 
 def _label_shifts(ys: Sequence[float], gap: float) -> list[float]:
