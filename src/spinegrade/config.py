@@ -98,6 +98,11 @@ class GradeConfig:
     context_layers: int = 1  #: transformer layers over a study's 25 target tokens (0 = none)
     dropout: float = 0.1
     any_severe_weight: float = 1.0  #: weight of the any-severe-spinal loss term
+    #: weight of the mirror-consistency term (0: off, no extra cost): each training study is also
+    #: seen left/right-mirrored and the symmetric KL divergence between its predictions and the
+    #: twin's, swapped back, is added to the loss (`grade.loss.mirror_consistency`); doubles the
+    #: grader's training compute. Not for Sagittal T1 slices (one side per slice: no mirror)
+    consistency_weight: float = 0.0
     #: over-draw studies: weight 1 + factor * sum over its targets of (metric weight - 1), i.e.
     #: +factor per moderate and +3 factor per severe target (0: every study drawn alike)
     resample_factor: float = 0.0

@@ -233,6 +233,9 @@ def test_train_refuses_a_run_folder_with_another_config(tmp_path: Path) -> None:
         train(tmp_path / "no-data", tmp_path / "run", other)
     with pytest.raises(ConfigError, match="folds"):
         train(tmp_path / "no-data", tmp_path / "run", load_config("tiny"), folds=[2])
+    negative = load_config("tiny", ["grade.consistency_weight=-0.5"])
+    with pytest.raises(ConfigError, match="consistency_weight"):  # before any data is read
+        train(tmp_path / "no-data", tmp_path / "run", negative)
 
 
 @pytest.mark.parametrize(

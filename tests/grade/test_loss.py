@@ -1,4 +1,5 @@
-"""The loss is the challenge metric: checked against `spinegrade.metrics` on a hand-made case."""
+"""The loss is the challenge metric: checked against `spinegrade.metrics` on a hand-made case; the
+mirror-consistency term is 0 for a mirror-equivariant model and matches a hand computation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from spinegrade.constants import ANY_SEVERE_SPINAL, SEVERITIES, TARGET_COLUMNS, TARGETS, row_id
-from spinegrade.grade.loss import any_severe_term, grade_loss, group_terms
+from spinegrade.grade.augment import MIRROR_INDEX
+from spinegrade.grade.loss import any_severe_term, grade_loss, group_terms, mirror_consistency
 from spinegrade.metrics import score
 
 
@@ -95,3 +97,53 @@ def test_a_subset_of_targets_is_scored_on_its_own_groups() -> None:
     assert float(terms["foraminal"]) == pytest.approx(float(full))
     loss = grade_loss(logits[:, keep], labels[:, keep], 1.0, subset)
     assert float(loss) == pytest.approx(_metric(logits, labels).terms["foraminal"], rel=1e-6)
+
+
+def test_the_consistency_term_is_zero_for_a_mirror_equivariant_model() -> None:
+    """A model whose twin's prediction for slot `MIRROR_INDEX[i]` is its prediction for `i`."""
+    logits, _ = _case()
+    valid = torch.ones(3, 25, dtype=torch.bool)
+    assert float(mirror_consistency(logits, logits[:, MIRROR_INDEX], valid)) == 0.0
+    # ... but not for one that grades the twin's slots as if nothing had been swapped
+    assert float(mirror_consistency(logits, logits, valid)) > 0.01
+
+
+#: A left/right pair and the canal at one level: the mirror swaps slots 0 and 1, keeps 2.
+PAIR = [
+    ("left_neural_foraminal_narrowing", "l1_l2"),
+    ("right_neural_foraminal_narrowing", "l1_l2"),
+    ("spinal_canal_stenosis", "l1_l2"),
+]
+
+
+def test_the_consistency_term_by_hand() -> None:
+    log = lambda *p: torch.tensor(p, dtype=torch.float64).log()  # noqa: E731
+    logits = torch.stack([log(0.5, 0.25, 0.25), log(0.2, 0.5, 0.3), log(0.2, 0.3, 0.5)])[None]
+    # the twin: slot 1 grades the mirror of target 0, slot 0 that of target 1, slot 2 the canal's
+    twin = torch.stack([log(0.2, 0.5, 0.3), log(0.25, 0.5, 0.25), log(0.5, 0.3, 0.2)])[None]
+    # (p - q) . (log p - log q) / 2 per target: 0.25 ln 2 (target 0), 0 (1), 0.3 ln 2.5 (canal)
+    left, canal = 0.25 * np.log(2), 0.3 * np.log(2.5)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    assert float(mirror_consistency(logits, twin, valid, PAIR)) == pytest.approx(
+        (left + canal) / 3, rel=1e-6
+    )
+    valid[0, 2] = False  # the canal has no crop: it is not averaged over
+    assert float(mirror_consistency(logits, twin, valid, PAIR)) == pytest.approx(left / 2)
+    # symmetric: the twin's predictions swapped back against the studies' in the twin's order
+    swap = [1, 0, 2]
+    assert float(mirror_consistency(twin[:, swap], logits[:, swap], valid, PAIR)) == (
+        pytest.approx(left / 2)
+    )
+    # nothing valid: a zero with a graph
+    grad = logits.clone().requires_grad_(True)
+    none = mirror_consistency(grad, twin, torch.zeros(1, 3, dtype=torch.bool), PAIR)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_the_consistency_gradient_pulls_the_two_predictions_together() -> None:
+    logits = torch.zeros(1, 3, 3, requires_grad=True)
+    twin = torch.zeros(1, 3, 3)
+    twin[0, 1, 2] = 2.0  # the twin of target 0 finds it more severe
+    mirror_consistency(logits, twin, torch.ones(1, 3, dtype=torch.bool), PAIR).backward()
+    assert logits.grad[0, 0, 2] < 0  # raising target 0's "severe" logit lowers the term
+    assert float(logits.grad[0, 1].abs().sum()) == 0.0  # target 1 and its twin already agree

@@ -44,6 +44,11 @@ def test_the_config_must_fit_the_images() -> None:
     check_config(fast_config("crops_cpu"), CROPS)
     with pytest.raises(ConfigError, match="nothing to mirror"):
         check_config(fast_config("slices_cpu", "grade.mirror_p=0.5"), SLICES)
+    with pytest.raises(ConfigError, match="nothing to mirror"):
+        check_config(fast_config("slices_cpu", "grade.consistency_weight=0.5"), SLICES)
+    check_config(fast_config("crops_cpu", "grade.consistency_weight=0.5"), CROPS)  # axial: fine
+    with pytest.raises(ConfigError, match="consistency_weight is -1"):
+        check_config(fast_config("crops_cpu", "grade.consistency_weight=-1"), CROPS)
     with pytest.raises(ConfigError, match="one slice"):
         check_config(fast_config("slices_cpu", "grade.slices=3"), SLICES)
     with pytest.raises(ConfigError, match="3 slices as channels"):
@@ -70,6 +75,19 @@ def test_with_early_stopping_an_inner_split_of_the_training_studies_chooses_the_
     record = json.loads((path.parent / SELECTION_JSON).read_text())
     assert set(record["inner_studies"]) < set(train_ids)
     assert record["inner_studies"] and record["epoch"] in (1, 2)
+
+
+def test_axial_crops_train_with_the_consistency_term(tmp_path: Path) -> None:
+    """In crops mode the mirror is defined (columns flipped, left <-> right): the term trains."""
+    folder = CropFolder.open(write_crops_folder(tmp_path / "c", studies=4), truth=True)
+    cfg = fast_config("crops_cpu", "grade.consistency_weight=0.5", "grade.mirror_p=0")
+    ids = folder.studies()
+    volumes = load_volumes(folder, cfg)
+    path = train_grader(folder, volumes, folder.labels(), ids[:3], ids[3:], tmp_path / "g", cfg)
+    (record,) = torch.load(path, weights_only=False)["history"]
+    assert record["train_consistency"] > 0 and record["train_loss"] == pytest.approx(
+        record["train_task"] + 0.5 * record["train_consistency"], rel=1e-5
+    )
 
 
 def test_each_axial_target_is_graded_on_its_own_side_of_the_crop() -> None:

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from spinegrade.training.logs import TB_DIR
 from spinegrade.training.loop import fit
 
-from .test_loop import OPT, LinearToy, make_model, mse
+from .test_loop import OPT, LinearToy, make_model, mse, mse_with_parts
 
 LOGGED = dataclasses.replace(OPT, tensorboard=True)
 
@@ -92,3 +92,22 @@ def test_a_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
     )
     steps = [s for s, _ in _scalars(tmp_path / TB_DIR)["train/loss"]]
     assert steps == list(range(1, 8 * OPT.epochs + 1))  # steps 17-19 of the crash were purged
+
+
+def test_the_named_parts_of_a_loss_are_logged_per_step_and_per_epoch(tmp_path: Path) -> None:
+    result = fit(
+        make_model(),
+        LinearToy(),
+        None,
+        mse_with_parts,
+        dataclasses.replace(LOGGED, epochs=2),
+        tmp_path,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    scalars = _scalars(tmp_path / TB_DIR)
+    steps = len(LinearToy()) // OPT.batch_size * 2
+    for name in ("fit", "size"):
+        assert [s for s, _ in scalars[f"train/{name}"]] == list(range(1, steps + 1))
+        logged = [v for _, v in scalars[f"epoch/train_{name}"]]
+        assert logged == pytest.approx([h[f"train_{name}"] for h in result.history], rel=1e-6)

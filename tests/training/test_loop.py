@@ -362,3 +362,39 @@ def test_sample_weights_set_how_often_fit_draws_each_sample(tmp_path: Path) -> N
             device=torch.device("cpu"),
             sample_weights=[1.0, 2.0, 3.0],
         )
+
+
+def mse_with_parts(
+    output: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """mse plus 0.1 x the squared mean output, returning both terms as named parts."""
+    fit_term, size = mse(output, batch), output.mean() ** 2
+    return fit_term + 0.1 * size, {"fit": fit_term, "size": size}
+
+
+def test_a_loss_with_named_parts_logs_their_epoch_means_and_evaluates_on_the_loss(
+    tmp_path: Path,
+) -> None:
+    opt = dataclasses.replace(OPT, epochs=2)
+    result = fit(
+        make_model(),
+        LinearToy(),
+        LinearToy(16),
+        mse_with_parts,
+        opt,
+        tmp_path,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    for record in result.history:
+        assert set(record) >= {"train_loss", "train_fit", "train_size", "val_loss"}
+        # the parts are batch-weighted means like the loss, so they add up the same way
+        assert record["train_loss"] == pytest.approx(
+            record["train_fit"] + 0.1 * record["train_size"], rel=1e-6
+        )
+    assert result.history[1]["train_fit"] < result.history[0]["train_fit"]
+    # evaluation (the val loss) takes the loss alone, not its parts
+    model, cpu = make_model(), torch.device("cpu")
+    alone = lambda o, b: mse_with_parts(o, b)[0]  # noqa: E731
+    plain = evaluate_loss(model, LinearToy(16), alone, default_forward, cpu, 8)
+    assert evaluate_loss(model, LinearToy(16), mse_with_parts, default_forward, cpu, 8) == plain

@@ -27,6 +27,7 @@ from spinegrade.grade.dataset import GradeDataset
 from spinegrade.grade.train import (
     augment_params,
     build_model,
+    consistency_set,
     crop_params,
     iter_studies,
     loss_function,
@@ -140,7 +141,8 @@ def _grade_set(
     cache_dir: Path,
     progress: bool,
 ) -> GradeDataset:
-    """The grader's training set of `study_ids`: augmented crops from the true points."""
+    """The grader's training set of `study_ids`: augmented crops from the true points (with their
+    mirrored twins when `grade.consistency_weight` > 0, so the sweep's loss is training's)."""
     assert coordinates is not None
     failed: dict[int, str] = {}
     source = iter_studies(
@@ -159,7 +161,7 @@ def _grade_set(
         tqdm.write(f"skipped study {sid}: {why}")
     if len(data) == 0:
         raise DataError(f"{data_root}: none of the {len(study_ids)} training studies could be read")
-    return data
+    return consistency_set(gcfg, data)
 
 
 def _summary(

@@ -62,6 +62,7 @@ from spinegrade.data.folds import make_folds
 from spinegrade.data.tables import RsnaTables, image_coverage, load_tables, validate_tables
 from spinegrade.errors import ConfigError, DataError, SpinegradeError
 from spinegrade.grade import train_grader
+from spinegrade.grade.train import check_consistency
 from spinegrade.io import write_json, write_with
 from spinegrade.localize.baseline import MeanPositionBaseline
 from spinegrade.localize.dataset import world_points
@@ -156,6 +157,7 @@ def train(
         wanted = wanted_folds(folds, cfg.data.folds)
         check_pretrained(cfg.localize.pretrained, cfg.localize.backbone, "localize.pretrained")
         check_pretrained(cfg.grade.pretrained, cfg.grade.backbone, "grade.pretrained")
+        check_consistency(cfg.grade)
         _on_main(lambda: run.check_config(cfg))  # before reading any data
         tables, labels, left_out = load_labels(data_root, cfg, show)
         fold_table = make_folds(labels, cfg.data.folds, cfg.data.seed)

@@ -183,7 +183,12 @@ class GradeDataset(Dataset):
     """One item per study: `{"crops": (t, slices, P, P) float32, "valid": (t,) bool,
     "labels": (t,) int64}` as tensors, `t = len(targets)` (default the 25 `TARGETS`). Crops are
     cut on the fly from each target's located volume (with random augmentation when `augment` is
-    given); build it with :meth:`from_studies` from DICOM studies, or from located points."""
+    given); build it with :meth:`from_studies` from DICOM studies, or from located points.
+
+    With `twin` (see :meth:`with_twins`) an item also holds its left/right-mirrored twin,
+    `"twin_crops" (t, slices, P, P)` and `"twin_valid" (t,)`: `mirror_sample` of the item's very
+    crops (after augmentation), for the consistency term (`loss.mirror_consistency`).
+    """
 
     def __init__(
         self,
@@ -193,6 +198,7 @@ class GradeDataset(Dataset):
         augment: AugmentParams | None = None,
         ids: Sequence[int] | None = None,
         targets: Sequence[tuple[str, str]] = TARGETS,
+        twin: bool = False,
     ) -> None:
         self.located = list(located)
         self.ids = list(ids) if ids is not None else list(range(len(self.located)))
@@ -200,6 +206,7 @@ class GradeDataset(Dataset):
         self.crop = crop
         self.augment = augment
         self.targets = tuple(targets)
+        self.twin = twin
         self.intensity = (
             intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
         )
@@ -246,14 +253,20 @@ class GradeDataset(Dataset):
             self.targets,
         )
 
+    def with_twins(self) -> GradeDataset:
+        """This set (sharing its volumes and augmentation) with each item's mirrored twin added."""
+        return GradeDataset(
+            self.located, self.labels, self.crop, self.augment, self.ids, self.targets, twin=True
+        )
+
     def __len__(self) -> int:
         return len(self.located)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         labels = self.labels[index].copy()
         if self.augment is None:
-            crops, valid, _ = study_crops(self.located[index], self.crop, targets=self.targets)
-            return _as_tensors(crops, valid, labels)
+            crops, valid, views = study_crops(self.located[index], self.crop, targets=self.targets)
+            return self._item(crops, valid, labels, views)
         self._calls += 1
         seed = (torch.initial_seed() + 7919 * index + 104729 * self._calls) % 2**32
         rng = np.random.default_rng(seed)
@@ -264,8 +277,19 @@ class GradeDataset(Dataset):
             for i in np.flatnonzero(valid):
                 crops[i] = apply_intensity(self.intensity, crops[i], int(rng.integers(2**31)))
         if rng.random() < self.augment.mirror_p:
-            crops, valid, labels, _ = mirror_sample(crops, valid, labels, views, self.targets)
-        return _as_tensors(crops, valid, labels)
+            crops, valid, labels, views = mirror_sample(crops, valid, labels, views, self.targets)
+        return self._item(crops, valid, labels, views)
+
+    def _item(
+        self, crops: np.ndarray, valid: np.ndarray, labels: np.ndarray, views: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """The item's tensors, with its mirrored twin when `twin` is on."""
+        item = _as_tensors(crops, valid, labels)
+        if self.twin:
+            twin_crops, twin_valid, _, _ = mirror_sample(crops, valid, labels, views, self.targets)
+            item["twin_crops"] = torch.from_numpy(twin_crops)
+            item["twin_valid"] = torch.from_numpy(twin_valid)
+        return item
 
 
 def _as_tensors(

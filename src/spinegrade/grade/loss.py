@@ -6,6 +6,10 @@ weights (sklearn's weighted log loss), and `any_severe_spinal` is the weighted b
 "any labelled spinal level severe" against the max severe probability over those levels, weighted
 by the largest of their weights, exactly as `spinegrade.metrics`. With w = 1 the loss of a batch is
 the challenge score of that batch. Blank labels (-1) are masked; a term without rows is left out.
+
+`mirror_consistency` is an optional regulariser (`grade.consistency_weight`): the symmetric KL
+divergence between the predictions for a study and, swapped back, those for its left/right-mirrored
+twin; it needs no labels.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from spinegrade.constants import CONDITION_GROUPS, SEVERITIES, SEVERITY_WEIGHTS, TARGETS
+from spinegrade.grade.augment import mirror_index
 
 Targets = Sequence[tuple[str, str]]
 
@@ -97,3 +102,29 @@ def any_severe_term(
     p = torch.where(labelled, p_severe, torch.zeros_like(p_severe)).amax(dim=1).clamp(EPS, 1 - EPS)
     bce = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
     return (weight[has] * bce[has]).sum() / weight[has].sum()
+
+
+def mirror_consistency(
+    logits: torch.Tensor,
+    twin_logits: torch.Tensor,
+    valid: torch.Tensor,
+    targets: Targets = TARGETS,
+) -> torch.Tensor:
+    """Mean symmetric KL divergence between the predictions for the studies and for their mirrored
+    twins, over the targets that have a crop.
+
+    `logits (b, t, 3)` are the studies', `twin_logits (b, t, 3)` the mirrored twins' (as
+    `augment.mirror_sample` makes them: slot `mirror_index(targets)[i]` of a twin holds the mirror
+    of target `i`'s crop), `valid (b, t)` bool which targets of the studies have a crop. With
+    `p` the softmax of `logits[:, i]` and `q` that of the twin's slot for `i`, each valid target
+    contributes `(KL(p || q) + KL(q || p)) / 2 = sum_k (p_k - q_k)(log p_k - log q_k) / 2`; the
+    result is a scalar, 0 for a mirror-equivariant model (and, with a graph, when nothing is
+    valid). Gradients flow into both predictions.
+    """
+    index = torch.as_tensor(mirror_index(targets), device=twin_logits.device)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    logq = F.log_softmax(twin_logits.float()[:, index], dim=-1)  # swapped back to `targets` order
+    sym = ((logp.exp() - logq.exp()) * (logp - logq)).sum(-1) / 2  # (b, t)
+    if not bool(valid.any()):
+        return sym.sum() * 0.0
+    return sym[valid].mean()

@@ -22,10 +22,10 @@ from spinegrade.constants import TARGETS
 from spinegrade.data.cache import cache_studies, load_cached
 from spinegrade.data.tables import load_tables
 from spinegrade.dicom import Study, load_study
-from spinegrade.errors import DataError, SpinegradeError
-from spinegrade.grade.augment import AugmentParams
+from spinegrade.errors import ConfigError, DataError, SpinegradeError
+from spinegrade.grade.augment import AugmentParams, mirror_index
 from spinegrade.grade.dataset import CropParams, GradeDataset
-from spinegrade.grade.loss import grade_loss
+from spinegrade.grade.loss import grade_loss, mirror_consistency
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training import distributed
 from spinegrade.training.checkpoint import load_checkpoint, save_checkpoint
@@ -67,14 +67,67 @@ def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) 
     )
 
 
-def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The loop's forward: `(crops, valid) -> logits (b, 25, 3)`."""
-    return model(batch["crops"], batch["valid"])
+def forward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The loop's forward: `(crops, valid) -> logits (b, t, 3)`.
+
+    A batch with mirrored twins (`twin_crops`, `twin_valid`; `GradeDataset.with_twins`) gives
+    `(logits, twin_logits)`, each `(b, t, 3)`, from one pass over the `2b` samples: BatchNorm then
+    normalises a study and its twin with the same statistics (and DDP sees one forward per step).
+    """
+    if "twin_crops" not in batch:
+        return model(batch["crops"], batch["valid"])
+    b = batch["crops"].shape[0]
+    both = model(
+        torch.cat([batch["crops"], batch["twin_crops"]]),
+        torch.cat([batch["valid"], batch["twin_valid"]]),
+    )
+    return both[:b], both[b:]
 
 
 def loss_function(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) -> LossFn:
-    """The loop's loss: `grade_loss` of the logits against the batch's labels over `targets`."""
-    return lambda out, batch: grade_loss(out, batch["labels"], cfg.any_severe_weight, targets)
+    """The loop's loss: `grade_loss` of the logits against the batch's labels over `targets`.
+
+    Given `(logits, twin_logits)` (a batch with twins, see `forward`) it is `grade_loss +
+    cfg.consistency_weight * mirror_consistency`, returned with both terms as named parts
+    (`task`, `consistency`) for the loop's logs.
+    """
+
+    def loss(
+        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if not isinstance(out, tuple):
+            return grade_loss(out, batch["labels"], cfg.any_severe_weight, targets)
+        logits, twin = out
+        task = grade_loss(logits, batch["labels"], cfg.any_severe_weight, targets)
+        term = mirror_consistency(logits, twin, batch["valid"], targets)
+        return task + cfg.consistency_weight * term, {"task": task, "consistency": term}
+
+    return loss
+
+
+def check_consistency(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) -> None:
+    """ConfigError when `cfg.consistency_weight` is negative, or positive while `targets` lack
+    the mirror partner (left <-> right) of some target."""
+    weight = cfg.consistency_weight
+    if weight < 0:
+        raise ConfigError(f"grade.consistency_weight is {weight}: expected 0 (off) or more")
+    if weight > 0:
+        try:
+            mirror_index(targets)
+        except ValueError:
+            raise ConfigError(
+                "grade.consistency_weight > 0 needs the left/right mirror, but these targets do "
+                "not hold both sides of every lateral one; use grade.consistency_weight=0"
+            ) from None
+
+
+def consistency_set(cfg: GradeConfig, train_set: GradeDataset) -> GradeDataset:
+    """`train_set`, with each study's mirrored twin when `cfg.consistency_weight` > 0 (checked
+    by `check_consistency`)."""
+    check_consistency(cfg, train_set.targets)
+    return train_set.with_twins() if cfg.consistency_weight > 0 else train_set
 
 
 def iter_studies(
@@ -178,10 +231,13 @@ def fit_grader(
     BatchNorm statistics; returns `<out_dir>/model.pt`.
 
     The checkpoint's metadata holds the spec, crop geometry and grade config (what
-    `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets;
-    `grade.resample_factor` over-draws samples with moderate and severe targets.
+    `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets, plus
+    `grade.consistency_weight` times the mirror-consistency term on the training batches (the
+    validation and selection losses stay `grade_loss`); `grade.resample_factor` over-draws samples
+    with moderate and severe targets.
     """
     gcfg = cfg.grade
+    fit_set = consistency_set(gcfg, train_set)
     factor = gcfg.resample_factor
     full_meta: dict[str, Any] = {
         "spec": model.spec.to_dict(),
@@ -192,7 +248,7 @@ def fit_grader(
     device = resolve_device(cfg.device)
     result = fit(
         model,
-        train_set,
+        fit_set,
         val_set if val_set is not None and len(val_set) else None,
         loss_function(gcfg, model.spec.targets),
         gcfg.optim,

@@ -10,7 +10,8 @@ Crops are cut by `crop_2p5d` from the images' nominal `Volume`s (`slices.volumes
 jitter (`grade.coord_jitter_mm`, rotation, zoom) and the intensity augmentation are the DICOM
 pipeline's. The left/right mirror is used where it means something: an axial crop shows both
 sides, so its mirror (columns flipped) swaps the left and right targets; a sagittal slice shows
-one side, so there is nothing to mirror (`check_config` refuses `grade.mirror_p > 0` there).
+one side, so there is nothing to mirror (`check_config` refuses `grade.mirror_p > 0` there, and
+the mirror-consistency term, `grade.consistency_weight > 0`, which needs it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from spinegrade.dicom.geometry import Volume
 from spinegrade.errors import ConfigError
 from spinegrade.grade.dataset import BLANK, GradeDataset, Located
 from spinegrade.grade.predict import Grader
-from spinegrade.grade.train import augment_params, build_model, crop_params, fit_grader
+from spinegrade.grade.train import (
+    augment_params,
+    build_model,
+    check_consistency,
+    crop_params,
+    fit_grader,
+)
 from spinegrade.slices.inputs import (
     AXIAL_CONDITIONS,
     CROPS,
@@ -56,10 +63,11 @@ SIDE = {
 def check_config(cfg: Config, mode: str) -> None:
     """ConfigError where the config does not fit the mode's images."""
     g = cfg.grade
-    if mode == SLICES and (g.mirror_p > 0 or cfg.slices.tta):
+    if mode == SLICES and (g.mirror_p > 0 or cfg.slices.tta or g.consistency_weight > 0):
         raise ConfigError(
-            "grade.mirror_p and slices.tta must be off for Sagittal T1 slices (a slice shows one "
-            "side: there is nothing to mirror); use -c slices_cpu, or grade.mirror_p=0"
+            "grade.mirror_p, grade.consistency_weight and slices.tta must be off for Sagittal T1 "
+            "slices (a slice shows one side: there is nothing to mirror); use -c slices_cpu, or "
+            "grade.mirror_p=0 grade.consistency_weight=0"
         )
     if mode == SLICES and cfg.localize.optim.early_stopping:
         raise ConfigError(
@@ -72,6 +80,7 @@ def check_config(cfg: Config, mode: str) -> None:
         raise ConfigError(
             f"grade.slices is {g.slices}: an Axial T2 crop holds {CROP_CHANNELS} slices as channels"
         )
+    check_consistency(g, TARGETS_OF_MODE[mode])
 
 
 def load_volumes(folder: Folder, cfg: Config, progress: bool = False) -> dict[str, Volume]:

@@ -1,8 +1,10 @@
 """Experiment logs: the scalars of one `fit` as TensorBoard event files (`optim.tensorboard`).
 
-Every scalar is logged against the optimiser step: `train/loss` and `train/lr` at each step, and
-at the end of each epoch `epoch/<key>` for every number of its history record (`train_loss`,
-`val_loss`, `select_loss`, `lr`, `seconds`, `epoch`). A resumed run purges the events that the
+Every scalar is logged against the optimiser step: `train/loss` and `train/lr` at each step (and
+`train/<name>` for each named part of a loss that has parts, e.g. the grader's `task` and
+`consistency` with `grade.consistency_weight` > 0), and at the end of each epoch `epoch/<key>` for
+every number of its history record (`train_loss`, `train_<name>` of each part, `val_loss`,
+`select_loss`, `lr`, `seconds`, `epoch`). A resumed run purges the events that the
 interrupted one wrote after its last checkpoint. `tensorboard --logdir RUN_DIR` shows every
 network of every fold (`fold_<k>/<stage>/tb/`).
 """

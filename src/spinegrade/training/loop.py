@@ -4,7 +4,8 @@ early stopping on an inner split (`training.selection`), weighted draws (`traini
 TensorBoard scalars (`training.logs`).
 
 A stage supplies a model, datasets yielding dicts of tensors, a `forward(model, batch)` and a
-`loss_fn(output, batch) -> scalar`. The loop owns everything else.
+`loss_fn(output, batch) -> scalar` (or `(scalar, parts)`, see `LossFn`). The loop owns everything
+else.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from spinegrade.training.selection import SELECTION_JSON, Selection, selection_r
 
 Batch = dict[str, Any]
 Forward = Callable[[nn.Module, Batch], Any]
-LossFn = Callable[[Any, Batch], torch.Tensor]
+#: The loss to minimise, a scalar tensor; or `(loss, parts)` with `parts` named scalar tensors
+#: (terms of the loss) that training logs: `train/<name>` per step and `train_<name>`, their mean
+#: over the epoch, in its history record. Evaluation uses the loss alone.
+LossFn = Callable[[Any, Batch], torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 
 LAST = "last.pt"
 FINAL = "model.pt"
@@ -158,7 +162,7 @@ def fit(
                 sampler.set_epoch(epoch)
             else:
                 sampler.generator = torch.Generator().manual_seed(seed + epoch)
-            train_loss, epoch_t = _train_one_epoch(
+            train_loss, parts, epoch_t = _train_one_epoch(
                 train_model,
                 ema,
                 loader,
@@ -173,6 +177,7 @@ def fit(
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
+                **{f"train_{k}": v for k, v in parts.items()},
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": epoch_t,
             }
@@ -261,7 +266,7 @@ def evaluate_loss(
     for batch in loader:
         batch = to_device(batch, device)
         n = _batch_len(batch)
-        total += float(loss_fn(forward(model, batch), batch)) * n
+        total += float(split_loss(loss_fn(forward(model, batch), batch))[0]) * n
         count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -289,19 +294,26 @@ class StepConfig:
     use_amp: bool
 
 
+def split_loss(
+    result: torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]],
+) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+    """A `LossFn`'s result as `(loss, parts)` (no parts for a bare loss)."""
+    return result if isinstance(result, tuple) else (result, {})
+
+
 def train_step(
     model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, step: StepConfig
-) -> float:
+) -> tuple[float, dict[str, float]]:
     """One optimiser step on `batch` (already on the device): forward under autocast, backward,
-    gradient clipping, `optimizer.step()`; returns the loss."""
+    gradient clipping, `optimizer.step()`; returns the loss and its named parts (see `LossFn`)."""
     with torch.autocast(device_type=step.device.type, dtype=torch.bfloat16, enabled=step.use_amp):
-        loss = step.loss_fn(step.forward(model, batch), batch)
+        loss, parts = split_loss(step.loss_fn(step.forward(model, batch), batch))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if step.grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _train_one_epoch(
@@ -315,16 +327,18 @@ def _train_one_epoch(
     show: bool,
     timings: dict[str, float],
     log: ScalarLog,
-) -> tuple[float, float]:
+) -> tuple[float, dict[str, float], float]:
+    """(mean loss, mean of each named part of the loss, seconds) of one epoch of training."""
     model.train()
     total, count = 0.0, 0
+    part_totals: dict[str, float] = {}
     start = tick = time.perf_counter()
     bar = tqdm(loader, desc=label, disable=not show, leave=False, dynamic_ncols=True)
     for batch in bar:
         loaded = time.perf_counter()
         batch = to_device(batch, step.device)
         lr = scheduler.get_last_lr()[0]
-        loss = train_step(model, batch, optimizer, step)
+        loss, parts = train_step(model, batch, optimizer, step)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(
@@ -333,14 +347,17 @@ def _train_one_epoch(
         n = _batch_len(batch)
         total += loss * n
         count += n
-        log.add({"loss": loss, "lr": lr}, scheduler.last_epoch, "train")
+        for key, value in parts.items():
+            part_totals[key] = part_totals.get(key, 0.0) + value * n
+        log.add({"loss": loss, "lr": lr, **parts}, scheduler.last_epoch, "train")
         bar.set_postfix(loss=f"{total / count:.4f}")
         now = time.perf_counter()
         timings["data_s"] += loaded - tick
         timings["compute_s"] += now - loaded
         timings["samples"] += n
         tick = now
-    return total / max(count, 1), time.perf_counter() - start
+    means = {k: v / max(count, 1) for k, v in part_totals.items()}
+    return total / max(count, 1), means, time.perf_counter() - start
 
 
 def _sampler(train_set: Dataset, seed: int, sample_weights: Sequence[float] | None) -> Sampler[int]:

@@ -104,7 +104,7 @@ def lr_sweep(
         lr = start * (end / start) ** (i / (steps - 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(model, to_device(next(batches), device), optimizer, step)
+        loss, _ = train_step(model, to_device(next(batches), device), optimizer, step)
         if not math.isfinite(loss):
             stopped = f"the loss was not finite at lr {lr:.3g}"
             break
