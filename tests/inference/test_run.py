@@ -143,16 +143,6 @@ def test_default_workers_follow_the_core_count_and_the_batch() -> None:
     assert [model_threads(w, 8) for w in (0, 1, 4, 8)] == [0, 7, 4, 1]
 
 
-def test_workers_run_below_the_models_priority() -> None:
-    import os
-
-    from spinegrade.inference.run import WORKER_NICENESS, _pool
-
-    with _pool(1) as pool:
-        niceness = pool.submit(os.nice, 0).result()
-    assert niceness == min(19, os.nice(0) + WORKER_NICENESS)
-
-
 def test_forked_workers_start_at_once(tiny: dict[str, Path], tmp_path: Path) -> None:
     images = tmp_path / "images"
     for sid in (tiny["complete"], 900001):

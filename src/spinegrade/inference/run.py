@@ -274,11 +274,6 @@ def _read_ahead(
     return results()
 
 
-#: The workers' scheduling niceness (Unix): the models in this process are the batch's one serial
-#: step, so the workers read and draw on the time it leaves rather than slowing it.
-WORKER_NICENESS = 10
-
-
 def cpu_cores() -> int:
     """Cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -340,9 +335,7 @@ def _pool(workers: int) -> Executor:
     else:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["spinegrade.inference.worker"])
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=os.nice, initargs=(WORKER_NICENESS,)
-    )
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
 def _one_line(exc: BaseException) -> str:
