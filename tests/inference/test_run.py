@@ -136,7 +136,7 @@ def test_cli_exit_status_only_with_fail_on_error(tiny: dict[str, Path], tmp_path
 def test_default_workers_follow_the_core_count_and_the_batch() -> None:
     from spinegrade.inference.run import default_workers, model_threads
 
-    # on 2 cores the forked worker pipeline measured 1.37x the plain loop (docs/benchmarks.md)
+    # on 2 cores the forked worker pipeline measured 1.15x-1.69x the plain loop (docs/benchmarks.md)
     assert [default_workers(n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 2, 2, 2, 4, 4, 4]
     assert default_workers(16, studies=1) == 0 and default_workers(16, studies=2) == 4
     # the models take the cores the workers leave; without workers, torch's own setting

@@ -9,7 +9,8 @@ study that cannot be read, or that the models fail on, gets the prior in the sub
 errors.csv, a report saying so, and the batch goes on.
 
 `workers=None` picks `default_workers()`: none for a single study or on one core, else at least 2
-(on 2 cores the pipeline with forked workers measured 1.37x the plain loop; docs/benchmarks.md).
+(on 2 cores the pipeline with forked workers measured 1.15x-1.69x the plain loop; see
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
