@@ -32,6 +32,13 @@ def test_writers_see_the_target_suffix_and_folders_are_made(tmp_path: Path) -> N
     assert [p.name for p in out.parent.iterdir()] == ["table.csv"]
 
 
+def test_a_target_without_a_suffix_is_written(tmp_path: Path) -> None:
+    # the writer's name once equalled the temporary itself, which was then deleted before the rename
+    out = write_with(tmp_path / "comparison", lambda path: path.write_bytes(b"png"))
+    assert out.read_bytes() == b"png"
+    assert [p.name for p in tmp_path.iterdir()] == ["comparison"]
+
+
 def test_json_takes_numpy_values_and_paths(tmp_path: Path) -> None:
     path = write_json(
         tmp_path / "x.json", {"a": np.arange(3), "p": Path("/x/y"), "f": np.float32(0.5)}

@@ -387,7 +387,10 @@ def compare(
         list[Path], typer.Argument(help="finished run folders, each with its metrics.json")
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="PNG of the comparison (optional)")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="PNG of the comparison, or a folder to hold compare.png (optional)"
+        ),
     ] = None,
 ) -> None:
     """Finished runs side by side: the score, its four terms and per-condition figures ('-' where
@@ -397,7 +400,8 @@ def compare(
     frame = compare_runs(run_dirs)
     console.print(comparison_table(frame))
     if out is not None:
-        console.print(f"figure: {comparison_figure(frame, out)}", soft_wrap=True, highlight=False)
+        png = out / "compare.png" if out.is_dir() or not out.suffix else out
+        console.print(f"figure: {comparison_figure(frame, png)}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -59,7 +59,7 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
     """
     target = Path(path)
     with atomic_path(target) as tmp:
-        named = tmp.with_name(tmp.name + target.suffix)
+        named = tmp.with_name(f"{tmp.name}.part{target.suffix}")  # never `tmp` itself
         try:
             writer(named)
             os.replace(named, tmp)

@@ -122,6 +122,13 @@ def test_cli_compare_writes_the_figure_and_refuses_a_run_without_metrics(
         main()
     assert done.value.code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "slices_run" in capsys.readouterr().out
+    # a folder (here one that does not exist yet) gets compare.png inside it
+    folder = tmp_path / "figures"
+    monkeypatch.setattr(sys, "argv", ["spinegrade", "compare", *map(str, paths), "-o", str(folder)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0 and (folder / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
     monkeypatch.setattr(sys, "argv", ["spinegrade", "compare", str(paths[0]), str(tmp_path)])
     with pytest.raises(SystemExit) as exit_:
         main()
