@@ -36,8 +36,14 @@ from spinegrade.training.selection import Selection, split_for
 
 
 def crop_params(cfg: GradeConfig) -> CropParams:
-    """The crop geometry of a grade config."""
-    return CropParams(slices=cfg.slices, crop_mm=cfg.crop_mm, crop_px=cfg.crop_px)
+    """The crop geometry and views of a grade config."""
+    return CropParams(
+        slices=cfg.slices,
+        crop_mm=cfg.crop_mm,
+        crop_px=cfg.crop_px,
+        views=cfg.views,
+        view_distance_mm=cfg.view_distance_mm,
+    )
 
 
 def augment_params(cfg: GradeConfig) -> AugmentParams:
@@ -63,12 +69,13 @@ def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) 
             context_layers=cfg.context_layers,
             dropout=cfg.dropout,
             targets=tuple(targets),
+            views=cfg.views,
         )
     )
 
 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The loop's forward: `(crops, valid) -> logits (b, 25, 3)`."""
+    """The loop's forward: `(crops (b, n, ...), valid (b, n)) -> logits (b, t, 3)`."""
     return model(batch["crops"], batch["valid"])
 
 
