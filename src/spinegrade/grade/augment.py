@@ -87,7 +87,7 @@ def mirror_sample(
     crop of the left foramen at L4/L5 becomes the right foramen's crop there (each view in its own
     slot), with the left foramen's label.
     """
-    slots = slots or CropSlots.of(targets)
+    slots = CropSlots.of(targets) if slots is None else slots
     mirrored = np.stack([mirror_crop(c, v) for c, v in zip(crops, views)])
     inverse = np.argsort(slots.mirror_index())  # slot j receives what slot index^-1[j] held
     back = np.argsort(mirror_index(slots.targets))

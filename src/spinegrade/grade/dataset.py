@@ -3,10 +3,11 @@
 One sample is one study, so the any-severe-spinal term of the loss (a max over the five spinal
 levels of one study) is computed on whole studies. Each target's point is found on the series and
 slice it names (`locate_targets`): spinal canal points on Sagittal T2/STIR, foraminal on Sagittal
-T1, subarticular on the Axial T2 stack that holds the point's instance. Which views are cropped is
-`CropParams.views` (`grade.views`, see `grade.views`): the view the point lies on is cropped there;
-another view is cropped where the point's world position falls in that view's stack
-(`view_located`). `locate_study` does both for training and inference alike.
+T1, subarticular on the Axial T2 stack that holds the point's instance. Which views of each target
+are cropped is `CropParams.views` (the config's `grade.views`; the module `grade.views` lays out the
+crop slots): the view the point lies on is cropped there, the other where the point's world
+position falls in that view's stack (`view_located`). `locate_study` does both, for training and
+inference alike.
 """
 
 from __future__ import annotations
