@@ -107,7 +107,7 @@ def locate_targets(study: Study, points: pd.DataFrame) -> list[Located | None]:
 def view_located(
     study: Study, loc: Located | None, group: str, view: str, max_distance_mm: float
 ) -> Located | None:
-    """Where `view` of a target of condition `group` is cropped, given its located point `loc`.
+    """Where `view` of a target of condition group `group` is cropped, given its point `loc`.
 
     The point itself when it lies on that view; else the slice of the view's series
     (`SERIES_OF_VIEW`) nearest the point's world position, at the point's projection onto it,
