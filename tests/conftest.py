@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +137,12 @@ def rsna(shared_data: Callable[[str], Path]) -> Path:
     return shared_data("rsna")
 
 
-def build_tiny_run(root: Path, epochs: int = 0, data: Path | None = None) -> dict[str, Path]:
+def build_tiny_run(
+    root: Path, epochs: int = 0, data: Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Path]:
     """3 small synthetic studies (or those of `data`, with its study cache) and a run folder of
     one complete fold trained `epochs` epochs (both stages) on them, under `root`: see the `tiny`
-    fixture."""
+    fixture. `overrides` are further config `key=value`s."""
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the untrained weights, and so the tests that rely on where they point
     run = RunFolder(root / "run")
@@ -151,7 +153,7 @@ def build_tiny_run(root: Path, epochs: int = 0, data: Path | None = None) -> dic
     tables = load_tables(data)
     # untrained: speed and plumbing only; this localiser's untrained output still places the
     # sagittal points (the tests rely on it); the `tiny` config's untrained one does not
-    overrides = [
+    settings = [
         f"localize.optim.epochs={epochs}",
         f"grade.optim.epochs={epochs}",
         "data.num_workers=0",
@@ -159,7 +161,7 @@ def build_tiny_run(root: Path, epochs: int = 0, data: Path | None = None) -> dic
         "localize.image_size=64",
         "localize.heatmap_stride=4",
     ]
-    cfg = load_config("tiny", overrides)
+    cfg = load_config("tiny", [*settings, *overrides])
     ids = sorted(int(s) for s in tables.labels.study_id)
     run.start(cfg, pd.DataFrame({"study_id": ids, "fold": 0}), data, [0], 1)
     run.fold_dir(0).mkdir(parents=True)

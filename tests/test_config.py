@@ -9,6 +9,7 @@ import pytest
 
 from spinegrade.config import (
     Config,
+    ViewsConfig,
     available_configs,
     from_dict,
     load_config,
@@ -57,6 +58,12 @@ def test_overrides_are_typed_and_nested() -> None:
         (["grade.optim=3"], "grade.optim: expected a mapping"),
         (["epochs"], "not of the form key=value"),
         (["device.x=1"], "'device' is not a section"),
+        (
+            ["grade.views.spinal=coronal"],
+            "grade.views.spinal: expected one of sagittal, axial, both, got 'coronal'",
+        ),
+        (["grade.views.canal=axial"], "unknown config key(s): grade.views.canal"),
+        (["grade.views=both"], "grade.views: expected a mapping"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:
@@ -78,4 +85,13 @@ def test_unknown_names_and_bad_files(tmp_path: Path) -> None:
 
 def test_from_dict_inverts_to_dict() -> None:
     cfg = load_config("demo")
+    assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+def test_views_per_condition_group_default_to_one_crop_per_target() -> None:
+    cfg = load_config("tiny")
+    assert (cfg.grade.views.spinal, cfg.grade.views.foraminal) == ("sagittal", "sagittal")
+    assert cfg.grade.views.subarticular == "axial"
+    cfg = load_config("tiny", ["grade.views.spinal=both", "grade.views.subarticular=sagittal"])
+    assert cfg.grade.views == ViewsConfig(spinal="both", subarticular="sagittal")
     assert from_dict(Config, to_dict(cfg)) == cfg

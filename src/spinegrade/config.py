@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -75,6 +75,23 @@ class LocalizeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
+#: Which view(s) a condition group is graded from: its sagittal crop, its axial crop, or both fused.
+ViewChoice = Literal["sagittal", "axial", "both"]
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    """The view(s) each condition group is graded from (see `spinegrade.grade.views`).
+
+    The default is one crop per target, on the series its point is marked on. A view other than
+    the point's is cut where the point's world position falls in that view's stack.
+    """
+
+    spinal: ViewChoice = "sagittal"  #: Sagittal T2/STIR; axial: Axial T2
+    foraminal: ViewChoice = "sagittal"  #: Sagittal T1; axial: Axial T2
+    subarticular: ViewChoice = "axial"  #: Axial T2; sagittal: Sagittal T2/STIR
+
+
 @dataclass
 class GradeConfig:
     """Stage 2: severity grading on 2.5D crops (see `spinegrade.grade`)."""
@@ -106,6 +123,10 @@ class GradeConfig:
     #: over-draw studies: weight 1 + factor * sum over its targets of (metric weight - 1), i.e.
     #: +factor per moderate and +3 factor per severe target (0: every study drawn alike)
     resample_factor: float = 0.0
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    #: a view other than the point's is cropped on that view's slice nearest the point when the
+    #: point lies within this distance of its plane (mm); farther, that crop is missing
+    view_distance_mm: float = 10.0
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -240,6 +261,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected {names}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            names = ", ".join(map(str, allowed))
+            raise ConfigError(f"{where}: expected one of {names}, got {value!r}")
+        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

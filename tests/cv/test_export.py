@@ -186,3 +186,22 @@ def test_cli_engine_mistakes_are_one_line(
     args = ["predict", trained["run"], study, "-o", tmp_path / "o", "--workers", "0", *extra]
     code, err = _cli(args, monkeypatch, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_grading_the_canal_from_both_views_exports_and_its_engines_agree(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = build_tiny_run(tmp_path, data=tiny["data"], overrides=["grade.views.spinal=both"])
+    run = RunFolder(out["run"])
+    export_run(out["run"], run.onnx_dir())
+    entry = json.loads((run.onnx_dir() / MANIFEST_JSON).read_text())["fold_networks"]["0"]
+    assert entry["crop"]["views"]["spinal"] == "both"
+    slots = len(TARGETS) + 5  # the canal's five levels have an axial crop too
+    assert entry["networks"]["grader"]["inputs"][0]["shape"] == ["batch", slots, 3, 24, 24]
+    torch_engine = Ensemble.load(out["run"], device="cpu")
+    onnx_engine = Ensemble.load(out["run"], device="cpu", engine=ONNX)
+    assert torch_engine.folds[0].grader.slots.view[:2] == ("sagittal", "axial")
+    for study in _studies(out):
+        a, b = torch_engine.predict(study), onnx_engine.predict(study)
+        np.testing.assert_allclose(b.probs, a.probs, atol=1e-4)
+        assert (a.targets.folds_graded == b.targets.folds_graded).all()

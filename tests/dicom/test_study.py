@@ -1,4 +1,4 @@
-"""Studies: series types, skipped series, and the axial slice nearest to a world point."""
+"""Studies: series types, skipped series, and the slice of a series type nearest a world point."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pydicom
 import pytest
 
 from spinegrade.constants import AXIAL_T2, SAGITTAL_T1, SAGITTAL_T2
-from spinegrade.dicom import load_stacks, load_study, nearest_axial_slice, series_from_stacks
+from spinegrade.dicom import (
+    load_stacks,
+    load_study,
+    nearest_axial_slice,
+    nearest_slice,
+    series_from_stacks,
+)
 from spinegrade.dicom.study import describe, series_type_from_description
 from spinegrade.errors import DicomError
 
@@ -299,6 +305,25 @@ def test_stack_holding_the_point_beats_a_nearer_plane(make_series, tmp_path):
     assert (hit.series_id, hit.slice_index, hit.distance_mm) == (4, 0, pytest.approx(3.0))
     hit = nearest_axial_slice(study, [0, 0, 17])  # inside series 3 (half a spacing beyond z=16)
     assert (hit.series_id, hit.slice_index, hit.distance_mm) == (3, 4, pytest.approx(1.0))
+
+
+def test_nearest_slice_of_a_sagittal_series_and_whether_the_point_is_in_its_image(
+    make_series, tmp_path
+):
+    root = tmp_path / "66"
+    make_series(root / "2", "sagittal")
+    make_series(root / "3", "axial", slices=4, origin=(-16, -16, 0), slice_step=4.0)
+    study = load_study(root)
+    sagittal = study.series[0]
+    vol = sagittal.stacks[0]
+    point = vol.voxel_to_world([[3.0, 5.0, 1.25]])[0]  # a quarter slice past slice 1
+    hit = nearest_slice(study, point, sagittal.series_type)
+    assert (hit.series_id, hit.slice_index, hit.volume) == (2, 1, vol) and hit.in_image
+    assert (hit.col, hit.row) == pytest.approx((3.0, 5.0), abs=1e-6)
+    assert hit.distance_mm == pytest.approx(0.25 * vol.spacing[2], abs=1e-6)
+    outside = nearest_slice(study, [100.0, 0.0, 4.0], AXIAL_T2)  # x = 100: beyond every column
+    assert outside.series_id == 3 and not outside.in_image
+    assert nearest_slice(study, point, SAGITTAL_T1) is None
 
 
 def test_no_axial_series_gives_none(make_series, tmp_path):

@@ -186,3 +186,47 @@ def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(
         pointed.sum()
     )  # targets without a point
     assert 0 < report["model"]["score"] < 10 and 0 < report["prior"]["score"] < 10
+
+
+def test_the_canal_graded_from_both_views_trains_and_predicts(
+    grade_data: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    tables = load_tables(grade_data)
+    cfg = load_config(
+        "tiny", ["data.num_workers=0", *MEMORISE, "grade.optim.epochs=2", "grade.views.spinal=both"]
+    )
+    model = train_grader(
+        grade_data, TRAIN, tables.coordinates, tables.labels, tmp_path, cfg, progress=False
+    )
+    grader = Grader.load(model)
+    assert grader.crop.views.spinal == "both" and len(grader.slots) == 30
+    coords = tables.coordinates
+    spinal = np.array([c == "spinal_canal_stenosis" for c, _ in TARGETS])
+    axial = np.array([c.endswith("subarticular_stenosis") for c, _ in TARGETS])
+    for sid in (9000, NO_AXIAL):
+        study = load_study(grade_data / "train_images" / str(sid))
+        points = coords[coords.study_id == sid]
+        probs = grader.predict(study, points, tta=True)
+        assert probs.shape == (25, 3)
+        pointed = {(c, lv) for c, lv in TARGETS if _has_point(points, c, lv)}
+        graded = ~np.isnan(probs).any(axis=1)
+        # the canal is graded without its axial crop too (study 9003 has no axial series)
+        assert all(graded[i] for i, t in enumerate(TARGETS) if spinal[i] and t in pointed)
+        assert np.allclose(probs[graded].sum(axis=1), 1.0)
+    assert not graded[axial].any()  # study 9003: no axial series, no subarticular crop
+    # the samples hold each canal point's axial crop where the study has an axial series
+    data = GradeDataset.from_studies(
+        [(9000, load_study(grade_data / "train_images" / "9000"))],
+        coords,
+        tables.labels,
+        crop_params(cfg.grade),
+    )
+    item = data[0]
+    assert item["crops"].shape == (30, cfg.grade.slices, cfg.grade.crop_px, cfg.grade.crop_px)
+    axial_canal = [j for j, v in enumerate(data.slots.view) if v == "axial"][:5]
+    assert data.slots.target[axial_canal[0]] == 0 and bool(item["valid"][axial_canal].all())
+
+
+def _has_point(points: pd.DataFrame, condition: str, level: str) -> bool:
+    return bool(((points.condition == condition) & (points.level == level)).any())

@@ -28,7 +28,7 @@ import torch
 
 from spinegrade import __version__
 from spinegrade.config import LocalizeConfig, from_dict, to_dict
-from spinegrade.constants import SEVERITIES, TARGETS
+from spinegrade.constants import SEVERITIES
 from spinegrade.cv.folder import RunFolder
 from spinegrade.errors import DataError
 from spinegrade.grade.dataset import CropParams
@@ -84,8 +84,9 @@ def export_run(
         grader, crop = load_grader_net(run.grader_model(k))
         size = localize.image_size
         images = torch.zeros(EXAMPLE_BATCH, sagittal.spec.in_chans, size, size)
-        crops = torch.zeros(EXAMPLE_BATCH, len(TARGETS), crop.slices, crop.crop_px, crop.crop_px)
-        valid = torch.ones(EXAMPLE_BATCH, len(TARGETS), dtype=torch.bool)
+        n = len(grader.slots)  # crop slots: one per target with the default views
+        crops = torch.zeros(EXAMPLE_BATCH, n, crop.slices, crop.crop_px, crop.crop_px)
+        valid = torch.ones(EXAMPLE_BATCH, n, dtype=torch.bool)
         nets = {
             SAGITTAL: (sagittal, (images,), HEATMAP_INPUTS, HEATMAP_OUTPUTS),
             AXIAL: (axial, (images,), HEATMAP_INPUTS, HEATMAP_OUTPUTS),

@@ -8,11 +8,12 @@ from spinegrade.dicom.geometry import PLANE_TOLERANCE_DEG, SeriesMeta, Volume, p
 from spinegrade.dicom.headers import SliceHeader, read_header, read_series_headers, read_slice
 from spinegrade.dicom.series import load_many, load_series, load_stacks
 from spinegrade.dicom.study import (
-    AxialHit,
     Series,
+    SliceHit,
     Study,
     load_study,
     nearest_axial_slice,
+    nearest_slice,
     series_from_stacks,
     series_type_from_description,
 )
@@ -20,7 +21,7 @@ from spinegrade.dicom.write import make_uid, write_series
 
 __all__ = [
     "PLANE_TOLERANCE_DEG",
-    "AxialHit",
+    "SliceHit",
     "Series",
     "SeriesMeta",
     "SliceHeader",
@@ -32,6 +33,7 @@ __all__ = [
     "load_study",
     "make_uid",
     "nearest_axial_slice",
+    "nearest_slice",
     "plane_of",
     "read_header",
     "read_series_headers",

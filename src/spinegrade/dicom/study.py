@@ -1,4 +1,4 @@
-"""A study folder: its series, their types, and the axial slice nearest to a world point."""
+"""A study folder: its series, their types, and the slice of a series type nearest a world point."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ class Study:
 
 
 @dataclass(frozen=True)
-class AxialHit:
-    """Where a world point falls in the axial series: slice, and pixel (col, row) in that slice."""
+class SliceHit:
+    """Where a world point falls in a series type's stacks: slice, and pixel (col, row) in it."""
 
     series_id: int | None
     stack_index: int  #: index of the stack within its series' `stacks`
@@ -89,6 +89,8 @@ class AxialHit:
     distance_mm: float  #: distance of the point from the slice plane, along the normal
     col: float
     row: float
+    volume: Volume  #: the stack itself
+    in_image: bool  #: the point's projection onto the slice lies within the image
 
 
 def load_study(
@@ -307,16 +309,22 @@ def series_type_from_description(text: str | None) -> str | None:
     return _TYPES.get((plane, words.contrast))
 
 
-def nearest_axial_slice(study: Study, point_lps: npt.ArrayLike) -> AxialHit | None:
-    """The axial slice (over all axial stacks of the study) whose plane is nearest the point.
+def nearest_axial_slice(study: Study, point_lps: npt.ArrayLike) -> SliceHit | None:
+    """`nearest_slice` over the study's Axial T2 stacks."""
+    return nearest_slice(study, point_lps, AXIAL_T2)
+
+
+def nearest_slice(study: Study, point_lps: npt.ArrayLike, series_type: str) -> SliceHit | None:
+    """The slice (over all stacks of the study's `series_type` series) whose plane is nearest the
+    point (3,) in LPS mm.
 
     Stacks whose extent holds the point (its projection within the image and within half a slice
     spacing of the first/last slice) are preferred; among those (or among all when none holds it)
-    the smallest distance along the stack's normal wins. None when the study has no axial stack.
+    the smallest distance along the stack's normal wins. None when the study has no such stack.
     """
     point = np.asarray(point_lps, dtype=np.float64).reshape(3)
-    best: tuple[tuple[bool, float], AxialHit] | None = None
-    for s in study.of_type(AXIAL_T2):
+    best: tuple[tuple[bool, float], SliceHit] | None = None
+    for s in study.of_type(series_type):
         for k, vol in enumerate(s.stacks):
             hit, inside = _hit_in_stack(vol, point, s.series_id, k)
             key = (not inside, hit.distance_mm)
@@ -327,7 +335,7 @@ def nearest_axial_slice(study: Study, point_lps: npt.ArrayLike) -> AxialHit | No
 
 def _hit_in_stack(
     vol: Volume, point: np.ndarray, series_id: int | None, stack_index: int
-) -> tuple[AxialHit, bool]:
+) -> tuple[SliceHit, bool]:
     """The nearest slice of one stack to `point`, and whether the stack's extent holds the point."""
     n_slices, rows, cols = vol.shape
     s = float(vol.world_to_voxel(point[None])[0, 2])
@@ -336,8 +344,8 @@ def _hit_in_stack(
     r, c, n = vol.orientation.T
     dx, dy, _ = vol.spacing
     col, row = float((point - origin) @ r / dx), float((point - origin) @ c / dy)
-    inside = -0.5 <= s <= n_slices - 0.5 and -0.5 <= col <= cols - 0.5 and -0.5 <= row <= rows - 0.5
-    hit = AxialHit(
+    in_image = -0.5 <= col <= cols - 0.5 and -0.5 <= row <= rows - 0.5
+    hit = SliceHit(
         series_id,
         stack_index,
         k,
@@ -345,8 +353,10 @@ def _hit_in_stack(
         float(abs((point - origin) @ n)),
         col,
         row,
+        vol,
+        in_image,
     )
-    return hit, inside
+    return hit, in_image and -0.5 <= s <= n_slices - 0.5
 
 
 def _num(name: str) -> int | None:

@@ -15,19 +15,9 @@ from dataclasses import dataclass
 import albumentations as A
 import numpy as np
 
-from spinegrade.constants import MIRROR_CONDITION, TARGETS
+from spinegrade.constants import TARGETS
 from spinegrade.grade.crops import CropJitter, mirror_crop
-
-
-def mirror_index(targets: Sequence[tuple[str, str]] = TARGETS) -> np.ndarray:
-    """`(t,)`: entry `i` is the index in `targets` of the target that `targets[i]` becomes in the
-    mirrored patient (left <-> right). ValueError when a target's partner is not in `targets`."""
-    targets = [tuple(t) for t in targets]
-    try:
-        return np.array([targets.index((MIRROR_CONDITION[c], lv)) for c, lv in targets])
-    except ValueError:
-        raise ValueError("mirror: the targets must hold both sides of every lateral one") from None
-
+from spinegrade.grade.views import CropSlots, mirror_index
 
 #: `MIRROR_INDEX[t]` is the target that `t` becomes in the mirrored patient (left <-> right).
 MIRROR_INDEX: np.ndarray = mirror_index()
@@ -87,14 +77,18 @@ def mirror_sample(
     labels: np.ndarray,
     views: list[str],
     targets: Sequence[tuple[str, str]] = TARGETS,
+    slots: CropSlots | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The sample of the left/right-mirrored patient.
 
-    `crops (t, slices, rows, cols)`, `valid (t,)`, `labels (t,)`, `views` (t names) in the order
-    of `targets` (default the 25 `TARGETS`). Every crop is mirrored for its view, then the left
-    and right targets trade places: the mirrored crop of the left foramen at L4/L5 becomes the
-    right foramen's crop there, with the left foramen's label.
+    `crops (n, slices, rows, cols)`, `valid (n,)` and `views` (n names) are per crop slot of
+    `slots` (default one slot per target of `targets`, the 25 `TARGETS`), `labels (t,)` per target.
+    Every crop is mirrored for its view, then the left and right targets trade places: the mirrored
+    crop of the left foramen at L4/L5 becomes the right foramen's crop there (each view in its own
+    slot), with the left foramen's label.
     """
+    slots = CropSlots.of(targets) if slots is None else slots
     mirrored = np.stack([mirror_crop(c, v) for c, v in zip(crops, views)])
-    inverse = np.argsort(mirror_index(targets))  # slot t receives what target index^-1[t] held
-    return mirrored[inverse], valid[inverse], labels[inverse], [views[i] for i in inverse]
+    inverse = np.argsort(slots.mirror_index())  # slot j receives what slot index^-1[j] held
+    back = np.argsort(mirror_index(slots.targets))
+    return mirrored[inverse], valid[inverse], labels[back], [views[i] for i in inverse]

@@ -1,12 +1,13 @@
-"""Study-level samples for the grader: the 25 crops of a study, which of them exist, and labels.
+"""Study-level samples for the grader: the crops of a study, which of them exist, and labels.
 
 One sample is one study, so the any-severe-spinal term of the loss (a max over the five spinal
-levels of one study) is computed on whole studies. Each target is cropped on the series and slice
-its point names: spinal canal points on Sagittal T2/STIR, foraminal on Sagittal T1, subarticular on
-the Axial T2 stack that holds the point's instance (whatever series the point is on, the crop is
-taken where the point is; the view follows the stack's orientation). Only that one view per target
-is used: a second view (e.g. an axial crop for the canal) would need the axial slice lookup at
-training and inference time and was left out to keep one crop per target.
+levels of one study) is computed on whole studies. Each target's point is found on the series and
+slice it names (`locate_targets`): spinal canal points on Sagittal T2/STIR, foraminal on Sagittal
+T1, subarticular on the Axial T2 stack that holds the point's instance. Which views of each target
+are cropped is `CropParams.views` (the config's `grade.views`; the module `grade.views` lays out the
+crop slots): the view the point lies on is cropped there, the other where the point's world
+position falls in that view's stack (`view_located`). `locate_study` does both, for training and
+inference alike.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from spinegrade.constants import TARGET_COLUMNS, TARGETS, severity_index
-from spinegrade.dicom import Study, Volume
+from spinegrade.config import ViewsConfig, from_dict
+from spinegrade.constants import GROUP_OF_CONDITION, TARGET_COLUMNS, TARGETS, severity_index
+from spinegrade.dicom import Study, Volume, nearest_slice
 from spinegrade.grade.augment import (
     AugmentParams,
     apply_intensity,
@@ -31,6 +33,7 @@ from spinegrade.grade.augment import (
     random_jitter,
 )
 from spinegrade.grade.crops import NO_JITTER, crop_2p5d, normalize_crop
+from spinegrade.grade.views import SERIES_OF_VIEW, CropSlots
 
 BLANK = -1
 #: Columns a points table must have (one row per target; extra columns are ignored).
@@ -39,11 +42,22 @@ POINT_COLUMNS = ("series_id", "instance_number", "condition", "level", "x", "y")
 
 @dataclass(frozen=True)
 class CropParams:
-    """The crop geometry shared by training and inference (stored in the checkpoint)."""
+    """The crop geometry and views shared by training and inference (stored in the checkpoint;
+    one written before views were a choice has the default views)."""
 
     slices: int = 5
     crop_mm: float = 40.0
     crop_px: int = 64
+    views: ViewsConfig = ViewsConfig()
+    view_distance_mm: float = 10.0  #: see `GradeConfig.view_distance_mm`
+
+    def __post_init__(self) -> None:
+        if isinstance(self.views, dict):  # a checkpoint's metadata
+            object.__setattr__(self, "views", from_dict(ViewsConfig, self.views, "crop.views"))
+
+    def slots(self, targets: Sequence[tuple[str, str]] = TARGETS) -> CropSlots:
+        """The crop slots of a sample over `targets` with these views."""
+        return CropSlots.of(targets, self.views)
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,39 @@ def locate_targets(study: Study, points: pd.DataFrame) -> list[Located | None]:
     return found
 
 
+def view_located(
+    study: Study, loc: Located | None, group: str, view: str, max_distance_mm: float
+) -> Located | None:
+    """Where `view` of a target of condition group `group` is cropped, given its point `loc`.
+
+    The point itself when it lies on that view; else the slice of the view's series
+    (`SERIES_OF_VIEW`) nearest the point's world position, at the point's projection onto it,
+    when the point is within `max_distance_mm` of that slice's plane and projects inside its
+    image. None when there is no such slice (or no point).
+    """
+    if loc is None or loc.view == view:
+        return loc
+    world = loc.volume.voxel_to_world([[loc.x, loc.y, loc.slice_index]])[0]
+    hit = nearest_slice(study, world, SERIES_OF_VIEW[group, view])
+    if hit is None or hit.distance_mm > max_distance_mm or not hit.in_image:
+        return None
+    return Located(hit.volume, hit.slice_index, hit.col, hit.row, view)
+
+
+def locate_study(study: Study, points: pd.DataFrame, crop: CropParams) -> list[Located | None]:
+    """Where each crop slot of the 25 targets (`crop.slots()`) is cut in `study`, None where it
+    has none: each target's point (`locate_targets`, `points` the coordinates table's columns)
+    taken to each of its views (`view_located`). Training and inference both build samples so."""
+    found = locate_targets(study, points)
+    slots = crop.slots()
+    return [
+        view_located(
+            study, found[t], GROUP_OF_CONDITION[TARGETS[t][0]], view, crop.view_distance_mm
+        )
+        for t, view in zip(slots.target, slots.view)
+    ]
+
+
 def study_crops(
     located: list[Located | None],
     crop: CropParams,
@@ -98,12 +145,16 @@ def study_crops(
     augment: AugmentParams | None = None,
     targets: Sequence[tuple[str, str]] = TARGETS,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Normalised crops `(t, slices, crop_px, crop_px)` float32 (zeros where no point), `valid
-    (t,)` bool, and the view of each target; `located` holds one entry per target of `targets`
-    (default the 25 `TARGETS`). With `augment` and `rng`, each crop gets a random jitter."""
-    out = np.zeros((len(targets), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
-    valid = np.zeros(len(targets), dtype=bool)
-    views = ["axial" if c.endswith("subarticular_stenosis") else "sagittal" for c, _ in targets]
+    """Normalised crops `(n, slices, crop_px, crop_px)` float32 (zeros where no point), `valid
+    (n,)` bool, and the view of each, per crop slot (`crop.slots(targets)`, `n` of them; one per
+    target with the default views); `located` holds one entry per slot. With `augment` and
+    `rng`, each crop gets a random jitter."""
+    slots = crop.slots(targets)
+    if len(located) != len(slots):
+        raise ValueError(f"{len(located)} located points for {len(slots)} crop slots")
+    out = np.zeros((len(slots), crop.slices, crop.crop_px, crop.crop_px), dtype=np.float32)
+    valid = np.zeros(len(slots), dtype=bool)
+    views = list(slots.view)
     for i, loc in enumerate(located):
         if loc is None:
             continue
@@ -180,14 +231,17 @@ def _span(centre: float, half_px: float, size: int) -> tuple[int, int]:
 
 
 class GradeDataset(Dataset):
-    """One item per study: `{"crops": (t, slices, P, P) float32, "valid": (t,) bool,
-    "labels": (t,) int64}` as tensors, `t = len(targets)` (default the 25 `TARGETS`). Crops are
-    cut on the fly from each target's located volume (with random augmentation when `augment` is
-    given); build it with :meth:`from_studies` from DICOM studies, or from located points.
+    """One item per study: `{"crops": (n, slices, P, P) float32, "valid": (n,) bool,
+    "labels": (t,) int64}` as tensors, `t = len(targets)` (default the 25 `TARGETS`), `n` crop
+    slots (`crop.slots(targets)`; `n = t` with the default views). Crops are cut on the fly from
+    each slot's located volume (with random augmentation when `augment` is given); build it with
+    :meth:`from_studies` from DICOM studies, or from located points (one list per study, one
+    entry per slot).
 
     With `twin` (see :meth:`with_twins`) an item also holds its left/right-mirrored twin,
-    `"twin_crops" (t, slices, P, P)` and `"twin_valid" (t,)`: `mirror_sample` of the item's very
-    crops (after augmentation), for the consistency term (`loss.mirror_consistency`).
+    `"twin_crops" (n, slices, P, P)` and `"twin_valid" (n,)`: `mirror_sample` of the item's very
+    crops (after augmentation), and `"target_valid" (t,)`, which targets have a crop, for the
+    consistency term (`loss.mirror_consistency`).
     """
 
     def __init__(
@@ -207,6 +261,7 @@ class GradeDataset(Dataset):
         self.augment = augment
         self.targets = tuple(targets)
         self.twin = twin
+        self.slots = crop.slots(self.targets)
         self.intensity = (
             intensity_transform(augment.intensity_p) if augment and augment.intensity_p else None
         )
@@ -223,13 +278,13 @@ class GradeDataset(Dataset):
         *,
         patches: bool = True,
     ) -> GradeDataset:
-        """Locate each study's points (`points`: the coordinates table) and keep, with `patches`,
-        only
-        the sub-volumes the crops need (see :func:`patch`); `studies` may be a lazy iterator."""
+        """Locate each study's crop slots (`locate_study`; `points`: the coordinates table) and
+        keep, with `patches`, only the sub-volumes the crops need (see :func:`patch`); `studies`
+        may be a lazy iterator."""
         by_study = dict(tuple(points.groupby("study_id"))) if len(points) else {}
         located, vectors, ids = [], [], []
         for sid, study in studies:
-            found = locate_targets(study, by_study.get(sid, points.iloc[:0]))
+            found = locate_study(study, by_study.get(sid, points.iloc[:0]), crop)
             located.append(
                 [
                     patch(loc, crop, augment) if (loc is not None and patches) else loc
@@ -277,26 +332,31 @@ class GradeDataset(Dataset):
             for i in np.flatnonzero(valid):
                 crops[i] = apply_intensity(self.intensity, crops[i], int(rng.integers(2**31)))
         if rng.random() < self.augment.mirror_p:
-            crops, valid, labels, views = mirror_sample(crops, valid, labels, views, self.targets)
+            crops, valid, labels, views = mirror_sample(
+                crops, valid, labels, views, slots=self.slots
+            )
         return self._item(crops, valid, labels, views)
 
     def _item(
         self, crops: np.ndarray, valid: np.ndarray, labels: np.ndarray, views: list[str]
     ) -> dict[str, torch.Tensor]:
         """The item's tensors, with its mirrored twin when `twin` is on."""
-        item = _as_tensors(crops, valid, labels)
+        item = _as_tensors(crops, valid, labels, self.slots)
         if self.twin:
-            twin_crops, twin_valid, _, _ = mirror_sample(crops, valid, labels, views, self.targets)
+            twin_crops, twin_valid, _, _ = mirror_sample(
+                crops, valid, labels, views, slots=self.slots
+            )
             item["twin_crops"] = torch.from_numpy(twin_crops)
             item["twin_valid"] = torch.from_numpy(twin_valid)
+            item["target_valid"] = torch.from_numpy(self.slots.target_valid(valid))
         return item
 
 
 def _as_tensors(
-    crops: np.ndarray, valid: np.ndarray, labels: np.ndarray
+    crops: np.ndarray, valid: np.ndarray, labels: np.ndarray, slots: CropSlots
 ) -> dict[str, torch.Tensor]:
-    """Targets without a crop are not trained on: their label becomes BLANK."""
-    labels = np.where(valid, labels, BLANK)
+    """Targets without any crop are not trained on: their label becomes BLANK."""
+    labels = np.where(slots.target_valid(valid), labels, BLANK)
     return {
         "crops": torch.from_numpy(np.ascontiguousarray(crops)),
         "valid": torch.from_numpy(valid),

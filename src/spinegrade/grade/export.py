@@ -20,7 +20,8 @@ GRADER_INPUTS, GRADER_OUTPUTS = ("crops", "valid"), ("logits",)
 
 
 class ExportGrader(nn.Module):
-    """`forward(crops (b, t, slices, P, P), valid (b, t) bool) -> logits (b, t, 3)`."""
+    """`forward(crops (b, n, slices, P, P), valid (b, n) bool) -> logits (b, t, 3)` (`n` crop
+    slots, `t` targets: see `GraderNet`)."""
 
     def __init__(self, net: GraderNet) -> None:
         super().__init__()
@@ -28,10 +29,7 @@ class ExportGrader(nn.Module):
 
     def forward(self, crops: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         net = self.net
-        b, t = crops.shape[0], crops.shape[1]
-        proj = net.project(net.backbone(crops.flatten(0, 1))).unflatten(0, (b, t))
-        feats = proj * valid.unsqueeze(-1).to(proj.dtype)  # (b, t, dim): zero where no crop
-        tokens = net.context(feats + net.target_embed)
-        logits = torch.stack([head(tokens) for head in net.heads.values()], dim=2)
-        index = net.group_of_target.view(1, t, 1, 1).expand(b, t, 1, logits.shape[-1])
-        return logits.gather(2, index).squeeze(2)
+        b, n = crops.shape[0], crops.shape[1]
+        proj = net.project(net.backbone(crops.flatten(0, 1))).unflatten(0, (b, n))
+        feats = proj * valid.unsqueeze(-1).to(proj.dtype)  # (b, n, dim): zero where no crop
+        return net.grade(feats, valid)

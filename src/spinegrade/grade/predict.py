@@ -11,8 +11,9 @@ import torch
 
 from spinegrade.constants import TARGETS
 from spinegrade.dicom import Study
+from spinegrade.errors import DataError
 from spinegrade.grade.augment import mirror_index, mirror_sample
-from spinegrade.grade.dataset import CropParams, Located, locate_targets, study_crops
+from spinegrade.grade.dataset import CropParams, Located, locate_study, study_crops
 from spinegrade.grade.loss import Targets
 from spinegrade.grade.model import GraderNet, GraderSpec
 from spinegrade.training.checkpoint import load_checkpoint
@@ -22,8 +23,9 @@ from spinegrade.training.runtime import Net, as_net
 class Grader:
     """A trained grading network with its crop geometry, ready to predict on studies.
 
-    The network is a `Net` (`training.runtime`: torch or ONNX Runtime) taking `crops (b, t, S,
-    P, P)` float32 and `valid (b, t)` bool; a `GraderNet` given here is wrapped in a `TorchNet`.
+    The network is a `Net` (`training.runtime`: torch or ONNX Runtime) taking `crops (b, n, S,
+    P, P)` float32 and `valid (b, n)` bool, `n` crop slots (`crop.slots(targets)`: the views of
+    each target that `crop.views` names); a `GraderNet` given here is wrapped in a `TorchNet`.
     `targets` are its `t` target tokens in order (default: a `GraderNet`'s spec, else the 25
     `TARGETS`).
     """
@@ -37,6 +39,11 @@ class Grader:
     ) -> None:
         own = model.spec.targets if isinstance(model, GraderNet) else TARGETS
         self.targets = tuple(targets) if targets is not None else own
+        if isinstance(model, GraderNet) and model.spec.views != crop.views:
+            raise DataError(
+                f"grader: the network's views {model.spec.views} are not its crops' {crop.views}"
+            )
+        self.slots = crop.slots(self.targets)
         self.net = as_net(model, device)
         self.crop = crop
         self.device = device
@@ -60,7 +67,7 @@ class Grader:
         self, items: Iterable[tuple[Study, pd.DataFrame]], *, tta: bool = False, batch_size: int = 8
     ) -> list[np.ndarray]:
         """:meth:`predict` for many (study, points) pairs, batched: a list of `(25, 3)` arrays."""
-        located = (locate_targets(study, points) for study, points in items)
+        located = (locate_study(study, points, self.crop) for study, points in items)
         return self.predict_located(located, tta=tta, batch_size=batch_size)
 
     @torch.no_grad()
@@ -71,8 +78,9 @@ class Grader:
         tta: bool = False,
         batch_size: int = 8,
     ) -> list[np.ndarray]:
-        """Probabilities `(t, 3)` per sample of located points (one entry per target of the
-        grader's `targets`, None where there is none: a NaN row), batched."""
+        """Probabilities `(t, 3)` per sample of located points (one entry per crop slot of the
+        grader's `slots`, None where there is none; a target without any is a NaN row),
+        batched."""
         out: list[np.ndarray] = []
         batch: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
         targets = self.targets
@@ -91,22 +99,21 @@ class Grader:
         """Probabilities of a batch of study samples, NaN where there is no crop."""
         probs = self._probs(np.stack([c for c, _, _ in batch]), np.stack([v for _, v, _ in batch]))
         if tta:
-            targets = self.targets
+            blank = np.zeros(len(self.targets), dtype=np.int64)
             mirrored = [
-                mirror_sample(c, v, np.zeros(len(v), dtype=np.int64), views, targets)
-                for c, v, views in batch
+                mirror_sample(c, v, blank, views, slots=self.slots) for c, v, views in batch
             ]
             back = self._probs(
                 np.stack([m[0] for m in mirrored]), np.stack([m[1] for m in mirrored])
             )
-            index = mirror_index(targets)
-            probs = (probs + back[:, index]) / 2  # the mirror swaps slots t and index[t]
-        valid = np.stack([v for _, v, _ in batch])
+            index = mirror_index(self.targets)
+            probs = (probs + back[:, index]) / 2  # the mirror swaps targets t and index[t]
+        valid = self.slots.target_valid(np.stack([v for _, v, _ in batch]))
         probs[~valid] = np.nan
         return list(probs)
 
     def _probs(self, crops: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Softmax of the network on `crops (b, t, S, P, P)`, `valid (b, t)` -> `(b, t, 3)`
+        """Softmax of the network on `crops (b, n, S, P, P)`, `valid (b, n)` -> `(b, t, 3)`
         float64."""
         logits = torch.from_numpy(self.net(crops, valid))
         return torch.softmax(logits, dim=-1).numpy().astype(np.float64)

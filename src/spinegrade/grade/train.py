@@ -36,8 +36,14 @@ from spinegrade.training.selection import Selection, split_for
 
 
 def crop_params(cfg: GradeConfig) -> CropParams:
-    """The crop geometry of a grade config."""
-    return CropParams(slices=cfg.slices, crop_mm=cfg.crop_mm, crop_px=cfg.crop_px)
+    """The crop geometry and views of a grade config."""
+    return CropParams(
+        slices=cfg.slices,
+        crop_mm=cfg.crop_mm,
+        crop_px=cfg.crop_px,
+        views=cfg.views,
+        view_distance_mm=cfg.view_distance_mm,
+    )
 
 
 def augment_params(cfg: GradeConfig) -> AugmentParams:
@@ -63,6 +69,7 @@ def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) 
             context_layers=cfg.context_layers,
             dropout=cfg.dropout,
             targets=tuple(targets),
+            views=cfg.views,
         )
     )
 
@@ -70,7 +77,7 @@ def build_model(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS) 
 def forward(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The loop's forward: `(crops, valid) -> logits (b, t, 3)`.
+    """The loop's forward: `(crops (b, n, ...), valid (b, n)) -> logits (b, t, 3)` (`n` crop slots).
 
     A batch with mirrored twins (`twin_crops`, `twin_valid`; `GradeDataset.with_twins`) gives
     `(logits, twin_logits)`, each `(b, t, 3)`, from one pass over the `2b` samples: BatchNorm then
@@ -101,7 +108,7 @@ def loss_function(cfg: GradeConfig, targets: Sequence[tuple[str, str]] = TARGETS
             return grade_loss(out, batch["labels"], cfg.any_severe_weight, targets)
         logits, twin = out
         task = grade_loss(logits, batch["labels"], cfg.any_severe_weight, targets)
-        term = mirror_consistency(logits, twin, batch["valid"], targets)
+        term = mirror_consistency(logits, twin, batch["target_valid"], targets)
         return task + cfg.consistency_weight * term, {"task": task, "consistency": term}
 
     return loss

@@ -30,7 +30,7 @@ import torch
 
 from spinegrade.config import LocalizeConfig, from_dict
 from spinegrade.constants import AXIAL_T2, LEVELS, SAGITTAL_T1, SAGITTAL_T2, TARGETS
-from spinegrade.dicom import AxialHit, Study, Volume, nearest_axial_slice
+from spinegrade.dicom import SliceHit, Study, Volume, nearest_axial_slice
 from spinegrade.localize.dataset import (
     CANAL,
     FORAMEN,
@@ -282,10 +282,10 @@ def load_heatmap_nets(path: str | Path) -> tuple[HeatmapNet, HeatmapNet, Localiz
 
 def axial_slices(
     study: Study, canal: dict[str, Point | str], max_distance_mm: float
-) -> dict[str, AxialHit | str]:
+) -> dict[str, SliceHit | str]:
     """Per level, the axial slice (over all axial stacks) nearest its canal point, or why there is
     none."""
-    out: dict[str, AxialHit | str] = {}
+    out: dict[str, SliceHit | str] = {}
     for level, c in canal.items():
         if not study.axial_stacks():
             out[level] = "no Axial T2 series"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spinegrade.config import Config, SlicesConfig
+from spinegrade.config import Config, SlicesConfig, ViewsConfig
 from spinegrade.constants import severity_index
 from spinegrade.dicom.geometry import Volume
 from spinegrade.errors import ConfigError
@@ -63,6 +63,11 @@ SIDE = {
 def check_config(cfg: Config, mode: str) -> None:
     """ConfigError where the config does not fit the mode's images."""
     g = cfg.grade
+    if g.views != ViewsConfig():
+        raise ConfigError(
+            "grade.views: a PNG has no DICOM geometry to find a target's other view on; "
+            "`spinegrade slices` grades each target on its own image (leave grade.views unset)"
+        )
     if mode == SLICES and (g.mirror_p > 0 or cfg.slices.tta or g.consistency_weight > 0):
         raise ConfigError(
             "grade.mirror_p, grade.consistency_weight and slices.tta must be off for Sagittal T1 "
