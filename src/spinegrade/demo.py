@@ -286,6 +286,7 @@ def _predictions(run_dir: Path, test_data: Path, out: Path, workers: int, progre
         out,
         workers=min(workers, default_workers()),
         progress=progress,
+        cam=True,
     )
 
 

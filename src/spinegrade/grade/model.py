@@ -95,11 +95,20 @@ class GraderNet(nn.Module):
     def forward(self, crops: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         b, t = crops.shape[:2]
         if bool(valid.any()):
-            proj = self.project(self.backbone(crops[valid]))  # (n_valid, dim)
+            proj = self.encode(crops[valid])  # (n_valid, dim)
             feats = proj.new_zeros(b, t, self.spec.dim)
             feats[valid] = proj
         else:
             feats = crops.new_zeros(b, t, self.spec.dim)
+        return self.decode(feats)
+
+    def encode(self, crops: torch.Tensor) -> torch.Tensor:
+        """Steps 1-2 on single crops: `(n, slices, P, P)` -> projected features `(n, dim)`."""
+        return self.project(self.backbone(crops))
+
+    def decode(self, feats: torch.Tensor) -> torch.Tensor:
+        """Steps 2-4: features `(b, t, dim)` (zero where no crop) -> logits `(b, t, 3)`."""
+        b, t = feats.shape[:2]
         tokens = self.context(feats + self.target_embed)  # (b, t, dim)
         logits = torch.stack(
             [head(tokens) for head in self.heads.values()], dim=2
