@@ -21,7 +21,7 @@ train_images/) is used.
 
     .venv/bin/python benchmarks/bench_predict.py [--studies 8] [--size full] [--run RUN_DIR]
         [--config demo --folds 2] [--data DATA_ROOT] [--workers 2] [--threads 2] [--repeats 3]
-        [--engines torch,onnx] [--device cpu] [--profile]
+        [--engines torch,onnx] [--device cpu] [--profile] [--cam]
 
 Each method runs `--repeats` times, taking turns in a rotating order, and the median round (by
 wall time) is printed. `--profile` then prints where the time of one more plain-loop round of
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is printed")
     parser.add_argument("--engines", default="torch,onnx", help="engines, comma-separated")
     parser.add_argument("--profile", action="store_true", help="cProfile one plain round each")
+    parser.add_argument("--cam", action="store_true", help="with Grad-CAM maps (predict --cam)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     console = Console()
@@ -139,6 +140,7 @@ def main() -> None:
                 device=args.device,
                 engine=engine,
                 onnx_dir=onnx_dir if engine == "onnx" else None,
+                cam=args.cam,
             )
 
         rounds: dict[str, list[PredictResult]] = {name: [] for name, _, _ in methods}
@@ -179,7 +181,7 @@ def print_table(
         *results,
         title=f"predict: {n} {args.size} studies, {len(os.sched_getaffinity(0))} cores, "
         f"models on {describe(resolve_device(args.device), args.threads)} in the plain loop, "
-        f"model: {model}",
+        f"model: {model}{', Grad-CAM maps' if args.cam else ''}",
     )
     for stage in STAGES:
         table.add_row(

@@ -60,6 +60,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path) -> None:  # type: ignore[no-
         out / "predictions" / "index.html"
     ).is_file()
     assert len(list((out / "predictions" / "studies").glob("*/report.html"))) == 2
+    assert list((out / "predictions" / "studies").glob("*/cam/*.png"))  # the demo shows maps
 
     stamp = os.stat(out / "predictions" / "submission.csv").st_mtime_ns
     second = runner.invoke(

@@ -592,6 +592,15 @@ def predict(
             show_default=False,
         ),
     ] = None,
+    cam: Annotated[
+        bool,
+        typer.Option(
+            "--cam/--no-cam",
+            help="also a Grad-CAM map per graded target: where in its crop the predicted severity "
+            "came from (studies/<id>/cam/, in predictions.json and report.html; from the torch "
+            "checkpoints, also with --engine onnx)",
+        ),
+    ] = False,
 ) -> None:
     """Predict the 25 targets of every study: submission.csv, predictions.json, overlays, HTML
     reports.
@@ -611,7 +620,13 @@ def predict(
     if onnx_dir is not None and engine != "onnx":
         raise ConfigError("--onnx-dir goes with --engine onnx")
     common = dict(
-        workers=workers, tta=tta, device=device, folds=wanted, engine=engine, onnx_dir=onnx_dir
+        workers=workers,
+        tta=tta,
+        device=device,
+        folds=wanted,
+        engine=engine,
+        onnx_dir=onnx_dir,
+        cam=cam,
     )
     if dicomweb is not None:
         from spinegrade.inference.dicomweb import predict_dicomweb

@@ -9,7 +9,8 @@ Steps (each reuses what an earlier run of the demo left in the same folder):
    folds), then out-of-fold evaluation (`run/metrics.json`, `run/figures/`).
 3. ``test_data/``: `test_studies` new synthetic studies from another seed (held out from
    everything), reused like ``data/``.
-4. ``predictions/``: `spinegrade.inference.predict` on them (submission, reports, overlays);
+4. ``predictions/``: `spinegrade.inference.predict` on them (submission, reports, overlays,
+   Grad-CAM maps);
    reused when its `submission.csv` is newer than the trained models.
 5. The held-out submission is scored against the test labels, next to the oracle (`oracle.csv`,
    the best possible) and the constant prior of the training labels (the folds' `prior.csv`);
@@ -286,6 +287,7 @@ def _predictions(run_dir: Path, test_data: Path, out: Path, workers: int, progre
         out,
         workers=min(workers, default_workers()),
         progress=progress,
+        cam=True,
     )
 
 

@@ -23,6 +23,7 @@ from spinegrade.cv.ensemble import ONNX, Ensemble
 from spinegrade.cv.export import MANIFEST_JSON, export_run
 from spinegrade.cv.folder import PRIOR_CSV, RunFolder
 from spinegrade.errors import DataError
+from spinegrade.grade.model import GraderNet
 from spinegrade.inference.discover import discover_studies, load_source
 from spinegrade.localize.dataset import PERCENTILE_PIXELS
 from spinegrade.training.runtime import OnnxNet
@@ -82,6 +83,22 @@ def test_the_engines_agree(trained: dict[str, Path]) -> None:
         )
         spread.append(a.probs[a.targets.folds_graded.to_numpy() > 0].std(axis=0))
     assert np.min(spread) > 0.01  # graded, and not one answer for every target
+
+
+def test_onnx_engine_maps_come_from_the_torch_checkpoints(trained: dict[str, Path]) -> None:
+    """ONNX Runtime gives no gradients: with `cam` the ONNX engine loads each fold's torch grader,
+    and its maps are the torch engine's (the crops are cut at points within 0.1 pixel)."""
+    torch_engine = Ensemble.load(trained["run"], device="cpu", cam=True)
+    onnx_engine = Ensemble.load(trained["run"], device="cpu", engine=ONNX, cam=True)
+    assert isinstance(onnx_engine.folds[0].grader.net, OnnxNet)
+    assert isinstance(onnx_engine.folds[0].cam_net, GraderNet)
+    study = _studies(trained)[0]
+    a, b = torch_engine.predict(study, cam=True), onnx_engine.predict(study, cam=True)
+    graded = a.targets.row_id[a.targets.folds_graded > 0]
+    assert set(a.cams) == set(b.cams) == set(graded) and len(graded) > 0
+    for row in a.cams:
+        np.testing.assert_allclose(b.cams[row].heat, a.cams[row].heat, atol=0.02)
+    assert "cam" in a.timing.wall and not Ensemble.load(trained["run"]).predict(study).cams
 
 
 def _before_prepare(volume, size, slices=None, window=None):  # type: ignore[no-untyped-def]

@@ -2,7 +2,8 @@
 
 Every study has a Sagittal T1 (foraminal points), a Sagittal T2/STIR (spinal) and an Axial T2
 (subarticular) series; the blob radius at each target's point grows with its label, so a grader
-can learn it in a few seconds. Study 9003 has no axial series.
+can learn it in a few seconds. Study 9003 has no axial series. `trained` is a small grader
+trained on 6 of them (once per session); `severe_study` writes a new study with one severe level.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from spinegrade.config import Config, load_config
 from spinegrade.constants import (
     AXIAL_T2,
     CONDITION_LABELS,
@@ -25,10 +28,35 @@ from spinegrade.constants import (
     TARGET_COLUMNS,
     TARGETS,
 )
+from spinegrade.data.tables import load_tables
 from spinegrade.dicom import make_uid, write_series
+from spinegrade.grade import train_grader
 
 SIZE, SAG_SLICES = 48, 7
 NO_AXIAL = 9003
+TRAIN = [9000, 9001, 9002, 9003, 9004, 9005]
+SEVERE_STUDY = 9100  #: see `severe_study`
+
+#: A small grader with little augmentation, so that 6 studies are learnt in a few seconds of CPU
+#: (the `tiny` config's grader augments more, to generalise across studies, and learns these 6
+#: slower). 24 px crops (1 mm pixels): its Grad-CAM stage is 6 x 6 (`grade.cam`).
+MEMORISE = [
+    "grade.backbone=test_resnet",
+    "grade.crop_mm=24",
+    "grade.crop_px=24",
+    "grade.slice_shift=0",
+    "grade.coord_jitter_mm=0.5",
+    "grade.angle_deg=5",
+    "grade.dim=32",
+    "grade.optim.epochs=6",
+    "grade.optim.batch_size=2",
+    "grade.optim.lr=0.002",
+]
+
+
+def grader_config() -> Config:
+    """The `tiny` config with the `MEMORISE` grader."""
+    return load_config("tiny", ["data.num_workers=0", *MEMORISE])
 
 
 def _blob(img: np.ndarray, row: int, col: int, label: int) -> None:
@@ -144,3 +172,33 @@ def grade_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pd.DataFrame(series_rows).to_csv(root / "train_series_descriptions.csv", index=False)
     pd.DataFrame(coord_rows).to_csv(root / "train_label_coordinates.csv", index=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained(grade_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `model.pt` of the `MEMORISE` grader trained on the `TRAIN` studies (~20 s of CPU)."""
+    torch.manual_seed(0)
+    tables = load_tables(grade_data)
+    out = tmp_path_factory.mktemp("grader")
+    return train_grader(
+        grade_data,
+        TRAIN,
+        tables.coordinates,
+        tables.labels,
+        out / "grade",
+        grader_config(),
+        val_ids=[9006],
+        progress=False,
+    )
+
+
+def severe_study(root: Path, target: tuple[str, str]) -> tuple[Path, pd.DataFrame]:
+    """Write study `SEVERE_STUDY` under `root`: every target normal/mild (the smallest blob) but
+    `target`, severe (the largest); returns `(study folder, its coordinates, snake_case)`."""
+    labels = np.zeros(len(TARGETS), dtype=np.int64)
+    labels[TARGETS.index(target)] = 2
+    rows = _study(root, SEVERE_STUDY, labels, np.random.default_rng(1), axial=True)
+    coords = pd.DataFrame(rows)
+    coords["condition"] = coords["condition"].map({v: k for k, v in CONDITION_LABELS.items()})
+    coords["level"] = coords["level"].map({v: k for k, v in LEVEL_LABELS.items()})
+    return root / str(SEVERE_STUDY), coords

@@ -21,46 +21,7 @@ from spinegrade.grade.dataset import GradeDataset, locate_targets, patch
 from spinegrade.grade.train import augment_params, crop_params, iter_studies
 from spinegrade.metrics import constant_prior_submission, score
 
-from .conftest import NO_AXIAL
-
-TRAIN = [9000, 9001, 9002, 9003, 9004, 9005]
-
-
-#: A small grader with little augmentation, so that 6 studies are learnt in ~20 s of CPU (the
-#: `tiny` config's grader augments more, to generalise across studies, and learns these 6 slower).
-MEMORISE = [
-    "grade.backbone=test_resnet",
-    "grade.crop_mm=24",
-    "grade.crop_px=16",
-    "grade.slice_shift=0",
-    "grade.coord_jitter_mm=0.5",
-    "grade.angle_deg=5",
-    "grade.dim=32",
-    "grade.optim.epochs=6",
-    "grade.optim.batch_size=2",
-    "grade.optim.lr=0.002",
-]
-
-
-def _cfg():  # type: ignore[no-untyped-def]
-    return load_config("tiny", ["data.num_workers=0", *MEMORISE])
-
-
-@pytest.fixture(scope="module")
-def trained(grade_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    tables = load_tables(grade_data)
-    out = tmp_path_factory.mktemp("grader")
-    return train_grader(
-        grade_data,
-        TRAIN,
-        tables.coordinates,
-        tables.labels,
-        out / "grade",
-        _cfg(),
-        val_ids=[9006],
-        progress=False,
-    )
+from .conftest import MEMORISE, NO_AXIAL, TRAIN, grader_config
 
 
 def _submission(grader: Grader, root: Path, ids: list[int]) -> pd.DataFrame:
@@ -126,7 +87,7 @@ def test_dataset_items_patches_and_unreadable_study(grade_data: Path, tmp_path: 
     studies = dict(iter_studies(grade_data, [9000, 9999], failed=failed, progress=False))
     assert list(studies) == [9000] and "9999" in failed[9999]
     tables = load_tables(grade_data)
-    cfg = _cfg().grade
+    cfg = grader_config().grade
     crop, augment = crop_params(cfg), augment_params(cfg)
     data = GradeDataset.from_studies(
         studies.items(), tables.coordinates, tables.labels, crop, augment
@@ -178,7 +139,7 @@ def test_cli_evaluate_scores_held_out_studies_next_to_the_prior(
     assert result.exit_code == 0, result.output
     assert "model" in result.output and "prior" in result.output
     report = __import__("json").loads((trained.parent / "grade_eval.json").read_text())
-    _, held = fold_split(grade_data, _cfg(), 1)
+    _, held = fold_split(grade_data, grader_config(), 1)
     coords = load_tables(grade_data).coordinates
     pointed = coords[coords.study_id.isin(held)].groupby("study_id").size()
     assert report["studies"] == len(held)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from typer.testing import CliRunner
 
 from spinegrade.cli import app
@@ -152,3 +153,44 @@ def test_forked_workers_start_at_once(tiny: dict[str, Path], tmp_path: Path) -> 
     # the first study reaches the model once it is read and the model is loaded: no interpreter
     # start-up in between (a forkserver importing pydicom, pandas and matplotlib took ~6 s)
     assert result.first_study_s < result.load_s + 3.0, (result.first_study_s, result.load_s)
+
+
+def test_predict_with_cam_writes_a_map_per_graded_target(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """`cam`: each graded target's PNG under cam/, referenced in predictions.json and shown in
+    report.html; targets from the prior get none; without `cam` nothing of it."""
+    images = tmp_path / "images"
+    ids = _batch(tiny, images)
+    shutil.rmtree(images / str(ids["corrupt"]))
+    shutil.rmtree(images / str(ids["empty"]))
+    out = tmp_path / "out"
+    predict(tiny["run"], images, out, workers=2, progress=False, cam=True)  # drawn in workers
+    no_axial = 0
+    for sid in (ids["good"], ids["no_axial"]):
+        folder = out / "studies" / str(sid)
+        record = json.loads((folder / "predictions.json").read_text())
+        assert record["model"]["cam"] is True
+        made = [t for t in record["targets"] if t["cam"] is not None]
+        for t in record["targets"]:
+            assert (t["cam"] is None) == ("prior" in t["flags"]), t
+            assert (t["cam_peak_mm"] is None) == (t["cam"] is None)
+        for t in made:
+            assert t["cam"] == f"cam/{t['row_id']}.png"
+            png = Image.open(folder / t["cam"])
+            assert png.mode == "RGB" and png.size[0] == 2 * png.size[1] + 4  # crop | gap | map
+            assert 0 <= t["cam_peak_mm"] <= 40 / 2 * np.sqrt(2)  # inside the tiny run's crops
+        assert sorted(p.name for p in (folder / "cam").iterdir()) == sorted(
+            f"{t['row_id']}.png" for t in made
+        )
+        html = (folder / "report.html").read_text()
+        assert "Grad-CAM maps" in html and html.count("Grad-CAM of ") == len(made)
+        no_axial += sum(t["condition"].endswith("subarticular_stenosis") for t in made) == 0
+    assert no_axial == 1  # the study without an axial series has no subarticular map
+    plain = tmp_path / "plain"
+    predict(tiny["run"], images / str(ids["good"]), plain, workers=0, progress=False)
+    folder = plain / "studies" / str(ids["good"])
+    record = json.loads((folder / "predictions.json").read_text())
+    assert record["model"]["cam"] is False and not (folder / "cam").exists()
+    assert all(t["cam"] is None for t in record["targets"])
+    assert "Grad-CAM" not in (folder / "report.html").read_text()

@@ -9,6 +9,11 @@ mean over the folds that graded the target; a target no fold could grade gets th
 folds' training priors (`fold_<k>/prior.csv`) and a flag. The point reported for a target is the
 folds' medoid in LPS millimetres (the located point closest, in sum, to the other folds' points);
 `spread_mm` is the largest distance of another fold's point from it.
+
+With `cam`, each graded target also gets a Grad-CAM map (`grade.cam`) of its most likely
+severity's logit over its crop at the reported point: every fold's torch grader explains the same
+crop and the maps are averaged. With the ONNX engine the maps come from the torch checkpoints the
+ONNX networks were exported from (the same weights; ONNX Runtime computes no gradients).
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from spinegrade.dicom import Study
 from spinegrade.errors import ConfigError
 from spinegrade.grade import Grader
 from spinegrade.grade.calibrate import calibrate_probs
+from spinegrade.grade.cam import grad_cam, peak_offset_mm
+from spinegrade.grade.dataset import locate_study, study_crops
+from spinegrade.grade.model import GraderNet
+from spinegrade.grade.predict import load_grader_net
 from spinegrade.localize.dataset import PreparedStacks
 from spinegrade.localize.predict import Localizer
+from spinegrade.report.cams import CamImage
 from spinegrade.timing import Timing
 from spinegrade.training.device import resolve_device
+from spinegrade.training.runtime import TorchNet
 
 #: Engines that run the networks: the torch checkpoints, or their ONNX export (ONNX Runtime).
 TORCH, ONNX = "torch", "onnx"
@@ -104,6 +115,7 @@ class FoldModels:
     temperatures: dict[str, float] = field(
         default_factory=dict
     )  #: per condition group; absent: T = 1
+    cam_net: GraderNet | None = None  #: the torch grader Grad-CAM explains (None: no maps)
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         """This fold's `(25, 3)` probabilities (NaN rows where not graded) -> calibrated."""
@@ -117,7 +129,8 @@ class StudyPrediction:
     study_id: int
     probs: np.ndarray
     targets: pd.DataFrame  #: TARGET_COLUMNS
-    timing: Timing = field(default_factory=Timing)  #: stages prepare, localize, grade
+    timing: Timing = field(default_factory=Timing)  #: stages prepare, localize, grade, cam
+    cams: dict[str, CamImage] = field(default_factory=dict)  #: row_id -> map (graded targets)
 
 
 class Ensemble:
@@ -137,16 +150,18 @@ class Ensemble:
         folds: Sequence[int] | None = None,
         engine: str = TORCH,
         onnx_dir: str | Path | None = None,
+        cam: bool = False,
     ) -> Ensemble:
         """The complete folds of a run folder (`folds` picks some of them).
 
         `engine` runs the networks: `torch` (the checkpoints) or `onnx` (ONNX Runtime on the
-        networks `spinegrade export` wrote to `onnx_dir`, default `RUN/onnx`).
+        networks `spinegrade export` wrote to `onnx_dir`, default `RUN/onnx`). `cam` keeps each
+        fold's torch grader for Grad-CAM (loading it from the checkpoint with `onnx`).
         """
         run = RunFolder(run_dir)
         run.check()
         return cls.of_folds(
-            run, run.chosen_folds(folds), device=device, engine=engine, onnx_dir=onnx_dir
+            run, run.chosen_folds(folds), device=device, engine=engine, onnx_dir=onnx_dir, cam=cam
         )
 
     @classmethod
@@ -158,6 +173,7 @@ class Ensemble:
         device: str | None = None,
         engine: str = TORCH,
         onnx_dir: str | Path | None = None,
+        cam: bool = False,
     ) -> Ensemble:
         """The given folds' trained models, complete or not (out-of-fold prediction in training)."""
         dev = resolve_device(device or run.config().device)
@@ -174,13 +190,18 @@ class Ensemble:
         else:
             raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
         models = [
-            FoldModels(k, loc, grader, run.temperatures(k))
+            FoldModels(
+                k, loc, grader, run.temperatures(k), _cam_net(run, k, grader, dev) if cam else None
+            )
             for k, (loc, grader) in zip(folds, stages)
         ]
         return cls(models, run.ensemble_prior(folds), dev)
 
-    def predict(self, study: Study, *, tta: bool = False) -> StudyPrediction:
-        """Locate and grade the 25 targets of `study` with every fold; see the module docstring."""
+    def predict(self, study: Study, *, tta: bool = False, cam: bool = False) -> StudyPrediction:
+        """Locate and grade the 25 targets of `study` with every fold; see the module docstring.
+
+        `cam` adds the Grad-CAM maps (`StudyPrediction.cams`; stage "cam") where the folds were
+        loaded with `cam`."""
         timing = Timing()
         points, probs = [], []
         prepared = PreparedStacks()  # each stack is normalised and resized once, for all folds
@@ -193,8 +214,50 @@ class Ensemble:
         timing.add(prepared.timing)  # "prepare" happened inside "localize": count it once
         for seconds in (timing.wall, timing.cpu):
             seconds["localize"] -= seconds.get("prepare", 0.0)
+        if cam:
+            with timing.measure("cam"):
+                pred.cams = self.cams(study, pred)
         pred.timing = timing
         return pred
+
+    def cams(self, study: Study, pred: StudyPrediction) -> dict[str, CamImage]:
+        """Grad-CAM of each graded target's most likely severity over its crop at the reported
+        point, averaged over the folds loaded with `cam` (those with the first one's crop
+        geometry) and scaled to a maximum of 1: row_id -> map."""
+        folds = [f for f in self.folds if f.cam_net is not None]
+        if not folds:
+            return {}
+        crop = folds[0].grader.crop
+        slots = crop.slots()
+        target_of = np.asarray(slots.target)
+        crops, valid, _ = study_crops(locate_study(study, pred.targets, crop), crop)
+        valid &= pred.targets["folds_graded"].to_numpy()[target_of] > 0
+        classes = pred.probs.argmax(axis=1)
+        maps = [
+            grad_cam(f.cam_net, crops, valid, classes)
+            for f in folds
+            if f.cam_net is not None and f.grader.crop == crop
+        ]
+        heat = np.mean(maps, axis=0)  # (n slots, P, P); NaN where not valid
+        out = {}
+        for j in np.flatnonzero(valid):
+            t = int(target_of[j])
+            row_id = str(pred.targets["row_id"].iloc[t])
+            if row_id in out:  # a second view of the target: the map of its first is shown
+                continue
+            h = heat[j] / heat[j].max() if heat[j].max() > 0 else heat[j]
+            out[row_id] = CamImage(
+                crops[j, crop.slices // 2], h, SEVERITIES[classes[t]], peak_offset_mm(h, crop)
+            )
+        return out
+
+
+def _cam_net(run: RunFolder, fold: int, grader: Grader, device: torch.device) -> GraderNet:
+    """The fold's torch grader: the one `grader` runs, else (ONNX) its checkpoint's."""
+    net = grader.net
+    if isinstance(net, TorchNet) and isinstance(net.module, GraderNet):
+        return net.module
+    return load_grader_net(run.grader_model(fold))[0].to(device)
 
 
 def combine(

@@ -96,7 +96,7 @@ def crop_2p5d(
     to_px = np.array(
         [[h @ r / dx, v @ r / dx], [h @ c / dy, v @ c / dy]]
     )  # (2: col,row) x (2: h,v)
-    offsets = (np.arange(crop_px) + 0.5 - crop_px / 2) * crop_mm * jitter.scale / crop_px
+    offsets = grid_offsets_mm(crop_mm * jitter.scale, crop_px)
     centre = np.array([x, y]) + to_px @ np.asarray(jitter.shift_mm, dtype=np.float64)
     cols = centre[0] + to_px[0, 0] * offsets[None, :] + to_px[0, 1] * offsets[:, None]  # (P, P)
     rows = centre[1] + to_px[1, 0] * offsets[None, :] + to_px[1, 1] * offsets[:, None]
@@ -113,6 +113,12 @@ def crop_2p5d(
     return map_coordinates(
         volume.pixels, coords, order=1, mode="constant", cval=0.0, output=np.float32
     )
+
+
+def grid_offsets_mm(crop_mm: float, crop_px: int) -> np.ndarray:
+    """Offsets `(crop_px,)` in mm of the crop's pixel centres from its point, along rows or
+    columns alike: `(i + 0.5 - crop_px/2) * crop_mm/crop_px`."""
+    return (np.arange(crop_px) + 0.5 - crop_px / 2) * crop_mm / crop_px
 
 
 def normalize_crop(crop: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:

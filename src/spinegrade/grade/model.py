@@ -123,12 +123,16 @@ class GraderNet(nn.Module):
     def forward(self, crops: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         b, n = crops.shape[:2]
         if bool(valid.any()):
-            proj = self.project(self.backbone(crops[valid]))  # (n_valid, dim)
+            proj = self.encode(crops[valid])  # (n_valid, dim)
             feats = proj.new_zeros(b, n, self.spec.dim)
             feats[valid] = proj
         else:
             feats = crops.new_zeros(b, n, self.spec.dim)
         return self.grade(feats, valid)
+
+    def encode(self, crops: torch.Tensor) -> torch.Tensor:
+        """Steps 1-2 on single crops: `(m, slices, P, P)` -> projected features `(m, dim)`."""
+        return self.project(self.backbone(crops))
 
     def fuse(self, feats: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Per-slot features `(b, n, dim)` (zero where no crop) -> per-target `(b, t, dim)`: each

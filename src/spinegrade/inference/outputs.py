@@ -14,6 +14,7 @@ Layout of OUT_DIR::
     studies/<study_id>/report.html      findings grid, overlays, series, flags (self-contained)
     studies/<study_id>/<overlay>.png    sagittal_t2.png, sagittal_t1.png, axial_t2.png (when there
     is something to show)
+    studies/<study_id>/cam/<row_id>.png `--cam`: each graded target's crop beside its Grad-CAM map
     studies/<study_id>/dicom/           `--dicom-out` (and `--dicomweb`; see `inference.dicom_out`):
       sr.dcm                            the DICOM SR (TID 1500): 25 findings, in a new series
       overlay_<overlay>.dcm             each overlay PNG as a Secondary Capture, in a 2nd new series
@@ -36,6 +37,7 @@ import pandas as pd
 from spinegrade.constants import SEVERITIES, SUBMISSION_COLUMNS
 from spinegrade.dicom import Study
 from spinegrade.io import write_json, write_with
+from spinegrade.report.cams import CamImage, save_cam
 from spinegrade.report.overlays import OVERLAY_TITLES, Panel, save_overlay
 from spinegrade.report.study_report import write_study_report
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # keeps torch out of the worker processes that import this mo
     from spinegrade.cv.ensemble import StudyPrediction
 
 ERROR_COLUMNS = ("study_id", "path", "reason")
+CAM_DIR = "cam"  #: the Grad-CAM PNGs' folder in a study's folder
 
 
 def study_dir(out_dir: str | Path, study_id: int) -> Path:
@@ -64,7 +67,9 @@ def prediction_record(
     that could not be read), `targets`: 25 dicts with `row_id, condition, level, probabilities
     {normal_mild, moderate, severe}, most_likely, series_id, series_type, stack_index, slice_index,
     instance_number, pixel {x, y}, world_lps_mm [x, y, z], confidence, method, spread_mm,
-    folds_graded, reason, flags`.
+    folds_graded, reason, flags, cam, cam_peak_mm`: `cam` is the Grad-CAM PNG's path under the
+    study folder (`cam/<row_id>.png`, of the `most_likely` severity) and `cam_peak_mm` the map's
+    maximum's distance from the point, both None when `pred` has no map of the target.
     """
     targets = []
     for r in pred.targets.to_dict("records"):
@@ -92,6 +97,7 @@ def prediction_record(
                 "folds_graded": int(r["folds_graded"]),
                 "reason": r["reason"] or "",
                 "flags": list(r["flags"]),
+                **_cam_fields(pred.cams.get(r["row_id"]), r["row_id"]),
             }
         )
     series = (
@@ -122,16 +128,25 @@ def prediction_record(
 
 
 def render_study(
-    out_dir: str | Path, record: Mapping[str, Any], panels: Mapping[str, list[Panel]]
+    out_dir: str | Path,
+    record: Mapping[str, Any],
+    panels: Mapping[str, list[Panel]],
+    cams: Mapping[str, CamImage] | None = None,
 ) -> Path:
-    """Write a study's predictions.json, overlay PNGs and report.html; returns the report's path."""
+    """Write a study's predictions.json, overlay PNGs, Grad-CAM PNGs (`cams`: row_id -> map, at
+    the records' `cam` paths) and report.html; returns the report's path."""
     folder = study_dir(out_dir, record["study_id"])
     write_json(folder / "predictions.json", record)
     pngs = {}
     for name, ps in panels.items():
         if ps:
             pngs[name] = save_overlay(ps, folder / f"{name}.png", OVERLAY_TITLES[name])
-    return write_study_report(folder / "report.html", record, pngs)
+    cam_pngs = {
+        t["row_id"]: save_cam(cams[t["row_id"]], folder / t["cam"])
+        for t in record["targets"]
+        if cams and t.get("cam") and t["row_id"] in cams
+    }
+    return write_study_report(folder / "report.html", record, pngs, cam_pngs)
 
 
 def write_submission(path: str | Path, preds: Sequence[StudyPrediction]) -> Path:
@@ -164,6 +179,13 @@ def errors_frame(rows: Sequence[tuple[int | None, str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=list(ERROR_COLUMNS))
     frame["study_id"] = frame["study_id"].astype("Int64")
     return frame
+
+
+def _cam_fields(cam: CamImage | None, row: str) -> dict[str, Any]:
+    """A target's `cam` and `cam_peak_mm` in predictions.json."""
+    if cam is None:
+        return {"cam": None, "cam_peak_mm": None}
+    return {"cam": f"{CAM_DIR}/{row}.png", "cam_peak_mm": round(cam.peak_mm, 2)}
 
 
 def _int(v: Any) -> int | None:

@@ -50,7 +50,7 @@ from spinegrade.timing import Timing
 if TYPE_CHECKING:  # highdicom is imported only with dicom_out (it costs ~1 s)
     from spinegrade.inference.dicom_out import DicomJob, Provenance
 
-STAGES = ("read", "prepare", "localize", "grade", "write")
+STAGES = ("read", "prepare", "localize", "grade", "cam", "write")
 
 
 @dataclass
@@ -102,6 +102,7 @@ def predict(
     dicom_out: bool = False,
     engine: str = TORCH,
     onnx_dir: str | Path | None = None,
+    cam: bool = False,
 ) -> PredictResult:
     """Predict every study under `studies` with the trained run `run_dir`; write into `out_dir`.
 
@@ -110,7 +111,9 @@ def predict(
     process; None: `default_workers()`). `tta` averages with the left/right-mirrored crops. `folds`
     restricts the ensemble. `dicom_out` also writes each study's DICOM SR and overlay images
     (`inference.dicom_out`). `engine` runs the networks with torch or, from `onnx_dir` (default
-    `RUN/onnx`, see `spinegrade export`), ONNX Runtime. While workers run, the models use the
+    `RUN/onnx`, see `spinegrade export`), ONNX Runtime. `cam` adds a Grad-CAM map per graded
+    target (`studies/<id>/cam/<row_id>.png`, in predictions.json and report.html; stage "cam"),
+    from the torch checkpoints whatever the engine. While workers run, the models use the
     cores the workers leave (`model_threads`). The batch never stops at a bad study: see
     `PredictResult.failed` and `exit_code`.
     """
@@ -129,7 +132,7 @@ def predict(
     with _pool(workers) as pool, _threads(model_threads(workers)):
         reads = _read_ahead(pool, found, ahead=max(2, workers + 1))  # the workers start now
         ensemble = Ensemble.load(
-            run_dir, device=device, folds=folds, engine=engine, onnx_dir=onnx_dir
+            run_dir, device=device, folds=folds, engine=engine, onnx_dir=onnx_dir, cam=cam
         )
         load_s = time.perf_counter() - start
         model = {
@@ -137,6 +140,7 @@ def predict(
             "folds": [f.fold for f in ensemble.folds],
             "tta": tta,
             "engine": engine,
+            "cam": cam,
         }
         provenance = _provenance(run_dir, model["folds"], tta) if dicom_out else None
         writes: list[Future[Timing]] = []
@@ -145,7 +149,7 @@ def predict(
         for source, loaded, read_timing in reads:
             first_study_s = first_study_s or time.perf_counter() - start
             timing.add(read_timing)
-            pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta)
+            pred, record, panels, error = _predict_one(ensemble, source, loaded, model, tta, cam)
             if error:
                 errors.append((source.study_id, str(source.path), error))
             job, dicom_error = _plan_dicom(provenance, source, loaded, record, panels)
@@ -154,7 +158,7 @@ def predict(
             timing.add(pred.timing)
             preds.append(pred)
             records.append(record)
-            writes.append(pool.submit(render_job, out_dir, record, panels, job))
+            writes.append(pool.submit(render_job, out_dir, record, panels, job, pred.cams))
             bar.update()
         bar.close()
         with timing.measure("write"):
@@ -196,12 +200,17 @@ def predict(
 
 
 def _predict_one(
-    ensemble: Ensemble, source: StudySource, loaded: Study | str, model: dict[str, Any], tta: bool
+    ensemble: Ensemble,
+    source: StudySource,
+    loaded: Study | str,
+    model: dict[str, Any],
+    tta: bool,
+    cam: bool = False,
 ) -> tuple[StudyPrediction, dict[str, Any], dict[str, list], str]:
     """Prediction, record, overlay panels and error ("" when fine) of one read study."""
     if not isinstance(loaded, str):
         try:
-            pred = ensemble.predict(loaded, tta=tta)
+            pred = ensemble.predict(loaded, tta=tta, cam=cam)
         except SpinegradeError as exc:
             loaded = str(exc)
         except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the batch

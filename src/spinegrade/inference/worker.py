@@ -15,6 +15,7 @@ from spinegrade.dicom import Study
 from spinegrade.errors import DicomError, SpinegradeError
 from spinegrade.inference.discover import StudySource, load_source
 from spinegrade.inference.outputs import render_study, study_dir
+from spinegrade.report.cams import CamImage
 from spinegrade.report.overlays import Panel
 from spinegrade.timing import Timing
 
@@ -50,12 +51,14 @@ def render_job(
     record: Mapping[str, Any],
     panels: Mapping[str, list[Panel]],
     dicom: DicomJob | None = None,
+    cams: Mapping[str, CamImage] | None = None,
 ) -> Timing:
-    """Write the study's predictions.json, overlays and report.html, then (given a `dicom` job) its
-    SR and overlay images (stage "write"); DICOM failures raise `DicomOutputError`."""
+    """Write the study's predictions.json, overlays, Grad-CAM maps (`cams`: row_id -> map) and
+    report.html, then (given a `dicom` job) its SR and overlay images (stage "write"); DICOM
+    failures raise `DicomOutputError`."""
     timing = Timing()
     with timing.measure("write"):
-        render_study(out_dir, record, panels)
+        render_study(out_dir, record, panels, cams)
         if dicom is not None:
             from spinegrade.inference.dicom_out import write_study_dicom
 

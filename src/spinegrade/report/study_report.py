@@ -24,7 +24,17 @@ from spinegrade.constants import (
     SEVERITY_LABELS,
 )
 from spinegrade.report.figures import SEVERITY_COLORS
-from spinegrade.report.html import Section, bullets, cards, esc, figure, note, table, write_page
+from spinegrade.report.html import (
+    Section,
+    bullets,
+    cards,
+    esc,
+    figure,
+    img_tag,
+    note,
+    table,
+    write_page,
+)
 from spinegrade.report.overlays import OVERLAY_TITLES
 
 GRID_CSS = """
@@ -35,6 +45,8 @@ table.grid td { padding: 5px 8px; border-radius: 6px; min-width: 128px; vertical
 table.grid td .sev { font-weight: 700; }
 table.grid td .p { font-size: 11.5px; }
 table.grid td .f { font-size: 11px; font-style: italic; }
+table.cams td { padding: 4px 6px; vertical-align: top; font-size: 11.5px; color: var(--muted); }
+table.cams td img { display: block; border: 1px solid var(--line); border-radius: 3px; }
 .legend span.sw { display: inline-block; padding: 1px 8px; margin-right: 6px; border-radius: 4px;
                color: #fff; font-size: 12px; }
 """
@@ -83,13 +95,48 @@ def _cell(t: Mapping[str, Any]) -> str:
     )
 
 
+def cam_grid(
+    targets: Sequence[Mapping[str, Any]], cams: Mapping[str, bytes | str | os.PathLike[str]]
+) -> str:
+    """The 5 x 5 table (conditions x levels) of each target's Grad-CAM PNG (`cams`: row_id ->
+    PNG), captioned with the severity it explains and how far the map's peak lies from the
+    point; a target without a map gets an empty cell."""
+    by_key = {(t["condition"], t["level"]): t for t in targets}
+    head = "<tr><th></th>" + "".join(f"<th>{esc(LEVEL_LABELS[lv])}</th>" for lv in LEVELS) + "</tr>"
+    rows = []
+    for cond in CONDITIONS:
+        cells = []
+        for lv in LEVELS:
+            t = by_key.get((cond, lv))
+            png = cams.get(t["row_id"]) if t is not None else None
+            if t is None or png is None:
+                cells.append("<td></td>")
+                continue
+            label = SEVERITY_LABELS[t["most_likely"]]
+            peak = t.get("cam_peak_mm")
+            caption = label + ("" if peak is None else f" · peak {float(peak):.1f} mm off")
+            alt = f"{CONDITION_LABELS[cond]} {LEVEL_LABELS[lv]}: crop and Grad-CAM of {label}"
+            cells.append(f"<td>{img_tag(png, alt=alt)}{esc(caption)}</td>")
+        rows.append(f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>{''.join(cells)}</tr>")
+    explain = (
+        '<p class="muted">Each target: its crop (centre slice, the graded point at the cross) and, '
+        "beside it, the Grad-CAM map of the most likely severity over it (red: the regions that "
+        "raised that severity most; averaged over the folds).</p>"
+    )
+    return f'{explain}<table class="grid cams">{head}{"".join(rows)}</table>'
+
+
 def study_report_html_sections(
-    record: Mapping[str, Any], overlays: Mapping[str, bytes | str | os.PathLike[str]]
+    record: Mapping[str, Any],
+    overlays: Mapping[str, bytes | str | os.PathLike[str]],
+    cams: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
 ) -> list[Section]:
-    """The sections of one study's report: findings grid, overlays, where it looked, series,
-    flags."""
+    """The sections of one study's report: findings grid, Grad-CAM maps (given `cams`: row_id ->
+    PNG), overlays, where it looked, series, flags."""
     targets = record.get("targets", [])
     sections = [Section("Findings", _summary_cards(record) + severity_grid(targets))]
+    if cams and record.get("status") == "ok":
+        sections.append(Section("Grad-CAM maps", cam_grid(targets, cams)))
     if record.get("status") != "ok":
         sections[0].body = (
             note(
@@ -142,8 +189,10 @@ def write_study_report(
     path: str | Path,
     record: Mapping[str, Any],
     overlays: Mapping[str, bytes | str | os.PathLike[str]],
+    cams: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
 ) -> Path:
-    """Write one study's self-contained `report.html` atomically; `overlays` name -> PNG."""
+    """Write one study's self-contained `report.html` atomically; `overlays` name -> PNG, `cams`
+    row_id -> Grad-CAM PNG."""
     model = record.get("model", {})
     subtitle = (
         f"{record.get('path', '')} · run {model.get('run_dir', '?')} · "
@@ -153,7 +202,7 @@ def write_study_report(
     return write_page(
         path,
         f"Study {record['study_id']}",
-        study_report_html_sections(record, overlays),
+        study_report_html_sections(record, overlays, cams),
         subtitle=subtitle,
         footer="spinegrade · research software, not a medical device",
     )
