@@ -9,7 +9,7 @@ Pages are self-contained and offline (`spinegrade.report.html`: inline CSS, PNGs
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,7 @@ def severity_grid(targets: Sequence[Mapping[str, Any]]) -> str:
 
     A cell's colour is its most likely severity, the stronger the more probable.
     """
-    by_key = {(t["condition"], t["level"]): t for t in targets}
-    head = "<tr><th></th>" + "".join(f"<th>{esc(LEVEL_LABELS[lv])}</th>" for lv in LEVELS) + "</tr>"
-    body = []
-    for cond in CONDITIONS:
-        cells = []
-        for lv in LEVELS:
-            t = by_key.get((cond, lv))
-            cells.append(_cell(t) if t is not None else "<td></td>")
-        body.append(f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>{''.join(cells)}</tr>")
+    rows = _grid_rows(targets, lambda t: _cell(t) if t is not None else "<td></td>")
     legend = (
         '<p class="legend">'
         + "".join(
@@ -76,7 +68,23 @@ def severity_grid(targets: Sequence[Mapping[str, Any]]) -> str:
         + ' <span class="muted">N / M / S = probability of normal-mild / moderate / severe'
         + "</span></p>"
     )
-    return f'<style>{GRID_CSS}</style><table class="grid">{head}{"".join(body)}</table>{legend}'
+    return f'<style>{GRID_CSS}</style><table class="grid">{rows}</table>{legend}'
+
+
+def _grid_rows(
+    targets: Sequence[Mapping[str, Any]], cell: Callable[[Mapping[str, Any] | None], str]
+) -> str:
+    """The header and 5 rows (conditions x levels) of a target grid; `cell(target or None)`
+    gives each `<td>`."""
+    by_key = {(t["condition"], t["level"]): t for t in targets}
+    head = "<tr><th></th>" + "".join(f"<th>{esc(LEVEL_LABELS[lv])}</th>" for lv in LEVELS) + "</tr>"
+    body = [
+        f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>"
+        + "".join(cell(by_key.get((cond, lv))) for lv in LEVELS)
+        + "</tr>"
+        for cond in CONDITIONS
+    ]
+    return head + "".join(body)
 
 
 def _cell(t: Mapping[str, Any]) -> str:
@@ -101,29 +109,24 @@ def cam_grid(
     """The 5 x 5 table (conditions x levels) of each target's Grad-CAM PNG (`cams`: row_id ->
     PNG), captioned with the severity it explains and how far the map's peak lies from the
     point; a target without a map gets an empty cell."""
-    by_key = {(t["condition"], t["level"]): t for t in targets}
-    head = "<tr><th></th>" + "".join(f"<th>{esc(LEVEL_LABELS[lv])}</th>" for lv in LEVELS) + "</tr>"
-    rows = []
-    for cond in CONDITIONS:
-        cells = []
-        for lv in LEVELS:
-            t = by_key.get((cond, lv))
-            png = cams.get(t["row_id"]) if t is not None else None
-            if t is None or png is None:
-                cells.append("<td></td>")
-                continue
-            label = SEVERITY_LABELS[t["most_likely"]]
-            peak = t.get("cam_peak_mm")
-            caption = label + ("" if peak is None else f" · peak {float(peak):.1f} mm off")
-            alt = f"{CONDITION_LABELS[cond]} {LEVEL_LABELS[lv]}: crop and Grad-CAM of {label}"
-            cells.append(f"<td>{img_tag(png, alt=alt)}{esc(caption)}</td>")
-        rows.append(f"<tr><th>{esc(CONDITION_LABELS[cond])}</th>{''.join(cells)}</tr>")
+
+    def cell(t: Mapping[str, Any] | None) -> str:
+        png = cams.get(t["row_id"]) if t is not None else None
+        if t is None or png is None:
+            return "<td></td>"
+        label = SEVERITY_LABELS[t["most_likely"]]
+        peak = t.get("cam_peak_mm")
+        caption = label + ("" if peak is None else f" · peak {float(peak):.1f} mm off")
+        where = f"{CONDITION_LABELS[t['condition']]} {LEVEL_LABELS[t['level']]}"
+        alt = f"{where}: crop and Grad-CAM of {label}"
+        return f"<td>{img_tag(png, alt=alt)}{esc(caption)}</td>"
+
     explain = (
         '<p class="muted">Each target: its crop (centre slice, the graded point at the cross) and, '
         "beside it, the Grad-CAM map of the most likely severity over it (red: the regions that "
         "raised that severity most; averaged over the folds).</p>"
     )
-    return f'{explain}<table class="grid cams">{head}{"".join(rows)}</table>'
+    return f'{explain}<table class="grid cams">{_grid_rows(targets, cell)}</table>'
 
 
 def study_report_html_sections(
