@@ -974,6 +974,32 @@ def slices_predict(
     )
 
 
+@slices_app.command("repredict")
+def slices_repredict(
+    run_dir: Annotated[Path, typer.Argument(help="run folder written by `slices train`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="new run folder (must not exist yet)")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="inference settings key=value, e.g. slices.tta=true", show_default=False
+        ),
+    ] = None,
+    folds: FoldsOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="the data folder (default: the one recorded in run.json)"),
+    ] = None,
+) -> None:
+    """Redo a run's out-of-fold rows from its fold models with other inference settings (or only
+    some folds) into a new run folder, and print its metrics: nothing is trained."""
+    from spinegrade.slices.evaluate import metrics_table
+    from spinegrade.slices.repredict import repredict
+
+    metrics = repredict(run_dir, out, overrides or [], folds=_fold_list(folds), data_dir=data)
+    console.print(metrics_table(metrics))
+    console.print(f"{out}: the out-of-fold rows of {run_dir}, predicted again", soft_wrap=True)
+
+
 @slices_app.command("evaluate")
 def slices_evaluate(
     run_dir: Annotated[Path, typer.Argument(help="run folder written by `slices train`")],

@@ -159,19 +159,7 @@ def _train_fold(
     epoch_seconds["grade"] = _epoch_seconds(path.parent / HISTORY_JSON)
 
     tick = time.perf_counter()
-    models = load_folds(run, [k], cfg.device, calibrated=False)
-    keys_only = open_folder(folder.root, mode_of(folder), truth=False).subset(held)
-    sizes = {cfg.localize.image_size: prepared} if prepared is not None else None
-    result = predict_folder(models, keys_only, volumes, cfg.slices, prepared=sizes)
-    write_with(fdir / OOF_PREDICTIONS, lambda t: result.submission.to_csv(t, index=False))
-    names: tuple[str, ...] = (OOF_PREDICTIONS,)
-    if result.points is not None:
-        assert isinstance(held_set, SliceFolder) and isinstance(keys_only, SliceFolder)
-        pts = result.points.assign(fold=k)
-        write_with(fdir / OOF_POINTS, lambda t: pts.to_csv(t, index=False))
-        true = grade_points(models, keys_only, volumes, held_set.points)
-        write_with(fdir / OOF_TRUE_POINTS, lambda t: true.to_csv(t, index=False))
-        names = (OOF_POINTS, OOF_PREDICTIONS, OOF_TRUE_POINTS)
+    names = predict_held_out(run, k, cfg, folder, held, volumes, prepared)
     timings["predict_s"] = time.perf_counter() - tick
     record = {
         "fold": k,
@@ -183,6 +171,35 @@ def _train_fold(
     write_json(fdir / FOLD_JSON, record)
     merge_oof(run, names)
     return record
+
+
+def predict_held_out(
+    run: SlicesRun,
+    k: int,
+    cfg: Config,
+    folder: Folder,
+    held: list[int],
+    volumes: dict,
+    prepared: Prepared | None = None,
+) -> tuple[str, ...]:
+    """Fold `k`'s out-of-fold files: its `held` studies predicted from their key columns alone by
+    that fold's uncalibrated models with `cfg.slices` (and, for slices, graded from the TRUE
+    points too). Returns the names written into `fold_<k>/`."""
+    fdir = run.fold_dir(k)
+    models = load_folds(run, [k], cfg.device, calibrated=False)
+    keys_only = open_folder(folder.root, mode_of(folder), truth=False).subset(held)
+    sizes = {cfg.localize.image_size: prepared} if prepared is not None else None
+    result = predict_folder(models, keys_only, volumes, cfg.slices, prepared=sizes)
+    write_with(fdir / OOF_PREDICTIONS, lambda t: result.submission.to_csv(t, index=False))
+    if result.points is None:
+        return (OOF_PREDICTIONS,)
+    held_set = folder.subset(held)
+    assert isinstance(held_set, SliceFolder) and isinstance(keys_only, SliceFolder)
+    pts = result.points.assign(fold=k)
+    write_with(fdir / OOF_POINTS, lambda t: pts.to_csv(t, index=False))
+    true = grade_points(models, keys_only, volumes, held_set.points)
+    write_with(fdir / OOF_TRUE_POINTS, lambda t: true.to_csv(t, index=False))
+    return (OOF_POINTS, OOF_PREDICTIONS, OOF_TRUE_POINTS)
 
 
 def _epoch_seconds(history: Path) -> float:
