@@ -13,5 +13,6 @@ Images become nominal `Volume`s (`slices.volumes`) so the grader's mm crops, aug
 mirror work unchanged. `train.train` cross-validates by fold into a run folder (`slices.folder`
 names everything in it), `predict.predict` runs its folds as one ensemble on any folder of the
 layout (key columns only), `evaluate.evaluate` recomputes the metrics beside the constant prior
-and the mean-position baseline.
+and the mean-position baseline, and `repredict.repredict` redoes a run's out-of-fold rows from its
+fold models (another inference setting, or some folds only) into a new run folder.
 """
