@@ -52,19 +52,21 @@ def test_the_same_settings_give_the_same_rows_and_metrics(slices_run: dict, tmp_
 def test_test_time_mirroring_redoes_the_rows_into_a_run_that_train_resumes(
     crops_run: dict, tmp_path: Path
 ) -> None:
+    flipped = not SlicesRun(crops_run["run"]).config().slices.tta  # crops_cpu mirrors: off here
+    override = f"slices.tta={str(flipped).lower()}"
     new = tmp_path / "tta"
-    repredict(crops_run["run"], new, ["slices.tta=true"], progress=False)
+    repredict(crops_run["run"], new, [override], progress=False)
     run = SlicesRun(new)
-    assert run.config().slices.tta is True and run.completed_folds() == [0, 1]
+    assert run.config().slices.tta is flipped and run.completed_folds() == [0, 1]
     info = run.info()
     assert info["repredicted_from"] == str(Path(crops_run["run"]).resolve())
-    assert info["overrides"] == ["slices.tta=true"] and info["slices_mode"] == "crops"
+    assert info["overrides"] == [override] and info["slices_mode"] == "crops"
     old, redone = _rows(crops_run["run"]), _rows(new)
     assert list(redone["row_id"]) == list(old["row_id"])
     moved = (redone[SEVERITY_COLUMNS] - old[SEVERITY_COLUMNS]).abs().to_numpy().max()
     assert moved > 1e-4  # the mirrored half of each average changed the rows
     assert (run / "calibration.json").is_file() and (run / "report").is_dir()
-    cfg = fast_config("crops_cpu", "slices.tta=true")
+    cfg = fast_config("crops_cpu", override)
     again = train(crops_run["data"], new, cfg, progress=False)
     assert again.folds_trained == [] and again.folds_reused == [0, 1]
 
