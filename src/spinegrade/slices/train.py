@@ -100,13 +100,15 @@ def train(
     if todo:
         volumes = load_volumes(folder, cfg, progress)
         prepared = Prepared.of(volumes, cfg.localize.image_size) if mode == SLICES else None
+        per_fold: dict[str, list[float]] = {}
         for k in tqdm(todo, desc="folds", unit="fold", disable=not progress):
             timing = _train_fold(
                 k, run, cfg, folder, labels, fold_table, volumes, prepared, progress
             )
             summary.folds_trained.append(k)
             for stage, seconds in timing["epoch_seconds"].items():
-                summary.epoch_seconds.setdefault(stage, seconds)
+                per_fold.setdefault(stage, []).append(seconds)
+        summary.epoch_seconds = {stage: sum(v) / len(v) for stage, v in per_fold.items()}
     from spinegrade.slices.evaluate import evaluate
 
     summary.metrics = evaluate(run.path, folder=folder)
