@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spinegrade.data.tables import load_tables
 from spinegrade.dicom import load_study
@@ -21,7 +22,7 @@ from spinegrade.localize.decode import decode_heatmaps
 from spinegrade.localize.targets import to_heatmap
 
 
-def test_flip_mirrors_the_image_and_swaps_left_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+def _flip_dataset() -> HeatmapDataset:
     stack = np.zeros((3, 32, 32), np.float16)
     stack[1, 10, 20] = 1.0
     sample = SliceSample(
@@ -31,24 +32,38 @@ def test_flip_mirrors_the_image_and_swaps_left_and_right(monkeypatch: pytest.Mon
         np.array([1.0, 0.5]),
         np.array([1.0, 0.0], np.float32),
     )
-    ds = HeatmapDataset(
+    return HeatmapDataset(
         [stack], [sample], size=32, stride=2, sigma=1.0, augment=True, flip_pairs=((0, 1),)
     )
+
+
+def test_flip_mirrors_the_image_and_swaps_left_and_right() -> None:
+    ds = _flip_dataset()
     ds.transform = None  # geometric/intensity augmentation off: only the flip
-    monkeypatch.setattr(np.random, "random", lambda: 0.0)  # always flip
-    item = ds[0]
-    assert item["image"][1, 10, 31 - 20] == 1.0 and item["image"][1, 10, 20] == 0.0
-    assert item["mask"].tolist() == [0.0, 1.0]  # the masks swap with the channels
-    xy, peak = decode_heatmaps(item["target"], 1.0)
+    torch.manual_seed(0)
+    items = [ds[0] for _ in range(20)]
+    flipped = [it for it in items if it["image"][1, 10, 31 - 20] == 1.0]
+    kept = [it for it in items if it["image"][1, 10, 20] == 1.0]
+    assert flipped and kept and len(flipped) + len(kept) == 20  # each draw is one or the other
+    assert all(it["mask"].tolist() == [0.0, 1.0] for it in flipped)  # masks swap with channels
+    assert all(it["mask"].tolist() == [1.0, 0.0] for it in kept)
+    xy, peak = decode_heatmaps(flipped[0]["target"], 1.0)
     expected = to_heatmap(np.array([[31 - 8.0, 12.0], [31 - 20.0, 10.0]]), (32, 32), 32, 2)
-    assert np.allclose(
-        xy.numpy(), expected, atol=0.1
-    )  # channel 0 (left) now holds the old right point
+    assert np.allclose(xy.numpy(), expected, atol=0.1)  # channel 0 (left) holds the old right
     # peaks are the amplitudes (0.5, 1) times the same off-grid attenuation (both 0.25 cell off)
     assert peak[0] / peak[1] == pytest.approx(0.5) and peak[1] > 0.9
-    monkeypatch.setattr(np.random, "random", lambda: 0.9)  # no flip: unchanged
-    item = ds[0]
-    assert item["mask"].tolist() == [1.0, 0.0] and item["image"][1, 10, 20] == 1.0
+
+
+def test_augmented_draws_repeat_under_the_same_seed() -> None:
+    def draws(seed: int) -> list[torch.Tensor]:
+        ds = _flip_dataset()
+        torch.manual_seed(seed)
+        return [ds[0]["image"] for _ in range(4)]
+
+    first, again, other = draws(1), draws(1), draws(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    assert not torch.equal(first[0], first[1])  # successive draws of one item differ
 
 
 def test_points_are_projected_into_each_sagittal_series(phantom_root: Path) -> None:

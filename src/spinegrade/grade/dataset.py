@@ -34,6 +34,7 @@ from spinegrade.grade.augment import (
 )
 from spinegrade.grade.crops import NO_JITTER, crop_2p5d, normalize_crop
 from spinegrade.grade.views import SERIES_OF_VIEW, CropSlots
+from spinegrade.training.sampling import item_seed
 
 BLANK = -1
 #: Columns a points table must have (one row per target; extra columns are ignored).
@@ -323,8 +324,7 @@ class GradeDataset(Dataset):
             crops, valid, views = study_crops(self.located[index], self.crop, targets=self.targets)
             return self._item(crops, valid, labels, views)
         self._calls += 1
-        seed = (torch.initial_seed() + 7919 * index + 104729 * self._calls) % 2**32
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(item_seed(index, self._calls))
         crops, valid, views = study_crops(
             self.located[index], self.crop, rng=rng, augment=self.augment, targets=self.targets
         )

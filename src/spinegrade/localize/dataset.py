@@ -38,6 +38,7 @@ from spinegrade.constants import (
 from spinegrade.dicom import Study, Volume
 from spinegrade.localize.targets import gaussian_heatmaps, slice_amplitude, to_heatmap
 from spinegrade.timing import Timing
+from spinegrade.training.sampling import item_seed
 
 CANAL = "spinal_canal_stenosis"
 FORAMEN = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
@@ -339,7 +340,8 @@ class HeatmapDataset(Dataset):
     """Slices -> dicts `image (3, s, s)`, `target (k, s/stride, s/stride)`, `mask (k,)` tensors.
 
     With `flip_pairs` (axial: `[(0, 1)]`), a random horizontal flip mirrors the image and swaps
-    the paired channels (left <-> right).
+    the paired channels (left <-> right). Augmented draws are seeded by `item_seed`, so a seeded
+    run draws the same augmentations again.
     """
 
     def __init__(
@@ -356,6 +358,7 @@ class HeatmapDataset(Dataset):
         self.size, self.stride, self.sigma = size, stride, sigma
         self.transform = augmentations() if augment else None
         self.flip_pairs = flip_pairs if augment else ()
+        self._calls = 0  # draws so far: each draw's augmentation has its own seed (`item_seed`)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -364,13 +367,16 @@ class HeatmapDataset(Dataset):
         smp = self.samples[i]
         image = slice_input(self.stacks[smp.stack], smp.index)  # (3, s, s)
         points, amps, mask = smp.points.copy(), smp.amps.copy(), smp.mask.copy()
+        self._calls += 1
+        rng = np.random.default_rng(item_seed(i, self._calls))
         if self.transform is not None:
+            self.transform.set_random_seed(int(rng.integers(2**31)))
             ok = np.isfinite(points[:, 0])
             kp = np.where(ok[:, None], points, 0.0)
             out = self.transform(image=np.ascontiguousarray(image.transpose(1, 2, 0)), keypoints=kp)
             image = out["image"].transpose(2, 0, 1)
             points = np.where(ok[:, None], np.asarray(out["keypoints"], dtype=np.float64), np.nan)
-        if self.flip_pairs and np.random.random() < 0.5:
+        if self.flip_pairs and rng.random() < 0.5:
             image = image[:, :, ::-1]
             points[:, 0] = self.size - 1 - points[:, 0]
             for a, b in self.flip_pairs:

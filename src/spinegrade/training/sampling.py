@@ -7,6 +7,9 @@ against 1). On the real train.csv 87% of studies have a moderate or severe targe
 would barely tell studies apart; the sum does (13% have 0, median 6, 90th percentile 22, max 47),
 so `factor = 0.1` draws a median study 1.6 times and a 90th-percentile one 3.2 times as often as a
 study without any.
+
+`item_seed` gives each augmented draw of a dataset item its own seed, reproducible from the loop's
+seeding (`torch.initial_seed()`: the epoch's seed, or a DataLoader worker's).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from torch.utils.data import Sampler
 
 from spinegrade.constants import SEVERITY_WEIGHTS
 from spinegrade.training import distributed
+
+
+def item_seed(index: int, calls: int) -> int:
+    """A seed for the `calls`-th augmented draw of item `index` in this process."""
+    return (torch.initial_seed() + 7919 * index + 104729 * calls) % 2**32
 
 
 def excess_weights(labels: Sequence[np.ndarray], factor: float) -> np.ndarray:
