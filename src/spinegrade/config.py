@@ -77,6 +77,7 @@ class LocalizeConfig:
 
 #: Which view(s) a condition group is graded from: its sagittal crop, its axial crop, or both fused.
 ViewChoice = Literal["sagittal", "axial", "both"]
+SliceDecode = Literal["peak", "ordered"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,12 @@ class SlicesConfig:
     #: width left and right of its centre (the canal on one at the centre)
     side_offset: float = 0.2
     tta: bool = False  #: crops: average each prediction with its left/right mirror's
+    #: slices: decode each channel at its own peak (`peak`), or keep the five levels in order down
+    #: the slice (`ordered`: `localize.decode.decode_ordered`)
+    decode: SliceDecode = "peak"
+    #: slices, `ordered`: the least drop (mm) from one level's foramen to the next level's. Real
+    #: neighbouring lumbar levels are ~25-35 mm apart; this only rules out two levels on one foramen
+    level_gap_mm: float = 8.0
 
 
 @dataclass

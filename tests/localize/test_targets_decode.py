@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spinegrade.localize.decode import decode_heatmaps
+from spinegrade.localize.decode import decode_heatmaps, decode_ordered, ordered_chain
 from spinegrade.localize.targets import (
     from_heatmap,
     gaussian_heatmaps,
@@ -58,3 +58,32 @@ def test_pixel_heatmap_maps_are_inverse_and_pixel_centred() -> None:
 def test_slice_amplitude_peaks_on_the_labelled_plane() -> None:
     amp = slice_amplitude(np.array([0.0, 3.0, -3.0, 9.0]), sigma_mm=3.0)
     assert amp[0] == 1.0 and np.isclose(amp[1], np.exp(-0.5)) and amp[1] == amp[2] and amp[3] < 0.02
+
+
+def test_ordered_chain_takes_the_in_order_set_of_highest_total() -> None:
+    # three levels, two candidates each (rows y, scores); gap 3
+    ys = np.array([[10.0, 30.0], [10.0, 20.0], [30.0, 0.0]])
+    scores = np.array([[0.9, 0.2], [0.8, 0.5], [0.7, 0.0]])
+    # the tops (10, 10, 30) are out of order; in order: 0.9 + 0.5 + 0.7 (y 10, 20, 30) = 2.1
+    # beats 0.2 + 0.8 ... (y 30 then 10: not in order) and 0.9 + 0.7 with level 1 left out (1.6)
+    assert ordered_chain(ys, scores, 3.0).tolist() == [0, 1, 0]
+    # a gap of 15 leaves no room for level 1 between 10 and 30: the chain leaves it out
+    assert ordered_chain(ys, scores, 15.0).tolist() == [0, -1, 0]
+    # no candidate at all: nothing taken
+    assert ordered_chain(ys, np.zeros_like(scores), 3.0).tolist() == [-1, -1, -1]
+
+
+def test_decode_ordered_moves_a_level_off_its_neighbours_foramen() -> None:
+    # channel 1 (the middle level) peaks on channel 0's blob (y 8), with a weaker blob at y 20
+    blobs = np.array([[12.0, 8.0], [12.4, 8.0], [13.0, 32.0], [12.6, 20.3]])
+    maps = gaussian_heatmaps(blobs, np.array([1.0, 0.9, 1.0, 0.6]), (40, 24), 1.5)
+    heat = torch.from_numpy(np.stack([maps[0], np.maximum(maps[1], maps[3]), maps[2]])[None])
+    plain, _ = decode_heatmaps(heat, 1.5)
+    assert np.allclose(plain.numpy()[0, 1], [12.4, 8.0], atol=0.1)  # the swap
+    xy, peak = decode_ordered(heat, 1.5, 3.0)
+    assert np.allclose(xy.numpy()[0, 1], [12.6, 20.3], atol=0.15)
+    assert np.isclose(float(peak[0, 1]), 0.6, atol=0.05)
+    # the levels in order are decoded exactly as decode_heatmaps does
+    assert torch.equal(xy[0, [0, 2]], plain[0, [0, 2]])
+    in_order = heat[:, [0, 2]]
+    assert torch.equal(decode_ordered(in_order, 1.5, 3.0)[0], decode_heatmaps(in_order, 1.5)[0])

@@ -71,6 +71,19 @@ def test_test_time_mirroring_redoes_the_rows_into_a_run_that_train_resumes(
     assert again.folds_trained == [] and again.folds_reused == [0, 1]
 
 
+def test_ordered_decoding_redoes_the_points_of_a_slices_run(slices_run: dict, tmp_path: Path):
+    overrides = ["slices.decode=ordered", "slices.level_gap_mm=12"]
+    metrics = repredict(slices_run["run"], tmp_path / "ordered", overrides, progress=False)
+    cfg = SlicesRun(tmp_path / "ordered").config().slices
+    assert cfg.decode == "ordered" and cfg.level_gap_mm == 12.0
+    new = pd.read_csv(tmp_path / "ordered" / "oof_points.csv")
+    old = pd.read_csv(slices_run["run"] / "oof_points.csv")
+    keys = ["study_id", "series_id", "instance_number", "condition", "level", "fold"]
+    pd.testing.assert_frame_equal(new[keys], old[keys])
+    assert new[["x", "y", "confidence"]].notna().all().all()
+    assert metrics["localization"]["model"]["points"] == len(new)
+
+
 def test_some_folds_only_score_their_own_held_out_studies(crops_run: dict, tmp_path: Path):
     repredict(crops_run["run"], tmp_path / "f1", folds=[1], progress=False)
     folds = pd.read_csv(crops_run["run"] / "folds.csv")

@@ -1,15 +1,20 @@
 """Decoding heatmaps into sub-pixel points: argmax, then a soft-argmax (centroid) around the peak.
 
 The centroid is taken over a `(2r+1)^2` window centred on the arg-max cell (`r = ceil(3 sigma)`), so
-a
-Gaussian target of width `sigma` decodes back to its centre to a few hundredths of a cell, while
+a Gaussian target of width `sigma` decodes back to its centre to a few hundredths of a cell, while
 clutter elsewhere in the map cannot pull the point away from the peak.
+
+`decode_ordered` decodes the five levels of one image together: where a channel's peak sits on
+another level's structure (out of order down the image), the in-order choice among each channel's
+local maxima of highest total height (`ordered_chain`) moves it to its next-best maximum.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -28,16 +33,112 @@ def decode_heatmaps(heat: torch.Tensor, sigma: float) -> tuple[torch.Tensor, tor
     *lead, h, w = heat.shape
     flat = heat.reshape(-1, h * w).float()
     peak, idx = flat.max(dim=1)
-    py = torch.div(idx, w, rounding_mode="floor")
-    px = idx - py * w
-    r = window_radius(sigma)
-    ys = torch.arange(h, device=heat.device, dtype=torch.float32)
-    xs = torch.arange(w, device=heat.device, dtype=torch.float32)
-    in_y = ((ys[None, :] - py[:, None].float()).abs() <= r).float()  # (n, h)
-    in_x = ((xs[None, :] - px[:, None].float()).abs() <= r).float()  # (n, w)
-    weights = flat.reshape(-1, h, w).clamp_min(0) * in_y[:, :, None] * in_x[:, None, :]
+    centre = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=1).float()
+    xy = _centroid(flat.reshape(-1, h, w), centre, window_radius(sigma))
+    return xy.reshape(*lead, 2), peak.reshape(*lead)
+
+
+def peak_candidates(
+    heat: torch.Tensor, sigma: float, k: int, min_peak: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's `k` highest local maxima (a cell that is the largest within `ceil(sigma)`
+    cells), best first.
+
+    heat: `(n, c, h, w)` non-negative scores. Returns `cells (n, c, k, 2)` (x, y, integer cell
+    coordinates) and `score (n, c, k)`; a slot whose maximum is below `min_peak`, or that a channel
+    with fewer maxima leaves empty, has score 0.
+    """
+    n, c, h, w = heat.shape
+    r = max(1, math.ceil(sigma))
+    flat = heat.float().reshape(n * c, 1, h, w)
+    pooled = torch.nn.functional.max_pool2d(flat, 2 * r + 1, stride=1, padding=r)
+    maxima = torch.where(flat >= pooled, flat, torch.zeros_like(flat)).reshape(n, c, h * w)
+    score, idx = maxima.topk(min(k, h * w), dim=-1)
+    score = torch.where(score >= min_peak, score, torch.zeros_like(score))
+    cells = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1)
+    return cells.float(), score
+
+
+def ordered_chain(ys: np.ndarray, scores: np.ndarray, min_gap: float) -> np.ndarray:
+    """The choice of one candidate per level that keeps the levels in order down the image.
+
+    ys, scores: `(levels, k)` candidates' rows (y) and scores (0: no candidate), levels top to
+    bottom. Each level takes one of its candidates or none; any two taken levels `a < b` must have
+    `y_b - y_a >= min_gap`. The choice maximises the sum of the taken candidates' scores (dynamic
+    programming over levels). Returns `(levels,)` the candidate taken per level, -1 for none.
+    """
+    levels, k = scores.shape
+    best = np.full((levels, k), -np.inf)  # best total of a chain whose lowest taken is (l, j)
+    back = np.full((levels, k, 2), -1, dtype=np.int64)
+    for lv in range(levels):
+        for j in range(k):
+            if scores[lv, j] <= 0:
+                continue
+            best[lv, j], back[lv, j] = scores[lv, j], (-1, -1)
+            for above in range(lv):
+                fits = (ys[lv, j] - ys[above] >= min_gap) & np.isfinite(best[above])
+                if fits.any():
+                    i = int(np.argmax(np.where(fits, best[above], -np.inf)))
+                    if best[above, i] + scores[lv, j] > best[lv, j]:
+                        best[lv, j], back[lv, j] = best[above, i] + scores[lv, j], (above, i)
+    chosen = np.full(levels, -1, dtype=np.int64)
+    if not np.isfinite(best).any():
+        return chosen
+    lv, j = np.unravel_index(int(np.argmax(best)), best.shape)
+    while lv >= 0:
+        chosen[lv] = j
+        lv, j = back[lv, j]
+    return chosen
+
+
+def decode_ordered(
+    heat: torch.Tensor,
+    sigma: float,
+    min_gap: float | Sequence[float],
+    *,
+    k: int = 4,
+    min_peak: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`decode_heatmaps` with the levels kept in order down the image.
+
+    heat: `(n, levels, h, w)`, channels ordered top (L1/L2) to bottom (L5/S1); `min_gap`: cells,
+    one for all or one per sample `(n,)`. Where the channels' own peaks are in order (each at
+    least `min_gap` below the one above), the result is
+    :func:`decode_heatmaps`'. Otherwise :func:`ordered_chain` picks, from each channel's `k`
+    local maxima of at least `min_peak`, the in-order set of highest total score, and a channel
+    moved to another maximum is decoded there (soft-argmax over `ceil(sigma)` cells, so that the
+    other maximum does not pull it back); a channel the chain leaves out keeps its own peak.
+    Returns `xy (n, levels, 2)` in cells and `peak (n, levels)`, the decoded point's height.
+    """
+    xy, peak = decode_heatmaps(heat, sigma)
+    cells, score = peak_candidates(heat, sigma, k, min_peak)
+    cells_np, score_np = cells.cpu().numpy(), score.cpu().numpy()
+    gaps = np.broadcast_to(np.asarray(min_gap, dtype=np.float64), (heat.shape[0],))
+    moved: list[tuple[int, int, int]] = []
+    for i in range(heat.shape[0]):
+        chosen = ordered_chain(cells_np[i, :, :, 1], score_np[i], float(gaps[i]))
+        moved += [(i, lv, int(j)) for lv, j in enumerate(chosen) if j > 0]
+    if not moved:
+        return xy, peak
+    n_idx, lv_idx, j_idx = (torch.tensor(v, device=heat.device) for v in zip(*moved))
+    centre = cells[n_idx, lv_idx, j_idx].to(heat.device)  # (m, 2)
+    maps = heat[n_idx, lv_idx].float()  # (m, h, w)
+    xy = xy.clone()
+    peak = peak.clone()
+    xy[n_idx, lv_idx] = _centroid(maps, centre, max(1, math.ceil(sigma)))
+    peak[n_idx, lv_idx] = score[n_idx, lv_idx, j_idx].to(peak.dtype)
+    return xy, peak
+
+
+def _centroid(maps: torch.Tensor, centre: torch.Tensor, r: int) -> torch.Tensor:
+    """Centroid `(m, 2)` (x, y) of each map `(m, h, w)` over the `(2r+1)^2` window at `centre`."""
+    _, h, w = maps.shape
+    ys = torch.arange(h, device=maps.device, dtype=torch.float32)
+    xs = torch.arange(w, device=maps.device, dtype=torch.float32)
+    in_y = ((ys[None, :] - centre[:, 1:2]).abs() <= r).float()
+    in_x = ((xs[None, :] - centre[:, 0:1]).abs() <= r).float()
+    weights = maps.clamp_min(0) * in_y[:, :, None] * in_x[:, None, :]
     total = weights.sum(dim=(1, 2)).clamp_min(1e-12)
     cx = (weights.sum(dim=1) * xs).sum(dim=1) / total
     cy = (weights.sum(dim=2) * ys).sum(dim=1) / total
-    xy = torch.stack([cx, cy], dim=1)
-    return xy.reshape(*lead, 2), peak.reshape(*lead)
+    return torch.stack([cx, cy], dim=1)

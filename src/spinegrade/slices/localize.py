@@ -8,8 +8,9 @@ loss (`localize.train.heatmap_loss`, mask `(b, 5)`). A slice marked for both sid
 Input: the slice letterboxed into a square of `localize.image_size` pixels with its nominal
 spacing (`InputFrame`: isotropic, centred, zero padded), the same slice as each of the three input
 channels the localiser's dataset cuts (`slice_input`). At prediction each asked target decodes
-its level's channel on its own slice (soft-argmax around the peak, `decode_heatmaps`); the peak
-height is its confidence.
+its level's channel on its own slice (soft-argmax around the peak, `decode_heatmaps`), or, with
+`slices.decode: ordered`, with the five levels kept in order down the slice (`decode_ordered`);
+the decoded point's height is its confidence.
 
 `MeanPosition` is the baseline: the mean point per level in normalised image coordinates.
 """
@@ -25,12 +26,12 @@ import pandas as pd
 import torch
 from scipy.ndimage import map_coordinates
 
-from spinegrade.config import Config, LocalizeConfig, from_dict, to_dict
+from spinegrade.config import Config, LocalizeConfig, SlicesConfig, from_dict, to_dict
 from spinegrade.constants import LEVELS
 from spinegrade.dicom.geometry import Volume
 from spinegrade.grade.crops import normalize_crop
 from spinegrade.localize.dataset import HeatmapDataset, SliceSample, all_slice_inputs
-from spinegrade.localize.decode import decode_heatmaps
+from spinegrade.localize.decode import decode_heatmaps, decode_ordered
 from spinegrade.localize.model import HeatmapNet, HeatmapSpec
 from spinegrade.localize.targets import from_heatmap
 from spinegrade.localize.train import build_net, heatmap_loss
@@ -48,12 +49,14 @@ class InputFrame:
 
     `centre (2,)`: the PNG pixel (x, y) at the input's centre; `scale (2,)`: input pixels per PNG
     pixel along x and y (proportional to the nominal spacing, so the input is isotropic); `size`:
-    the input's side. Pixel centres sit at integer coordinates (`localize.targets`' convention).
+    the input's side; `mm_per_pixel`: the input's spacing. Pixel centres sit at integer
+    coordinates (`localize.targets`' convention).
     """
 
     centre: np.ndarray
     scale: np.ndarray
     size: int
+    mm_per_pixel: float  #: of the input (isotropic)
 
     @classmethod
     def of(cls, volume: Volume, size: int) -> InputFrame:
@@ -62,7 +65,10 @@ class InputFrame:
         dx, dy, _ = volume.spacing
         side_mm = max(cols * dx, rows * dy)
         return cls(
-            np.array([(cols - 1) / 2, (rows - 1) / 2]), np.array([dx, dy]) * size / side_mm, size
+            np.array([(cols - 1) / 2, (rows - 1) / 2]),
+            np.array([dx, dy]) * size / side_mm,
+            size,
+            side_mm / size,
         )
 
     def to_input(self, xy: np.ndarray) -> np.ndarray:
@@ -190,9 +196,12 @@ class SliceLocalizer:
         return cls(net.to(dev).eval(), from_dict(LocalizeConfig, state["meta"]["localize"]), dev)
 
     @torch.inference_mode()
-    def heat(self, stacks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def heat(
+        self, stacks: Sequence[np.ndarray], level_gaps: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Prepared slices `(1, s, s)` each -> decoded `xy (n, 5, 2)` (input pixels) and `peak
-        (n, 5)`."""
+        (n, 5)`: each channel at its peak, or, given `level_gaps (n,)` (input pixels), with the
+        levels kept in order down each slice (`decode_ordered`)."""
         xy, peak = [], []
         size, stride = self.cfg.image_size, self.cfg.heatmap_stride
         for start in range(0, len(stacks), self.batch_size):
@@ -200,7 +209,11 @@ class SliceLocalizer:
                 [all_slice_inputs(s) for s in stacks[start : start + self.batch_size]]
             )
             heat = torch.sigmoid(self.net(torch.from_numpy(images).to(self.device)).float())
-            cells, top = decode_heatmaps(heat, self.cfg.sigma_px)
+            if level_gaps is None:
+                cells, top = decode_heatmaps(heat, self.cfg.sigma_px)
+            else:
+                gaps = np.asarray(level_gaps[start : start + self.batch_size]) / stride
+                cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps)
             xy.append(
                 from_heatmap(
                     cells.cpu().numpy().reshape(-1, 2), (size, size), size, stride
@@ -211,12 +224,19 @@ class SliceLocalizer:
             return np.zeros((0, len(LEVELS), 2)), np.zeros((0, len(LEVELS)))
         return np.concatenate(xy), np.concatenate(peak)
 
-    def locate(self, keys: pd.DataFrame, prepared: Prepared) -> pd.DataFrame:
+    def locate(
+        self, keys: pd.DataFrame, prepared: Prepared, cfg: SlicesConfig | None = None
+    ) -> pd.DataFrame:
         """`keys` (one target per row, with its `level` and its slice's `file`) -> the keys with
-        the predicted PNG `x`, `y` and `confidence` (the heatmap peak, 0-1)."""
+        the predicted PNG `x`, `y` and `confidence` (the heatmap peak, 0-1), decoded as
+        `cfg.decode` says (default: each level at its channel's peak)."""
         files = keys["file"].tolist()
         order = sorted(set(files), key=prepared.index.__getitem__)
-        xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order])
+        frames = [prepared.frames[prepared.index[f]] for f in order]
+        gaps = None
+        if cfg is not None and cfg.decode == "ordered":
+            gaps = [cfg.level_gap_mm / frame.mm_per_pixel for frame in frames]
+        xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order], gaps)
         at = {f: i for i, f in enumerate(order)}
         rows = np.array([at[f] for f in files], dtype=np.int64)
         levels = np.array([LEVELS.index(lv) for lv in keys["level"]], dtype=np.int64)

@@ -119,8 +119,8 @@ def predict_folder(
     prepared: dict[int, Prepared] | None = None,
 ) -> Prediction:
     """The ensemble of `models` on `folder` (its images read into `volumes`), with the run's
-    `cfg` (TTA, where crops grade each target); `prepared` holds the localiser inputs by input
-    size (computed here when absent, once per size)."""
+    `cfg` (TTA where crops grade each target, the localiser's decoding on slices); `prepared`
+    holds the localiser inputs by input size (computed here when absent, once per size)."""
     keys = asked(folder)
     studies = sorted(int(s) for s in keys["study_id"].unique())
     mode = SLICES if isinstance(folder, SliceFolder) else CROPS
@@ -132,7 +132,7 @@ def predict_folder(
             size = m.localizer.cfg.image_size
             if size not in prepared:
                 prepared[size] = Prepared.of(volumes, size)
-            found = m.localizer.locate(keys, prepared[size])
+            found = m.localizer.locate(keys, prepared[size], cfg)
             points.append(found)
             samples = located_slices(found, slice_files(folder), volumes, studies)
         else:
