@@ -103,11 +103,11 @@ def decode_ordered(
 
     heat: `(n, levels, h, w)`, channels ordered top (L1/L2) to bottom (L5/S1); `min_gap`: cells,
     one for all or one per sample `(n,)`. Where the channels' own peaks are in order (each at
-    least `min_gap` below the one above), the result is
-    :func:`decode_heatmaps`'. Otherwise :func:`ordered_chain` picks, from each channel's `k`
-    local maxima of at least `min_peak`, the in-order set of highest total score, and a channel
-    moved to another maximum is decoded there (soft-argmax over `ceil(sigma)` cells, so that the
-    other maximum does not pull it back); a channel the chain leaves out keeps its own peak.
+    least `min_gap` below the one above), the result is :func:`decode_heatmaps`'. Otherwise
+    :func:`ordered_chain` picks, from each channel's `k` local maxima of at least `min_peak`, the
+    in-order set of highest total score, and a channel moved to another maximum is decoded there
+    (soft-argmax over `ceil(sigma)` cells, so that the other maximum does not pull it back); a
+    channel the chain leaves out keeps its own peak.
     Returns `xy (n, levels, 2)` in cells and `peak (n, levels)`, the decoded point's height.
     """
     xy, peak = decode_heatmaps(heat, sigma)
@@ -121,7 +121,7 @@ def decode_ordered(
     if not moved:
         return xy, peak
     n_idx, lv_idx, j_idx = (torch.tensor(v, device=heat.device) for v in zip(*moved))
-    centre = cells[n_idx, lv_idx, j_idx].to(heat.device)  # (m, 2)
+    centre = cells[n_idx, lv_idx, j_idx]  # (m, 2)
     maps = heat[n_idx, lv_idx].float()  # (m, h, w)
     xy = xy.clone()
     peak = peak.clone()
