@@ -63,7 +63,10 @@ def test_overrides_are_typed_and_nested() -> None:
             "grade.views.spinal: expected one of sagittal, axial, both, got 'coronal'",
         ),
         (["grade.views.canal=axial"], "unknown config key(s): grade.views.canal"),
-        (["slices.decode=chain"], "slices.decode: expected one of peak, ordered, got 'chain'"),
+        (
+            ["slices.decode=chain"],
+            "slices.decode: expected one of peak, ordered, series, got 'chain'",
+        ),
         (["grade.views=both"], "grade.views: expected a mapping"),
     ],
 )

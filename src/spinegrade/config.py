@@ -77,7 +77,7 @@ class LocalizeConfig:
 
 #: Which view(s) a condition group is graded from: its sagittal crop, its axial crop, or both fused.
 ViewChoice = Literal["sagittal", "axial", "both"]
-SliceDecode = Literal["peak", "ordered"]
+SliceDecode = Literal["peak", "ordered", "series"]
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,19 @@ class SlicesConfig:
     #: width left and right of its centre (the canal on one at the centre)
     side_offset: float = 0.2
     tta: bool = False  #: crops: average each prediction with its left/right mirror's
-    #: slices: decode each channel at its own peak (`peak`), or keep the five levels in order down
-    #: the slice (`ordered`: `localize.decode.decode_ordered`)
+    #: slices: decode each channel at its own peak (`peak`), keep the five levels in order down
+    #: the slice (`ordered`: `localize.decode.decode_ordered`), or find the levels, in order, on
+    #: the mean map of all the series' asked slices, then each slice's point on its own map near
+    #: there (`series`: `localize.decode.decode_grouped`)
     decode: SliceDecode = "peak"
-    #: slices, `ordered`: the least drop (mm) from one level's foramen to the next level's. Real
-    #: neighbouring lumbar levels are ~25-35 mm apart; this only rules out two levels on one foramen
+    #: slices, `ordered` and `series`: the least drop (mm) from one level's foramen to the next
+    #: level's. Real neighbouring levels are ~25-35 mm apart; this only rules out two levels on one
+    #: foramen
     level_gap_mm: float = 8.0
+    #: slices, `series`: how far (mm, in x and in y) a slice's point may lie from its series'
+    #: point for the level. A level's left and right foramina lie within ~8 mm in 95% of the
+    #: rsna_sagt1 series; the next level is ~30 mm away
+    series_radius_mm: float = 10.0
 
 
 @dataclass

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spinegrade.localize.decode import decode_heatmaps, decode_ordered, ordered_chain
+from spinegrade.localize.decode import (
+    decode_grouped,
+    decode_heatmaps,
+    decode_ordered,
+    ordered_chain,
+)
 from spinegrade.localize.targets import (
     from_heatmap,
     gaussian_heatmaps,
@@ -87,3 +92,34 @@ def test_decode_ordered_moves_a_level_off_its_neighbours_foramen() -> None:
     assert torch.equal(xy[0, [0, 2]], plain[0, [0, 2]])
     in_order = heat[:, [0, 2]]
     assert torch.equal(decode_ordered(in_order, 1.5, 3.0)[0], decode_heatmaps(in_order, 1.5)[0])
+
+
+def test_decode_grouped_finds_each_level_on_the_groups_mean_map() -> None:
+    def image(blobs: list[list[tuple[float, float, float]]]) -> np.ndarray:
+        """Channels `(2, 48, 24)`, each the max of its (x, y, height) blobs."""
+        channels = []
+        for ch in blobs:
+            xy, height = np.array([b[:2] for b in ch]), np.array([b[2] for b in ch])
+            channels.append(gaussian_heatmaps(xy, height, (48, 24), 1.5).max(axis=0))
+        return np.stack(channels)
+
+    right = image([[(12.0, 8.0, 1.0)], [(12.5, 24.3, 1.0)]])
+    shifted = image([[(13.0, 9.0, 0.8)], [(13.2, 25.0, 0.8)]])
+    # one level down: level 0 peaks on level 1's foramen (a faint blob on its own), level 1 on
+    # the foramen below, with nothing near level 1's own
+    miscounted = image([[(12.0, 24.0, 0.9), (11.6, 8.4, 0.3)], [(12.0, 40.0, 0.9)]])
+    heat = torch.from_numpy(np.stack([right, shifted, miscounted, miscounted]))
+    xy, peak = decode_grouped(heat, 1.5, 3.0, [0, 0, 0, 1], 4.0)
+    plain, plain_peak = decode_heatmaps(heat, 1.5)
+    # each image near its own blobs where its group agrees: as decode_heatmaps
+    assert torch.allclose(xy[:2], plain[:2], atol=0.05)
+    assert torch.allclose(peak[:2], plain_peak[:2])
+    # the miscounted image of group 0: level 0 at its own faint blob, level 1 at the group's point
+    assert np.allclose(xy.numpy()[2, 0], [11.6, 8.4], atol=0.15)
+    # its height there: the blob's 0.3 at the cell (12, 8), 0.4 cells off its centre each way
+    assert np.isclose(float(peak[2, 0]), 0.3 * np.exp(-0.32 / (2 * 1.5**2)), atol=1e-5)
+    mean_level_1, _ = decode_heatmaps(heat[:3, 1:].mean(dim=0, keepdim=True), 1.5)
+    assert torch.allclose(xy[2, 1], mean_level_1[0, 0]) and float(peak[2, 1]) < 1e-6
+    assert 24.0 < float(xy[2, 1, 1]) < 25.0
+    # alone in group 1, the same image decodes at its own (in-order) peaks
+    assert torch.allclose(xy[3], plain[3], atol=0.05)

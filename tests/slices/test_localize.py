@@ -13,7 +13,14 @@ from spinegrade.constants import LEVELS
 from spinegrade.localize.train import heatmap_loss
 from spinegrade.slices.grade import load_volumes, slice_files
 from spinegrade.slices.inputs import SliceFolder
-from spinegrade.slices.localize import InputFrame, MeanPosition, Prepared, prepare, samples
+from spinegrade.slices.localize import (
+    InputFrame,
+    MeanPosition,
+    Prepared,
+    prepare,
+    samples,
+    series_labels,
+)
 from spinegrade.slices.volumes import slice_volume
 
 from .conftest import fast_config
@@ -141,3 +148,15 @@ def test_the_localiser_learns_where_the_foramina_are(tmp_path: Path) -> None:
     baseline = np.hypot(base.x.to_numpy() - at.x.to_numpy(), base.y.to_numpy() - at.y.to_numpy())
     assert np.median(model) < 0.7 * np.median(baseline)
     assert found["confidence"].between(0, 1).all()
+
+
+def test_the_slices_of_one_series_share_a_label() -> None:
+    keys = pd.DataFrame(
+        {
+            "study_id": [1, 1, 1, 1, 2],
+            "series_id": [10, 10, 11, 10, 10],
+            "file": ["a", "a", "c", "b", "d"],
+        }
+    )
+    # files b and a are study 1's series 10; c is its other series; d another study's series 10
+    assert series_labels(keys, ["b", "c", "a", "d"]) == [0, 1, 0, 2]

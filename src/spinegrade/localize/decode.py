@@ -130,6 +130,47 @@ def decode_ordered(
     return xy, peak
 
 
+def decode_grouped(
+    heat: torch.Tensor,
+    sigma: float,
+    min_gap: float | Sequence[float],
+    groups: Sequence[int],
+    radius: float | Sequence[float],
+    *,
+    min_peak: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode images in groups that share their points' positions.
+
+    heat: `(n, levels, h, w)`, channels top to bottom; `groups (n,)`: a label per image; `min_gap`,
+    `radius`: cells, one for all or one per image (a group uses its first image's). Per group, the
+    mean map of its images is decoded with the levels in order (:func:`decode_ordered`), giving
+    each level an anchor; each image's level is then decoded (:func:`decode_heatmaps`) on its own
+    map with everything farther than `radius` cells (in x or y) from the anchor set to 0. Where its
+    own map stays below `min_peak` all over that window, the image takes the anchor.
+    Returns `xy (n, levels, 2)` in cells and `peak (n, levels)`, the image's own height there.
+    """
+    n, c, h, w = heat.shape
+    labels = np.asarray(groups)
+    gaps = np.broadcast_to(np.asarray(min_gap, dtype=np.float64), (n,))
+    radii = np.broadcast_to(np.asarray(radius, dtype=np.float64), (n,))
+    xy = torch.zeros((n, c, 2), dtype=torch.float32, device=heat.device)
+    peak = torch.zeros((n, c), dtype=torch.float32, device=heat.device)
+    ys = torch.arange(h, device=heat.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, device=heat.device, dtype=torch.float32)[None, :]
+    for label in np.unique(labels):
+        members = torch.from_numpy(np.flatnonzero(labels == label)).to(heat.device)
+        first = int(members[0])
+        maps = heat[members].float()  # (m, c, h, w)
+        anchor, _ = decode_ordered(maps.mean(dim=0, keepdim=True), sigma, float(gaps[first]))
+        ax, ay = anchor[0, :, 0, None, None], anchor[0, :, 1, None, None]  # (c, 1, 1)
+        near = ((xs - ax).abs() <= radii[first]) & ((ys - ay).abs() <= radii[first])  # (c, h, w)
+        own_xy, own_peak = decode_heatmaps(maps * near, sigma)
+        faint = own_peak < min_peak
+        xy[members] = torch.where(faint[..., None], anchor.expand_as(own_xy), own_xy)
+        peak[members] = own_peak
+    return xy, peak
+
+
 def _centroid(maps: torch.Tensor, centre: torch.Tensor, r: int) -> torch.Tensor:
     """Centroid `(m, 2)` (x, y) of each map `(m, h, w)` over the `(2r+1)^2` window at `centre`."""
     _, h, w = maps.shape

@@ -9,8 +9,11 @@ Input: the slice letterboxed into a square of `localize.image_size` pixels with 
 spacing (`InputFrame`: isotropic, centred, zero padded), the same slice as each of the three input
 channels the localiser's dataset cuts (`slice_input`). At prediction each asked target decodes
 its level's channel on its own slice (soft-argmax around the peak, `decode_heatmaps`), or, with
-`slices.decode: ordered`, with the five levels kept in order down the slice (`decode_ordered`);
-the decoded point's height is its confidence.
+`slices.decode: ordered`, with the five levels kept in order down the slice (`decode_ordered`),
+or, with `series`, with each level found on the mean map of its series' asked slices and then
+near there on its own slice (`decode_grouped`: within a series the slices share one image grid,
+and a level's left and right foramina lie a few pixels apart); the decoded point's height is its
+confidence.
 
 `MeanPosition` is the baseline: the mean point per level in normalised image coordinates.
 """
@@ -31,7 +34,7 @@ from spinegrade.constants import LEVELS
 from spinegrade.dicom.geometry import Volume
 from spinegrade.grade.crops import normalize_crop
 from spinegrade.localize.dataset import HeatmapDataset, SliceSample, all_slice_inputs
-from spinegrade.localize.decode import decode_heatmaps, decode_ordered
+from spinegrade.localize.decode import decode_grouped, decode_heatmaps, decode_ordered
 from spinegrade.localize.model import HeatmapNet, HeatmapSpec
 from spinegrade.localize.targets import from_heatmap
 from spinegrade.localize.train import build_net, heatmap_loss
@@ -196,47 +199,60 @@ class SliceLocalizer:
         return cls(net.to(dev).eval(), from_dict(LocalizeConfig, state["meta"]["localize"]), dev)
 
     @torch.inference_mode()
-    def heat(
-        self, stacks: Sequence[np.ndarray], level_gaps: Sequence[float] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared slices `(1, s, s)` each -> decoded `xy (n, 5, 2)` (input pixels) and `peak
-        (n, 5)`: each channel at its peak, or, given `level_gaps (n,)` (input pixels), with the
-        levels kept in order down each slice (`decode_ordered`)."""
-        xy, peak = [], []
-        size, stride = self.cfg.image_size, self.cfg.heatmap_stride
+    def maps(self, stacks: Sequence[np.ndarray]) -> torch.Tensor:
+        """Prepared slices `(1, s, s)` each -> heatmaps `(n, 5, s / stride, s / stride)` in 0-1."""
+        out = []
         for start in range(0, len(stacks), self.batch_size):
             images = np.concatenate(
                 [all_slice_inputs(s) for s in stacks[start : start + self.batch_size]]
             )
-            heat = torch.sigmoid(self.net(torch.from_numpy(images).to(self.device)).float())
-            if level_gaps is None:
-                cells, top = decode_heatmaps(heat, self.cfg.sigma_px)
-            else:
-                gaps = np.asarray(level_gaps[start : start + self.batch_size]) / stride
-                cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps)
-            xy.append(
-                from_heatmap(
-                    cells.cpu().numpy().reshape(-1, 2), (size, size), size, stride
-                ).reshape(cells.shape)
-            )
-            peak.append(top.cpu().numpy())
-        if not xy:
-            return np.zeros((0, len(LEVELS), 2)), np.zeros((0, len(LEVELS)))
-        return np.concatenate(xy), np.concatenate(peak)
+            out.append(torch.sigmoid(self.net(torch.from_numpy(images).to(self.device)).float()))
+        cells = self.cfg.image_size // self.cfg.heatmap_stride
+        return torch.cat(out) if out else torch.zeros((0, len(LEVELS), cells, cells))
+
+    def heat(
+        self,
+        stacks: Sequence[np.ndarray],
+        level_gaps: Sequence[float] | None = None,
+        series: tuple[Sequence[int], Sequence[float]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared slices `(1, s, s)` each -> decoded `xy (n, 5, 2)` (input pixels) and `peak
+        (n, 5)`: each channel at its peak; given `level_gaps (n,)` (input pixels), with the levels
+        kept in order down each slice (`decode_ordered`); given also `series` (a label per slice
+        `(n,)` and radii `(n,)` in input pixels), with the levels found on each series' mean map
+        (`decode_grouped`)."""
+        size, stride = self.cfg.image_size, self.cfg.heatmap_stride
+        heat = self.maps(stacks)
+        if level_gaps is None:
+            cells, top = decode_heatmaps(heat, self.cfg.sigma_px)
+        elif series is None:
+            gaps = np.asarray(level_gaps) / stride
+            cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps)
+        else:
+            labels, radii = series
+            gaps, radius = np.asarray(level_gaps) / stride, np.asarray(radii) / stride
+            cells, top = decode_grouped(heat, self.cfg.sigma_px, gaps, labels, radius)
+        xy = from_heatmap(cells.cpu().numpy().reshape(-1, 2), (size, size), size, stride)
+        return xy.reshape(cells.shape), top.cpu().numpy()
 
     def locate(
         self, keys: pd.DataFrame, prepared: Prepared, cfg: SlicesConfig | None = None
     ) -> pd.DataFrame:
-        """`keys` (one target per row, with its `level` and its slice's `file`) -> the keys with
-        the predicted PNG `x`, `y` and `confidence` (the heatmap peak, 0-1), decoded as
-        `cfg.decode` says (default: each level at its channel's peak)."""
+        """`keys` (one target per row, with its `study_id`, `series_id`, `level` and its slice's
+        `file`) -> the keys with the predicted PNG `x`, `y` and `confidence` (the heatmap peak,
+        0-1), decoded as `cfg.decode` says (default: each level at its channel's peak)."""
         files = keys["file"].tolist()
         order = sorted(set(files), key=prepared.index.__getitem__)
         frames = [prepared.frames[prepared.index[f]] for f in order]
-        gaps = None
-        if cfg is not None and cfg.decode == "ordered":
+        gaps, series = None, None
+        if cfg is not None and cfg.decode != "peak":
             gaps = [cfg.level_gap_mm / frame.mm_per_pixel for frame in frames]
-        xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order], gaps)
+        if cfg is not None and cfg.decode == "series":
+            series = (
+                series_labels(keys, order),
+                [cfg.series_radius_mm / frame.mm_per_pixel for frame in frames],
+            )
+        xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order], gaps, series)
         at = {f: i for i, f in enumerate(order)}
         rows = np.array([at[f] for f in files], dtype=np.int64)
         levels = np.array([LEVELS.index(lv) for lv in keys["level"]], dtype=np.int64)
@@ -247,6 +263,14 @@ class SliceLocalizer:
         out["x"], out["y"] = pts[:, 0], pts[:, 1]
         out["confidence"] = peak[rows, levels] if len(rows) else np.zeros(0)
         return out
+
+
+def series_labels(keys: pd.DataFrame, files: Sequence[str]) -> list[int]:
+    """A label per file of `files`: the same for the slices of one (study, series) of `keys`."""
+    series = keys.drop_duplicates("file").set_index("file")[["study_id", "series_id"]]
+    pairs = [tuple(series.loc[f]) for f in files]
+    codes = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
+    return [codes[pair] for pair in pairs]
 
 
 @dataclass

@@ -32,7 +32,12 @@ from spinegrade.slices.localize import Prepared
 from spinegrade.slices.train import predict_held_out
 
 #: Config keys that change only how trained models predict, not what was trained.
-INFERENCE_KEYS = ("slices.tta", "slices.decode", "slices.level_gap_mm")
+INFERENCE_KEYS = (
+    "slices.tta",
+    "slices.decode",
+    "slices.level_gap_mm",
+    "slices.series_radius_mm",
+)
 #: What `repredict` records in the new run's run.json.
 SOURCE_KEY = "repredicted_from"
 
