@@ -157,6 +157,9 @@ class SlicesConfig:
     #: point for the level. A level's left and right foramina lie within ~8 mm in 95% of the
     #: rsna_sagt1 series; the next level is ~30 mm away
     series_radius_mm: float = 10.0
+    #: slices: the soft-argmax around a peak weighs each heatmap cell's height above this fraction
+    #: of the peak's (0: its whole height; `localize.decode.decode_heatmaps`)
+    centroid_floor: float = 0.0
 
 
 @dataclass

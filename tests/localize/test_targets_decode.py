@@ -40,6 +40,19 @@ def test_peak_is_the_amplitude_and_zero_amplitude_is_empty() -> None:
     assert not maps[1].any() and not maps[2].any()
 
 
+def test_a_floor_decodes_a_gaussian_on_a_background_where_the_plain_centroid_is_dragged() -> None:
+    # a sigma-2 Gaussian at (10.4, 14.3) on a flat 0.05 background
+    gauss = gaussian_heatmaps(np.array([[10.4, 14.3]]), np.ones(1), (24, 24), 2.0)[0]
+    heat = torch.from_numpy(0.05 + 0.95 * gauss)[None]
+    plain, _ = decode_heatmaps(heat, 2.0)
+    floored, peak = decode_heatmaps(heat, 2.0, floor=0.5)
+    # the background fills the 13 x 13 window around the arg-max cell (10, 14) evenly, so it
+    # pulls the plain centroid towards that cell (by 0.11 and 0.08 cells here)
+    assert np.all(np.abs(plain.numpy()[0] - [10.4, 14.3]) > 0.05)
+    assert np.allclose(floored.numpy()[0], [10.4, 14.3], atol=0.02)
+    assert np.isclose(float(peak[0]), float(heat.max()))
+
+
 def test_decoding_ignores_clutter_outside_the_window() -> None:
     maps = gaussian_heatmaps(
         np.array([[8.3, 20.6], [25.0, 4.0]]), np.array([1.0, 0.6]), (32, 32), 1.5

@@ -75,10 +75,16 @@ def test_test_time_mirroring_redoes_the_rows_into_a_run_that_train_resumes(
 def test_another_decoding_redoes_the_points_of_a_slices_run(
     slices_run: dict, tmp_path: Path, decode: str
 ) -> None:
-    overrides = [f"slices.decode={decode}", "slices.level_gap_mm=12", "slices.series_radius_mm=6"]
+    overrides = [
+        f"slices.decode={decode}",
+        "slices.level_gap_mm=12",
+        "slices.series_radius_mm=6",
+        "slices.centroid_floor=0.5",
+    ]
     metrics = repredict(slices_run["run"], tmp_path / decode, overrides, progress=False)
     cfg = SlicesRun(tmp_path / decode).config().slices
-    assert cfg.decode == decode and cfg.level_gap_mm == 12.0 and cfg.series_radius_mm == 6.0
+    assert cfg.decode == decode and cfg.level_gap_mm == 12.0
+    assert cfg.series_radius_mm == 6.0 and cfg.centroid_floor == 0.5
     new = pd.read_csv(tmp_path / decode / "oof_points.csv")
     old = pd.read_csv(slices_run["run"] / "oof_points.csv")
     keys = ["study_id", "series_id", "instance_number", "condition", "level", "fold"]

@@ -2,7 +2,10 @@
 
 The centroid is taken over a `(2r+1)^2` window centred on the arg-max cell (`r = ceil(3 sigma)`), so
 a Gaussian target of width `sigma` decodes back to its centre to a few hundredths of a cell, while
-clutter elsewhere in the map cannot pull the point away from the peak.
+clutter elsewhere in the map cannot pull the point away from the peak. With a `floor` (a fraction
+of the peak), each cell weighs its height above `floor * peak`: the cells above any level of a
+Gaussian form a disc around its centre, so that still decodes a Gaussian exactly, and a network's
+low, broad background inside the window no longer drags the point towards the window's centre.
 
 `decode_ordered` decodes the five levels of one image together: where a channel's peak sits on
 another level's structure (out of order down the image), the in-order choice among each channel's
@@ -23,10 +26,13 @@ def window_radius(sigma: float) -> int:
     return max(1, math.ceil(3.0 * sigma))
 
 
-def decode_heatmaps(heat: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_heatmaps(
+    heat: torch.Tensor, sigma: float, floor: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak position and height of each channel.
 
-    heat: `(..., k, h, w)` non-negative scores (e.g. sigmoid probabilities).
+    heat: `(..., k, h, w)` non-negative scores (e.g. sigmoid probabilities); `floor`: the centroid
+    weighs each cell's height above `floor * peak` (0: its whole height).
     Returns `xy (..., k, 2)` in cell coordinates (x = column) and `peak (..., k)` (the arg-max
     value).
     """
@@ -34,7 +40,7 @@ def decode_heatmaps(heat: torch.Tensor, sigma: float) -> tuple[torch.Tensor, tor
     flat = heat.reshape(-1, h * w).float()
     peak, idx = flat.max(dim=1)
     centre = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=1).float()
-    xy = _centroid(flat.reshape(-1, h, w), centre, window_radius(sigma))
+    xy = _centroid(flat.reshape(-1, h, w), centre, window_radius(sigma), floor)
     return xy.reshape(*lead, 2), peak.reshape(*lead)
 
 
@@ -98,8 +104,9 @@ def decode_ordered(
     *,
     k: int = 4,
     min_peak: float = 0.1,
+    floor: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`decode_heatmaps` with the levels kept in order down the image.
+    """:func:`decode_heatmaps` (with its `floor`) with the levels kept in order down the image.
 
     heat: `(n, levels, h, w)`, channels ordered top (L1/L2) to bottom (L5/S1); `min_gap`: cells,
     one for all or one per sample `(n,)`. Where the channels' own peaks are in order (each at
@@ -110,7 +117,7 @@ def decode_ordered(
     channel the chain leaves out keeps its own peak.
     Returns `xy (n, levels, 2)` in cells and `peak (n, levels)`, the decoded point's height.
     """
-    xy, peak = decode_heatmaps(heat, sigma)
+    xy, peak = decode_heatmaps(heat, sigma, floor)
     cells, score = peak_candidates(heat, sigma, k, min_peak)
     cells_np, score_np = cells.cpu().numpy(), score.cpu().numpy()
     gaps = np.broadcast_to(np.asarray(min_gap, dtype=np.float64), (heat.shape[0],))
@@ -125,7 +132,7 @@ def decode_ordered(
     maps = heat[n_idx, lv_idx].float()  # (m, h, w)
     xy = xy.clone()
     peak = peak.clone()
-    xy[n_idx, lv_idx] = _centroid(maps, centre, max(1, math.ceil(sigma)))
+    xy[n_idx, lv_idx] = _centroid(maps, centre, max(1, math.ceil(sigma)), floor)
     peak[n_idx, lv_idx] = score[n_idx, lv_idx, j_idx].to(peak.dtype)
     return xy, peak
 
@@ -138,15 +145,17 @@ def decode_grouped(
     radius: float | Sequence[float],
     *,
     min_peak: float = 0.1,
+    floor: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode images in groups that share their points' positions.
 
     heat: `(n, levels, h, w)`, channels top to bottom; `groups (n,)`: a label per image; `min_gap`,
     `radius`: cells, one for all or one per image (a group uses its first image's). Per group, the
     mean map of its images is decoded with the levels in order (:func:`decode_ordered`), giving
-    each level an anchor; each image's level is then decoded (:func:`decode_heatmaps`) on its own
-    map with everything farther than `radius` cells (in x or y) from the anchor set to 0. Where its
-    own map stays below `min_peak` all over that window, the image takes the anchor.
+    each level an anchor; each image's level is then decoded (:func:`decode_heatmaps`, with
+    `floor`) on its own map with everything farther than `radius` cells (in x or y) from the anchor
+    set to 0. Where its own map stays below `min_peak` all over that window, the image takes the
+    anchor.
     Returns `xy (n, levels, 2)` in cells and `peak (n, levels)`, the image's own height there.
     """
     n, c, h, w = heat.shape
@@ -161,24 +170,28 @@ def decode_grouped(
         members = torch.from_numpy(np.flatnonzero(labels == label)).to(heat.device)
         first = int(members[0])
         maps = heat[members].float()  # (m, c, h, w)
-        anchor, _ = decode_ordered(maps.mean(dim=0, keepdim=True), sigma, float(gaps[first]))
+        mean = maps.mean(dim=0, keepdim=True)
+        anchor, _ = decode_ordered(mean, sigma, float(gaps[first]), floor=floor)
         ax, ay = anchor[0, :, 0, None, None], anchor[0, :, 1, None, None]  # (c, 1, 1)
         near = ((xs - ax).abs() <= radii[first]) & ((ys - ay).abs() <= radii[first])  # (c, h, w)
-        own_xy, own_peak = decode_heatmaps(maps * near, sigma)
+        own_xy, own_peak = decode_heatmaps(maps * near, sigma, floor)
         faint = own_peak < min_peak
         xy[members] = torch.where(faint[..., None], anchor.expand_as(own_xy), own_xy)
         peak[members] = own_peak
     return xy, peak
 
 
-def _centroid(maps: torch.Tensor, centre: torch.Tensor, r: int) -> torch.Tensor:
-    """Centroid `(m, 2)` (x, y) of each map `(m, h, w)` over the `(2r+1)^2` window at `centre`."""
+def _centroid(maps: torch.Tensor, centre: torch.Tensor, r: int, floor: float = 0.0) -> torch.Tensor:
+    """Centroid `(m, 2)` (x, y) of each map `(m, h, w)` over the `(2r+1)^2` window at `centre`,
+    each cell weighing its height above `floor` times the window's highest."""
     _, h, w = maps.shape
     ys = torch.arange(h, device=maps.device, dtype=torch.float32)
     xs = torch.arange(w, device=maps.device, dtype=torch.float32)
     in_y = ((ys[None, :] - centre[:, 1:2]).abs() <= r).float()
     in_x = ((xs[None, :] - centre[:, 0:1]).abs() <= r).float()
-    weights = maps.clamp_min(0) * in_y[:, :, None] * in_x[:, None, :]
+    window = in_y[:, :, None] * in_x[:, None, :]
+    top = (maps.clamp_min(0) * window).amax(dim=(1, 2), keepdim=True)
+    weights = (maps - floor * top).clamp_min(0) * window
     total = weights.sum(dim=(1, 2)).clamp_min(1e-12)
     cx = (weights.sum(dim=1) * xs).sum(dim=1) / total
     cy = (weights.sum(dim=2) * ys).sum(dim=1) / total

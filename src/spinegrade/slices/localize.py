@@ -215,23 +215,24 @@ class SliceLocalizer:
         stacks: Sequence[np.ndarray],
         level_gaps: Sequence[float] | None = None,
         series: tuple[Sequence[int], Sequence[float]] | None = None,
+        floor: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Prepared slices `(1, s, s)` each -> decoded `xy (n, 5, 2)` (input pixels) and `peak
         (n, 5)`: each channel at its peak; given `level_gaps (n,)` (input pixels), with the levels
         kept in order down each slice (`decode_ordered`); given also `series` (a label per slice
         `(n,)` and radii `(n,)` in input pixels), with the levels found on each series' mean map
-        (`decode_grouped`)."""
+        (`decode_grouped`); `floor`: the soft-argmax's (`decode_heatmaps`)."""
         size, stride = self.cfg.image_size, self.cfg.heatmap_stride
         heat = self.maps(stacks)
         if level_gaps is None:
-            cells, top = decode_heatmaps(heat, self.cfg.sigma_px)
+            cells, top = decode_heatmaps(heat, self.cfg.sigma_px, floor)
         elif series is None:
             gaps = np.asarray(level_gaps) / stride
-            cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps)
+            cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps, floor=floor)
         else:
             labels, radii = series
             gaps, radius = np.asarray(level_gaps) / stride, np.asarray(radii) / stride
-            cells, top = decode_grouped(heat, self.cfg.sigma_px, gaps, labels, radius)
+            cells, top = decode_grouped(heat, self.cfg.sigma_px, gaps, labels, radius, floor=floor)
         xy = from_heatmap(cells.cpu().numpy().reshape(-1, 2), (size, size), size, stride)
         return xy.reshape(cells.shape), top.cpu().numpy()
 
@@ -252,7 +253,9 @@ class SliceLocalizer:
                 series_labels(keys, order),
                 [cfg.series_radius_mm / frame.mm_per_pixel for frame in frames],
             )
-        xy, peak = self.heat([prepared.stacks[prepared.index[f]] for f in order], gaps, series)
+        stacks = [prepared.stacks[prepared.index[f]] for f in order]
+        floor = cfg.centroid_floor if cfg is not None else 0.0
+        xy, peak = self.heat(stacks, gaps, series, floor)
         at = {f: i for i, f in enumerate(order)}
         rows = np.array([at[f] for f in files], dtype=np.int64)
         levels = np.array([LEVELS.index(lv) for lv in keys["level"]], dtype=np.int64)

@@ -37,6 +37,7 @@ INFERENCE_KEYS = (
     "slices.decode",
     "slices.level_gap_mm",
     "slices.series_radius_mm",
+    "slices.centroid_floor",
 )
 #: What `repredict` records in the new run's run.json.
 SOURCE_KEY = "repredicted_from"
