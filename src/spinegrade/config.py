@@ -155,7 +155,7 @@ class SlicesConfig:
     level_gap_mm: float = 8.0
     #: slices, `series`: how far (mm, in x and in y) a slice's point may lie from its series'
     #: point for the level. A level's left and right foramina lie within ~8 mm in 95% of the
-    #: rsna_sagt1 series, the next level ~30 mm away; 14 was best of 10-24 on one held-out fold
+    #: rsna_sagt1 series' levels, the next level ~30 mm away; 14 was best of 10-24 on one fold
     series_radius_mm: float = 14.0
     #: slices: the soft-argmax around a peak weighs each heatmap cell's height above this fraction
     #: of the peak's (0: its whole height; `localize.decode.decode_heatmaps`)
