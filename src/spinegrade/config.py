@@ -160,6 +160,9 @@ class SlicesConfig:
     #: slices: the soft-argmax around a peak weighs each heatmap cell's height above this fraction
     #: of the peak's (0: its whole height; `localize.decode.decode_heatmaps`)
     centroid_floor: float = 0.0
+    #: slices: grade each foraminal target also at points this many mm right, left, below and
+    #: above its point, and average the five (0: at its point alone; `slices.grade.grade_at`)
+    grade_around_mm: float = 0.0
 
 
 @dataclass

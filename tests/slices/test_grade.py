@@ -20,10 +20,12 @@ from spinegrade.slices.grade import (
     label_vectors,
     load_volumes,
     located_crops,
+    located_slices,
+    point_offsets,
     train_grader,
 )
 from spinegrade.slices.inputs import AXIAL_TARGETS, CROPS, SLICES, CropFolder
-from spinegrade.slices.volumes import crop_volume
+from spinegrade.slices.volumes import crop_volume, slice_volume
 
 from .conftest import fast_config, write_crops_folder
 
@@ -178,3 +180,29 @@ def test_label_vectors_follow_the_target_order(crops_folder: Path) -> None:
     row = folder.crops[(folder.crops.study_id == 2002) & (folder.crops.level == "l2_l3")].iloc[0]
     i = AXIAL_TARGETS.index(("spinal_canal_stenosis", "l2_l3"))
     assert vector[i] == ["normal_mild", "moderate", "severe"].index(row.spinal_canal_stenosis)
+
+
+def test_a_point_moves_by_its_offset_in_mm_on_its_slice() -> None:
+    import pandas as pd
+
+    # a 100 x 100 PNG of a 200-row, 100-column original over 300 mm: 1.5 mm per original pixel,
+    # so 1.5 mm per PNG column and 3 mm per PNG row
+    vol = slice_volume(np.zeros((100, 100), np.uint8), (200, 100), 300.0)
+    assert np.allclose(vol.spacing[:2], (1.5, 3.0))
+    points = pd.DataFrame(
+        {
+            "study_id": [7],
+            "series_id": [8],
+            "instance_number": [9],
+            "condition": ["left_neural_foraminal_narrowing"],
+            "level": ["l4_l5"],
+            "x": [40.0],
+            "y": [60.0],
+        }
+    )
+    files = {(7, 8, 9): "a.png"}
+    (row,) = located_slices(points, files, {"a.png": vol}, [7], offset_mm=(3.0, -6.0))
+    (moved,) = [loc for loc in row if loc is not None]
+    assert (moved.x, moved.y) == (42.0, 58.0)  # 3 mm = 2 columns right, 6 mm = 2 rows up
+    assert point_offsets(0.0) == [(0.0, 0.0)]
+    assert point_offsets(2.0) == [(0.0, 0.0), (2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)]

@@ -123,18 +123,19 @@ def located_slices(
     files: dict[tuple[int, int, int], str],
     volumes: dict[str, Volume],
     studies: list[int],
+    offset_mm: tuple[float, float] = (0.0, 0.0),
 ) -> list[list[Located | None]]:
     """Per study, per foraminal target, the crop centre: the point (`x`, `y`, NaN = none) on its
-    slice's volume."""
+    slice's volume, moved by `offset_mm` (right, down)."""
     targets = TARGETS_OF_MODE[SLICES]
     index = {t: i for i, t in enumerate(targets)}
     out: dict[int, list[Located | None]] = {s: [None] * len(targets) for s in studies}
     for r in points.itertuples(index=False):
         if int(r.study_id) in out and np.isfinite(r.x) and np.isfinite(r.y):
             vol = volumes[files[(int(r.study_id), int(r.series_id), int(r.instance_number))]]
-            out[int(r.study_id)][index[(r.condition, r.level)]] = Located(
-                vol, 0, float(r.x), float(r.y), "sagittal"
-            )
+            x = float(r.x) + offset_mm[0] / vol.spacing[0]
+            y = float(r.y) + offset_mm[1] / vol.spacing[1]
+            out[int(r.study_id)][index[(r.condition, r.level)]] = Located(vol, 0, x, y, "sagittal")
     return [out[s] for s in studies]
 
 
@@ -226,6 +227,30 @@ def train_grader(
         meta=meta,
         progress=progress,
     )
+
+
+def point_offsets(mm: float) -> list[tuple[float, float]]:
+    """The offsets `(right, down)` in mm at which a sagittal target is graded: its point alone
+    (`mm` 0), or also `mm` to its right, left, below and above."""
+    return [(0.0, 0.0)] + ([(mm, 0.0), (-mm, 0.0), (0.0, mm), (0.0, -mm)] if mm > 0 else [])
+
+
+def grade_at(
+    grader: Grader,
+    points: pd.DataFrame,
+    files: dict[tuple[int, int, int], str],
+    volumes: dict[str, Volume],
+    studies: list[int],
+    around_mm: float = 0.0,
+) -> np.ndarray:
+    """Probabilities `(studies, t, 3)` of the foraminal targets at `points`: the mean over the
+    crops at each point and, with `around_mm`, at the four points that far around it
+    (`point_offsets`)."""
+    probs = [
+        grade(grader, located_slices(points, files, volumes, studies, offset), tta=False)
+        for offset in point_offsets(around_mm)
+    ]
+    return np.mean(probs, axis=0)
 
 
 def grade(grader: Grader, samples: list[list[Located | None]], *, tta: bool) -> np.ndarray:

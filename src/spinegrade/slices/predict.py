@@ -26,11 +26,10 @@ from spinegrade.constants import SEVERITIES, row_id
 from spinegrade.dicom.geometry import Volume
 from spinegrade.errors import DataError
 from spinegrade.grade.calibrate import calibrate_probs
-from spinegrade.grade.dataset import Located
 from spinegrade.grade.predict import Grader
 from spinegrade.io import write_with
 from spinegrade.slices.folder import FOLD_JSON, PREDICTED_POINTS, SUBMISSION, SlicesRun
-from spinegrade.slices.grade import grade, load_volumes, located_crops, located_slices, slice_files
+from spinegrade.slices.grade import grade, grade_at, load_volumes, located_crops, slice_files
 from spinegrade.slices.inputs import (
     AXIAL_CONDITIONS,
     CROPS,
@@ -134,27 +133,34 @@ def predict_folder(
                 prepared[size] = Prepared.of(volumes, size)
             found = m.localizer.locate(keys, prepared[size], cfg)
             points.append(found)
-            samples = located_slices(found, slice_files(folder), volumes, studies)
+            files = slice_files(folder)
+            raw = grade_at(m.grader, found, files, volumes, studies, cfg.grade_around_mm)
         else:
             samples = located_crops(folder.crops, volumes, studies, cfg.side_offset)
-        probs.append(_calibrated(grade(m.grader, samples, tta=cfg.tta), mode, m.temperatures))
+            raw = grade(m.grader, samples, tta=cfg.tta)
+        probs.append(_calibrated(raw, mode, m.temperatures))
     mean = np.mean(probs, axis=0)  # (studies, t, 3)
     submission = submission_rows(keys, studies, mode, mean)
     return Prediction(submission, medoid(points) if points else None)
 
 
 def grade_points(
-    models: list[FoldModels], folder: SliceFolder, volumes: dict[str, Volume], points: pd.DataFrame
+    models: list[FoldModels],
+    folder: SliceFolder,
+    volumes: dict[str, Volume],
+    points: pd.DataFrame,
+    around_mm: float = 0.0,
 ) -> pd.DataFrame:
     """Submission rows of the ensemble's graders given `points` (e.g. the true ones) instead of
-    the localisers'."""
+    the localisers', graded as `slices.grade_around_mm` says (`grade_at`)."""
     keys = asked(folder)
     studies = sorted(int(s) for s in keys["study_id"].unique())
-    samples: list[list[Located | None]] = located_slices(
-        points, slice_files(folder), volumes, studies
-    )
+    files = slice_files(folder)
     probs = [
-        _calibrated(grade(m.grader, samples, tta=False), SLICES, m.temperatures) for m in models
+        _calibrated(
+            grade_at(m.grader, points, files, volumes, studies, around_mm), SLICES, m.temperatures
+        )
+        for m in models
     ]
     return submission_rows(keys, studies, SLICES, np.mean(probs, axis=0))
 

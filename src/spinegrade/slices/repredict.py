@@ -38,6 +38,7 @@ INFERENCE_KEYS = (
     "slices.level_gap_mm",
     "slices.series_radius_mm",
     "slices.centroid_floor",
+    "slices.grade_around_mm",
 )
 #: What `repredict` records in the new run's run.json.
 SOURCE_KEY = "repredicted_from"

@@ -199,7 +199,7 @@ def predict_held_out(
     assert isinstance(held_set, SliceFolder) and isinstance(keys_only, SliceFolder)
     pts = result.points.assign(fold=k)
     write_with(fdir / OOF_POINTS, lambda t: pts.to_csv(t, index=False))
-    true = grade_points(models, keys_only, volumes, held_set.points)
+    true = grade_points(models, keys_only, volumes, held_set.points, cfg.slices.grade_around_mm)
     write_with(fdir / OOF_TRUE_POINTS, lambda t: true.to_csv(t, index=False))
     return (OOF_POINTS, OOF_PREDICTIONS, OOF_TRUE_POINTS)
 
