@@ -213,26 +213,25 @@ class SliceLocalizer:
     def heat(
         self,
         stacks: Sequence[np.ndarray],
-        level_gaps: Sequence[float] | None = None,
-        series: tuple[Sequence[int], Sequence[float]] | None = None,
-        floor: float = 0.0,
+        frames: Sequence[InputFrame],
+        cfg: SlicesConfig,
+        series: Sequence[int],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared slices `(1, s, s)` each -> decoded `xy (n, 5, 2)` (input pixels) and `peak
-        (n, 5)`: each channel at its peak; given `level_gaps (n,)` (input pixels), with the levels
-        kept in order down each slice (`decode_ordered`); given also `series` (a label per slice
-        `(n,)` and radii `(n,)` in input pixels), with the levels found on each series' mean map
-        (`decode_grouped`); `floor`: the soft-argmax's (`decode_heatmaps`)."""
-        size, stride = self.cfg.image_size, self.cfg.heatmap_stride
+        """Prepared slices `(1, s, s)` each, their frames and a series label each `(n,)` ->
+        decoded `xy (n, 5, 2)` (input pixels) and `peak (n, 5)`, as `cfg.decode` says: each
+        channel at its peak, with the levels kept in order down each slice (`decode_ordered`), or
+        found on each series' mean map (`decode_grouped`)."""
+        size, stride, sigma = self.cfg.image_size, self.cfg.heatmap_stride, self.cfg.sigma_px
         heat = self.maps(stacks)
-        if level_gaps is None:
-            cells, top = decode_heatmaps(heat, self.cfg.sigma_px, floor)
-        elif series is None:
-            gaps = np.asarray(level_gaps) / stride
-            cells, top = decode_ordered(heat, self.cfg.sigma_px, gaps, floor=floor)
+        mm_per_cell = np.array([frame.mm_per_pixel * stride for frame in frames])
+        gaps, floor = cfg.level_gap_mm / mm_per_cell, cfg.centroid_floor
+        if cfg.decode == "peak":
+            cells, top = decode_heatmaps(heat, sigma, floor)
+        elif cfg.decode == "ordered":
+            cells, top = decode_ordered(heat, sigma, gaps, floor=floor)
         else:
-            labels, radii = series
-            gaps, radius = np.asarray(level_gaps) / stride, np.asarray(radii) / stride
-            cells, top = decode_grouped(heat, self.cfg.sigma_px, gaps, labels, radius, floor=floor)
+            radii = cfg.series_radius_mm / mm_per_cell
+            cells, top = decode_grouped(heat, sigma, gaps, series, radii, floor=floor)
         xy = from_heatmap(cells.cpu().numpy().reshape(-1, 2), (size, size), size, stride)
         return xy.reshape(cells.shape), top.cpu().numpy()
 
@@ -244,18 +243,10 @@ class SliceLocalizer:
         0-1), decoded as `cfg.decode` says (default: each level at its channel's peak)."""
         files = keys["file"].tolist()
         order = sorted(set(files), key=prepared.index.__getitem__)
-        frames = [prepared.frames[prepared.index[f]] for f in order]
-        gaps, series = None, None
-        if cfg is not None and cfg.decode != "peak":
-            gaps = [cfg.level_gap_mm / frame.mm_per_pixel for frame in frames]
-        if cfg is not None and cfg.decode == "series":
-            series = (
-                series_labels(keys, order),
-                [cfg.series_radius_mm / frame.mm_per_pixel for frame in frames],
-            )
         stacks = [prepared.stacks[prepared.index[f]] for f in order]
-        floor = cfg.centroid_floor if cfg is not None else 0.0
-        xy, peak = self.heat(stacks, gaps, series, floor)
+        frames = [prepared.frames[prepared.index[f]] for f in order]
+        cfg = cfg if cfg is not None else SlicesConfig()
+        xy, peak = self.heat(stacks, frames, cfg, series_labels(keys, order))
         at = {f: i for i, f in enumerate(order)}
         rows = np.array([at[f] for f in files], dtype=np.int64)
         levels = np.array([LEVELS.index(lv) for lv in keys["level"]], dtype=np.int64)
@@ -270,10 +261,9 @@ class SliceLocalizer:
 
 def series_labels(keys: pd.DataFrame, files: Sequence[str]) -> list[int]:
     """A label per file of `files`: the same for the slices of one (study, series) of `keys`."""
-    series = keys.drop_duplicates("file").set_index("file")[["study_id", "series_id"]]
-    pairs = [tuple(series.loc[f]) for f in files]
-    codes = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
-    return [codes[pair] for pair in pairs]
+    series = keys.drop_duplicates("file").set_index("file").loc[list(files)]
+    codes, _ = pd.factorize(pd.MultiIndex.from_frame(series[["study_id", "series_id"]]))
+    return codes.tolist()
 
 
 @dataclass

@@ -125,6 +125,7 @@ def predict_folder(
     mode = SLICES if isinstance(folder, SliceFolder) else CROPS
     prepared = {} if prepared is None else prepared
     probs, points = [], []
+    files = slice_files(folder) if isinstance(folder, SliceFolder) else {}
     for m in models:
         if isinstance(folder, SliceFolder):
             assert m.localizer is not None
@@ -133,7 +134,6 @@ def predict_folder(
                 prepared[size] = Prepared.of(volumes, size)
             found = m.localizer.locate(keys, prepared[size], cfg)
             points.append(found)
-            files = slice_files(folder)
             raw = grade_at(m.grader, found, files, volumes, studies, cfg.grade_around_mm)
         else:
             samples = located_crops(folder.crops, volumes, studies, cfg.side_offset)
