@@ -96,7 +96,7 @@ def test_a_missing_table_is_one_line_and_exit_status_2(slices_folder: Path, tmp_
     proc = subprocess.run(
         [sys.executable, "-m", "spinegrade", "slices", "train", str(slices_folder), "--mode",
          "slices", "-o", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

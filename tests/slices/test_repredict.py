@@ -123,7 +123,7 @@ def test_the_command_line_says_what_it_refuses_in_one_line(crops_run: dict, tmp_
     proc = subprocess.run(
         [sys.executable, "-m", "spinegrade", "slices", "repredict", str(crops_run["run"]),
          "-o", str(tmp_path / "x"), "grade.crop_px=20"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
