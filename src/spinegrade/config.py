@@ -163,6 +163,10 @@ class SlicesConfig:
     #: slices: grade each foraminal target also at points this many mm right, left, below and
     #: above its point, and average the five (0: at its point alone; `slices.grade.grade_at`)
     grade_around_mm: float = 0.0
+    #: slices: also run the localiser on its input zoomed in and out about the centre by this
+    #: fraction (0.1: x1.1 and x0.9) and average the three heatmaps in the slice's own frame (0:
+    #: once, as trained; `slices.localize.zoomed_maps`)
+    localize_zoom: float = 0.0
 
 
 @dataclass

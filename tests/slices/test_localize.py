@@ -20,6 +20,8 @@ from spinegrade.slices.localize import (
     prepare,
     samples,
     series_labels,
+    zoom_about_centre,
+    zoomed_maps,
 )
 from spinegrade.slices.volumes import slice_volume
 
@@ -160,3 +162,38 @@ def test_the_slices_of_one_series_share_a_label() -> None:
     )
     # files b and a are study 1's series 10; c is its other series; d another study's series 10
     assert series_labels(keys, ["b", "c", "a", "d"]) == [0, 1, 0, 2]
+
+
+def _blob(size: int, u: float, v: float, sigma: float = 2.0) -> torch.Tensor:
+    """A Gaussian `(1, 1, size, size)` centred on pixel (u, v) (x, y)."""
+    grid = torch.arange(size, dtype=torch.float64)
+    g = torch.exp(-((grid[None, :] - u) ** 2 + (grid[:, None] - v) ** 2) / (2 * sigma**2))
+    return g[None, None].float()
+
+
+def _centroid(x: torch.Tensor) -> tuple[float, float]:
+    grid = torch.arange(x.shape[-1], dtype=torch.float64)
+    w = x[0, 0].double()
+    return float((w.sum(0) * grid).sum() / w.sum()), float((w.sum(1) * grid).sum() / w.sum())
+
+
+def test_a_zoom_moves_a_point_away_from_the_centre_by_its_factor() -> None:
+    # 64 px: the centre is pixel 31.5; x1.25 takes (40, 20) to 31.5 + 1.25 * (8.5, -11.5)
+    u, v = _centroid(zoom_about_centre(_blob(64, 40.0, 20.0), 1.25))
+    assert u == pytest.approx(42.125, abs=0.05) and v == pytest.approx(17.125, abs=0.05)
+
+
+def test_zoomed_maps_put_each_zoom_back_in_the_unzoomed_frame() -> None:
+    # a "net" whose heatmap is its input at half the resolution (a stride-2 map): every zoom's map,
+    # put back, has its peak where the unzoomed one has it
+    def net(images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(images, 2)
+
+    image = _blob(64, 40.0, 20.0, sigma=3.0)
+    plain = net(image)
+    mean = zoomed_maps(net, image, (1.0, 1.15, 0.85))
+    assert mean.shape == plain.shape
+    np.testing.assert_allclose(_centroid(mean), _centroid(plain), atol=0.05)
+    # a zoom in does not see the rim: there the mean is that of the zooms that do
+    rim = zoomed_maps(net, torch.ones(1, 1, 64, 64), (1.0, 1.5))
+    assert torch.allclose(rim, torch.ones_like(rim), atol=1e-5)

@@ -81,11 +81,13 @@ def test_another_decoding_redoes_the_points_of_a_slices_run(
         "slices.series_radius_mm=6",
         "slices.centroid_floor=0.5",
         "slices.grade_around_mm=2",
+        "slices.localize_zoom=0.1",
     ]
     metrics = repredict(slices_run["run"], tmp_path / decode, overrides, progress=False)
     cfg = SlicesRun(tmp_path / decode).config().slices
     assert cfg.decode == decode and cfg.level_gap_mm == 12.0
     assert cfg.series_radius_mm == 6.0 and cfg.centroid_floor == 0.5 and cfg.grade_around_mm == 2
+    assert cfg.localize_zoom == 0.1
     new = pd.read_csv(tmp_path / decode / "oof_points.csv")
     old = pd.read_csv(slices_run["run"] / "oof_points.csv")
     keys = ["study_id", "series_id", "instance_number", "condition", "level", "fold"]

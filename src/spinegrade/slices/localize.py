@@ -20,13 +20,14 @@ confidence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import map_coordinates
 
 from spinegrade.config import Config, LocalizeConfig, SlicesConfig, from_dict, to_dict
@@ -199,16 +200,25 @@ class SliceLocalizer:
         return cls(net.to(dev).eval(), from_dict(LocalizeConfig, state["meta"]["localize"]), dev)
 
     @torch.inference_mode()
-    def maps(self, stacks: Sequence[np.ndarray]) -> torch.Tensor:
-        """Prepared slices `(1, s, s)` each -> heatmaps `(n, 5, s / stride, s / stride)` in 0-1."""
+    def maps(self, stacks: Sequence[np.ndarray], zoom: float = 0.0) -> torch.Tensor:
+        """Prepared slices `(1, s, s)` each -> heatmaps `(n, 5, s / stride, s / stride)` in 0-1;
+        with `zoom` > 0 the mean of those at zooms 1, 1 + zoom and 1 - zoom (`zoomed_maps`)."""
         out = []
         for start in range(0, len(stacks), self.batch_size):
             images = np.concatenate(
                 [all_slice_inputs(s) for s in stacks[start : start + self.batch_size]]
             )
-            out.append(torch.sigmoid(self.net(torch.from_numpy(images).to(self.device)).float()))
+            batch = torch.from_numpy(images).to(self.device)
+            if zoom > 0:
+                out.append(zoomed_maps(self._sigmoid_net, batch, (1.0, 1.0 + zoom, 1.0 - zoom)))
+            else:
+                out.append(self._sigmoid_net(batch))
         cells = self.cfg.image_size // self.cfg.heatmap_stride
         return torch.cat(out) if out else torch.zeros((0, len(LEVELS), cells, cells))
+
+    def _sigmoid_net(self, images: torch.Tensor) -> torch.Tensor:
+        """`(b, 3, s, s)` -> heatmaps `(b, 5, s / stride, s / stride)` float32 in 0-1."""
+        return torch.sigmoid(self.net(images).float())
 
     def heat(
         self,
@@ -222,7 +232,7 @@ class SliceLocalizer:
         channel at its peak, with the levels kept in order down each slice (`decode_ordered`), or
         found on each series' mean map (`decode_grouped`)."""
         size, stride, sigma = self.cfg.image_size, self.cfg.heatmap_stride, self.cfg.sigma_px
-        heat = self.maps(stacks)
+        heat = self.maps(stacks, cfg.localize_zoom)
         mm_per_cell = np.array([frame.mm_per_pixel * stride for frame in frames])
         gaps, floor = cfg.level_gap_mm / mm_per_cell, cfg.centroid_floor
         if cfg.decode == "peak":
@@ -257,6 +267,36 @@ class SliceLocalizer:
         out["x"], out["y"] = pts[:, 0], pts[:, 1]
         out["confidence"] = peak[rows, levels] if len(rows) else np.zeros(0)
         return out
+
+
+def zoom_about_centre(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """`(b, c, h, w)` magnified `zoom` times about its centre (bilinear, 0 outside): output
+    pixel at normalised position p (pixel centres, `align_corners=False`) is input's p / zoom."""
+    theta = x.new_tensor([[1.0 / zoom, 0.0, 0.0], [0.0, 1.0 / zoom, 0.0]]).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def zoomed_maps(
+    net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, zooms: Sequence[float]
+) -> torch.Tensor:
+    """Heatmaps of `images (b, c, s, s)` averaged over `zooms`: each zoom's input magnified
+    about the centre, its maps `(b, k, h, w)` shrunk back into the unzoomed frame and averaged
+    where they cover it (a zoom in does not see the input's rim)."""
+    total: torch.Tensor | None = None
+    cover: torch.Tensor | None = None
+    for z in zooms:
+        maps = net(images if z == 1.0 else zoom_about_centre(images, z))
+        ones = torch.ones_like(maps[:, :1])
+        back, seen = (
+            (maps, ones)
+            if z == 1.0
+            else (zoom_about_centre(maps, 1.0 / z), zoom_about_centre(ones, 1.0 / z))
+        )
+        total = back if total is None else total + back
+        cover = seen if cover is None else cover + seen
+    assert total is not None and cover is not None
+    return total / cover.clamp_min(1e-6)
 
 
 def series_labels(keys: pd.DataFrame, files: Sequence[str]) -> list[int]:

@@ -34,6 +34,7 @@ from spinegrade.slices.train import predict_held_out
 #: Config keys that change only how trained models predict, not what was trained.
 INFERENCE_KEYS = (
     "slices.tta",
+    "slices.localize_zoom",
     "slices.decode",
     "slices.level_gap_mm",
     "slices.series_radius_mm",
