@@ -140,6 +140,9 @@ class SlicesConfig:
     fov_mm: float = 300.0
     #: Axial T2 crops lost theirs too: each crop's longer side (its width) is taken to span this
     crop_width_mm: float = 40.0
+    #: graders trained per fold, each from its own seed, their uncalibrated probabilities averaged
+    #: (the first is the one a single-grader run trains; more cost that much more grader time)
+    graders: int = 1
     #: crops: the subarticular recesses are graded on crops centred this fraction of the crop's
     #: width left and right of its centre (the canal on one at the centre)
     side_offset: float = 0.2

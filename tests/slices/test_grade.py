@@ -59,6 +59,8 @@ def test_the_config_must_fit_the_images() -> None:
         check_config(fast_config("slices_cpu", "localize.optim.early_stopping=true"), SLICES)
     with pytest.raises(ConfigError, match="no DICOM geometry"):
         check_config(fast_config("crops_cpu", "grade.views.spinal=both"), CROPS)
+    with pytest.raises(ConfigError, match="at least 1 grader"):
+        check_config(fast_config("slices_cpu", "slices.graders=0"), SLICES)
 
 
 def test_with_early_stopping_an_inner_split_of_the_training_studies_chooses_the_epoch(

@@ -84,3 +84,35 @@ def test_the_medoid_is_robust_and_a_tie_goes_to_the_higher_peak() -> None:
     assert (three.x.iloc[0], three.y.iloc[0]) == (11, 10)  # nearest the others; not the outlier
     two = medoid([fold(10, 10, 0.2), fold(20, 10, 0.7)])
     assert two.x.iloc[0] == 20 and two.confidence.iloc[0] == pytest.approx(0.7)
+
+
+def test_a_folds_graders_are_averaged_before_its_temperatures(slices_run: dict) -> None:
+    from spinegrade.slices.folder import SlicesRun
+    from spinegrade.slices.grade import load_volumes
+    from spinegrade.slices.inputs import open_folder
+    from spinegrade.slices.predict import FoldModels, load_folds, predict_folder
+
+    run = SlicesRun(slices_run["run"])
+    cfg = run.config()
+    (fold,) = load_folds(run, [0], "cpu")
+    assert len(fold.graders) == cfg.slices.graders == 2
+    assert [p.parent.name for p in run.grader_models(0, 2)] == ["grader", "grader_1"]
+    folder = open_folder(slices_run["data"], "slices", truth=False)
+    volumes = load_volumes(folder, cfg)
+
+    def probs(graders: list, temperatures: dict) -> np.ndarray:
+        one = FoldModels(0, graders, fold.localizer, temperatures)
+        return (
+            predict_folder([one], folder, volumes, cfg.slices)
+            .submission[list(SEVERITIES)]
+            .to_numpy()
+        )
+
+    first, second = probs(fold.graders[:1], {}), probs(fold.graders[1:], {})
+    assert np.abs(first - second).max() > 1e-4  # two seeds, two different graders
+    np.testing.assert_allclose(probs(fold.graders, {}), (first + second) / 2, atol=1e-6)
+    # with a temperature, the mean is calibrated, not the mean of calibrated graders
+    t = {"foraminal": 2.0}
+    mean = (first + second) / 2
+    tempered = mean ** (1 / 2.0) / (mean ** (1 / 2.0)).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs(fold.graders, t), tempered, atol=1e-5)

@@ -15,22 +15,27 @@ from spinegrade.slices.train import train
 from .conftest import fast_config, write_crops_folder
 
 
-def _paths(run: Path, folds: int, only_slices: bool) -> list[Path]:
-    """Every path of LAYOUT in `run` (fold_<k> expanded), without the slices-only entries when
-    `only_slices` is False."""
+def _paths(run: Path, folds: int, only_slices: bool, graders: int = 1) -> list[Path]:
+    """Every path of LAYOUT in `run` (fold_<k> and grader_<i> expanded), without the slices-only
+    entries when `only_slices` is False."""
     out = []
     for name, what in LAYOUT:
         if not only_slices and what.startswith("slices:"):
             continue
-        names = [name.replace("<k>", str(k)) for k in range(folds)] if "<k>" in name else [name]
+        names = (
+            [name.replace("<i>", str(i)) for i in range(1, graders)] if "<i>" in name else [name]
+        )
+        names = [n.replace("<k>", str(k)) for n in names for k in range(folds)]
         out += [run / n.rstrip("/") for n in names]
     return out
 
 
 def test_a_slices_run_holds_its_layout_and_one_oof_row_per_target(slices_run: dict) -> None:
     run = SlicesRun(slices_run["run"])
-    missing = [str(p) for p in _paths(run.path, 2, True) if not p.exists()]
-    assert missing == []
+    missing = [
+        str(p) for p in _paths(run.path, 2, True, run.config().slices.graders) if not p.exists()
+    ]
+    assert missing == [] and run.config().slices.graders == 2  # slices_cpu's two graders a fold
     assert run.mode() == "slices" and run.completed_folds() == [0, 1]
     points = pd.read_csv(slices_run["data"] / "points.csv")
     oof = pd.read_csv(run / "oof_points.csv")

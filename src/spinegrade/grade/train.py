@@ -232,10 +232,12 @@ def fit_grader(
     inner: GradeDataset | None = None,
     meta: dict[str, Any] | None = None,
     progress: bool = True,
+    seed: int | None = None,
 ) -> Path:
     """Train `model` on `train_set` through the shared loop (validation loss on `val_set` when it
     is not empty; with `inner`, early stopping on that inner split), then re-estimate its
-    BatchNorm statistics; returns `<out_dir>/model.pt`.
+    BatchNorm statistics; returns `<out_dir>/model.pt`. `seed` (default `data.seed`) seeds the
+    loop's draws and augmentation.
 
     The checkpoint's metadata holds the spec, crop geometry and grade config (what
     `Grader.load` needs) and `meta`. The loss is `grade_loss` over the model's targets, plus
@@ -264,7 +266,7 @@ def fit_grader(
         num_workers=cfg.data.num_workers,
         forward=forward,
         desc="grade",
-        seed=cfg.data.seed,
+        seed=cfg.data.seed if seed is None else seed,
         meta=full_meta,
         progress=progress,
         select=Selection(inner, inner.ids) if inner is not None and len(inner) else None,

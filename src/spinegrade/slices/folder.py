@@ -48,6 +48,10 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (f"fold_<k>/{PRIOR_CSV}", "class prior of fold k's training labels (the constant baseline)"),
     (f"fold_<k>/{LOCALIZER_DIR}/{MODEL_PT}", "slices: fold k's 5-channel heatmap localiser"),
     (f"fold_<k>/{GRADER_DIR}/{MODEL_PT}", "fold k's grader"),
+    (
+        f"fold_<k>/{GRADER_DIR}_<i>/{MODEL_PT}",
+        "with `slices.graders` n > 1: its graders i = 1..n-1",
+    ),
     (f"fold_<k>/{OOF_POINTS}", "slices: fold k's out-of-fold predicted points"),
     (f"fold_<k>/{OOF_PREDICTIONS}", "fold k's out-of-fold probabilities (predicted points)"),
     (f"fold_<k>/{OOF_TRUE_POINTS}", "slices: the same, the grader given the TRUE points"),
@@ -81,6 +85,13 @@ class SlicesRun(RunFolder):
                 f"({RUN_JSON} has no {MODE_KEY})"
             )
         return str(mode)
+
+    def grader_models(self, k: int, n: int) -> list[Path]:
+        """Fold `k`'s `n` graders: `fold_<k>/grader/model.pt`, then `grader_<i>/model.pt`."""
+        first = self.grader_model(k)
+        return [first] + [
+            first.parent.with_name(f"{first.parent.name}_{i}") / first.name for i in range(1, n)
+        ]
 
     def localizer_model(self, k: int) -> Path:
         """`fold_<k>/localizer/model.pt`."""

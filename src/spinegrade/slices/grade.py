@@ -85,6 +85,8 @@ def check_config(cfg: Config, mode: str) -> None:
         raise ConfigError(
             f"grade.slices is {g.slices}: an Axial T2 crop holds {CROP_CHANNELS} slices as channels"
         )
+    if cfg.slices.graders < 1:
+        raise ConfigError(f"slices.graders is {cfg.slices.graders}: a fold needs at least 1 grader")
     check_consistency(g, TARGETS_OF_MODE[mode])
 
 
@@ -195,11 +197,12 @@ def train_grader(
     cfg: Config,
     *,
     progress: bool = True,
+    seed: int | None = None,
 ) -> Path:
     """Fit the grader on the TRUE points (crops) of `train_ids`, jittered as `cfg.grade` says,
     with a validation loss on `val_ids`' (unjittered; it selects nothing) and, with
     `grade.optim.early_stopping`, the epoch chosen on an inner split of `train_ids`; returns
-    `<out_dir>/model.pt`."""
+    `<out_dir>/model.pt`. `seed` (default `data.seed`) seeds its draws and augmentation."""
     mode = mode_of(folder)
     fit_ids, select_ids = split_for(cfg.grade.optim, train_ids, labels, cfg.data.seed)
     targets = TARGETS_OF_MODE[mode]
@@ -226,6 +229,7 @@ def train_grader(
         inner=data(select_ids, None) if select_ids else None,
         meta=meta,
         progress=progress,
+        seed=seed,
     )
 
 

@@ -49,10 +49,11 @@ POINT_COLUMNS = (*POINT_KEYS, "x", "y", "confidence")
 
 @dataclass
 class FoldModels:
-    """One fold's models and temperatures (`{}`: uncalibrated)."""
+    """One fold's models and temperatures (`{}`: uncalibrated): its graders (`slices.graders`)
+    are averaged before the temperatures are applied."""
 
     fold: int
-    grader: Grader
+    graders: list[Grader]
     localizer: SliceLocalizer | None
     temperatures: dict[str, float]
 
@@ -69,15 +70,16 @@ def load_folds(
     wanted = done if folds is None else list(folds)
     if not wanted:
         raise DataError(f"{run.path}: no complete fold yet (no fold_<k>/{FOLD_JSON})")
-    missing = [k for k in wanted if not run.grader_model(k).is_file()]
+    n = run.config().slices.graders
+    missing = [k for k in wanted if not all(p.is_file() for p in run.grader_models(k, n))]
     if missing:
-        raise DataError(f"{run.path}: fold(s) {missing} have no trained grader")
+        raise DataError(f"{run.path}: fold(s) {missing} have not all {n} trained graders")
     dev = resolve_device(device)
     slices = run.mode() == SLICES
     return [
         FoldModels(
             k,
-            Grader.load(run.grader_model(k), dev),
+            [Grader.load(p, dev) for p in run.grader_models(k, n)],
             SliceLocalizer.load(run.localizer_model(k), dev) if slices else None,
             run.temperatures(k) if calibrated else {},
         )
@@ -134,10 +136,16 @@ def predict_folder(
                 prepared[size] = Prepared.of(volumes, size)
             found = m.localizer.locate(keys, prepared[size], cfg)
             points.append(found)
-            raw = grade_at(m.grader, found, files, volumes, studies, cfg.grade_around_mm)
+            raw = np.mean(
+                [
+                    grade_at(g, found, files, volumes, studies, cfg.grade_around_mm)
+                    for g in m.graders
+                ],
+                axis=0,
+            )
         else:
             samples = located_crops(folder.crops, volumes, studies, cfg.side_offset)
-            raw = grade(m.grader, samples, tta=cfg.tta)
+            raw = np.mean([grade(g, samples, tta=cfg.tta) for g in m.graders], axis=0)
         probs.append(_calibrated(raw, mode, m.temperatures))
     mean = np.mean(probs, axis=0)  # (studies, t, 3)
     submission = submission_rows(keys, studies, mode, mean)
@@ -158,7 +166,11 @@ def grade_points(
     files = slice_files(folder)
     probs = [
         _calibrated(
-            grade_at(m.grader, points, files, volumes, studies, around_mm), SLICES, m.temperatures
+            np.mean(
+                [grade_at(g, points, files, volumes, studies, around_mm) for g in m.graders], 0
+            ),
+            SLICES,
+            m.temperatures,
         )
         for m in models
     ]

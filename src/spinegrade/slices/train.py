@@ -49,6 +49,9 @@ from spinegrade.slices.localize import Prepared, samples, train_localizer
 from spinegrade.slices.predict import grade_points, load_folds, predict_folder
 from spinegrade.training.backbones import check_pretrained
 
+#: Seed offset between a fold's graders (`slices.graders`; the first keeps a one-grader run's seed).
+GRADER_SEED_STEP = 7919
+
 
 @dataclass
 class TrainSummary:
@@ -153,12 +156,23 @@ def _train_fold(
         epoch_seconds["localize"] = _epoch_seconds(path.parent / HISTORY_JSON)
 
     tick = time.perf_counter()
-    torch.manual_seed(cfg.data.seed + 1000 * k + 1)
-    path = train_grader(
-        folder, volumes, labels, train_ids, held, run.grader_model(k).parent, cfg, progress=progress
-    )
+    for i, model in enumerate(run.grader_models(k, cfg.slices.graders)):
+        torch.manual_seed(cfg.data.seed + 1000 * k + 1 + GRADER_SEED_STEP * i)
+        seed = cfg.data.seed + GRADER_SEED_STEP * i
+        path = train_grader(
+            folder,
+            volumes,
+            labels,
+            train_ids,
+            held,
+            model.parent,
+            cfg,
+            progress=progress,
+            seed=seed,
+        )
+        if i == 0:
+            epoch_seconds["grade"] = _epoch_seconds(path.parent / HISTORY_JSON)
     timings["grade_train_s"] = time.perf_counter() - tick
-    epoch_seconds["grade"] = _epoch_seconds(path.parent / HISTORY_JSON)
 
     tick = time.perf_counter()
     names = predict_held_out(run, k, cfg, folder, held, volumes, prepared)
