@@ -283,19 +283,11 @@ def zoomed_maps(
     """Heatmaps of `images (b, c, s, s)` averaged over `zooms`: each zoom's input magnified
     about the centre, its maps `(b, k, h, w)` shrunk back into the unzoomed frame and averaged
     where they cover it (a zoom in does not see the input's rim)."""
-    total: torch.Tensor | None = None
-    cover: torch.Tensor | None = None
+    total = cover = torch.zeros(())
     for z in zooms:
-        maps = net(images if z == 1.0 else zoom_about_centre(images, z))
-        ones = torch.ones_like(maps[:, :1])
-        back, seen = (
-            (maps, ones)
-            if z == 1.0
-            else (zoom_about_centre(maps, 1.0 / z), zoom_about_centre(ones, 1.0 / z))
-        )
-        total = back if total is None else total + back
-        cover = seen if cover is None else cover + seen
-    assert total is not None and cover is not None
+        maps = net(zoom_about_centre(images, z))
+        total = total + zoom_about_centre(maps, 1.0 / z)
+        cover = cover + zoom_about_centre(torch.ones_like(maps[:, :1]), 1.0 / z)
     return total / cover.clamp_min(1e-6)
 
 

@@ -13,7 +13,7 @@ Only the key columns of the tables are read (`truth=False`): a grade or a point 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,11 @@ class FoldModels:
     graders: list[Grader]
     localizer: SliceLocalizer | None
     temperatures: dict[str, float]
+
+    def mean(self, grade_with: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> np.ndarray:
+        """The mean over this fold's graders of `grade_with(grader, *args, **kwargs)`
+        (uncalibrated probabilities `(studies, t, 3)`)."""
+        return np.mean([grade_with(g, *args, **kwargs) for g in self.graders], axis=0)
 
 
 def load_folds(
@@ -136,16 +141,10 @@ def predict_folder(
                 prepared[size] = Prepared.of(volumes, size)
             found = m.localizer.locate(keys, prepared[size], cfg)
             points.append(found)
-            raw = np.mean(
-                [
-                    grade_at(g, found, files, volumes, studies, cfg.grade_around_mm)
-                    for g in m.graders
-                ],
-                axis=0,
-            )
+            raw = m.mean(grade_at, found, files, volumes, studies, cfg.grade_around_mm)
         else:
             samples = located_crops(folder.crops, volumes, studies, cfg.side_offset)
-            raw = np.mean([grade(g, samples, tta=cfg.tta) for g in m.graders], axis=0)
+            raw = m.mean(grade, samples, tta=cfg.tta)
         probs.append(_calibrated(raw, mode, m.temperatures))
     mean = np.mean(probs, axis=0)  # (studies, t, 3)
     submission = submission_rows(keys, studies, mode, mean)
@@ -166,9 +165,7 @@ def grade_points(
     files = slice_files(folder)
     probs = [
         _calibrated(
-            np.mean(
-                [grade_at(g, points, files, volumes, studies, around_mm) for g in m.graders], 0
-            ),
+            m.mean(grade_at, points, files, volumes, studies, around_mm),
             SLICES,
             m.temperatures,
         )
