@@ -143,6 +143,10 @@ class SlicesConfig:
     #: graders trained per fold, each from its own seed, their uncalibrated probabilities averaged
     #: (the first is the one a single-grader run trains; more cost that much more grader time)
     graders: int = 1
+    #: slices: of a fold's graders, the last this many are trained around the points its own
+    #: localiser finds on its training slices (decoded as for prediction) instead of the true
+    #: points, so that they learn the localiser's errors (`slices.train`)
+    found_point_graders: int = 0
     #: crops: the subarticular recesses are graded on crops centred this fraction of the crop's
     #: width left and right of its centre (the canal on one at the centre)
     side_offset: float = 0.2

@@ -61,6 +61,11 @@ def test_the_config_must_fit_the_images() -> None:
         check_config(fast_config("crops_cpu", "grade.views.spinal=both"), CROPS)
     with pytest.raises(ConfigError, match="at least 1 grader"):
         check_config(fast_config("slices_cpu", "slices.graders=0"), SLICES)
+    check_config(fast_config("slices_cpu", "slices.found_point_graders=2"), SLICES)
+    with pytest.raises(ConfigError, match="between 0 and slices.graders"):
+        check_config(fast_config("slices_cpu", "slices.found_point_graders=3"), SLICES)
+    with pytest.raises(ConfigError, match="crops have no localiser"):
+        check_config(fast_config("crops_cpu", "slices.found_point_graders=1"), CROPS)
 
 
 def test_with_early_stopping_an_inner_split_of_the_training_studies_chooses_the_epoch(
@@ -208,3 +213,36 @@ def test_a_point_moves_by_its_offset_in_mm_on_its_slice() -> None:
     assert (moved.x, moved.y) == (42.0, 58.0)  # 3 mm = 2 columns right, 6 mm = 2 rows up
     assert point_offsets(0.0) == [(0.0, 0.0)]
     assert point_offsets(2.0) == [(0.0, 0.0), (2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)]
+
+
+def test_given_points_replace_the_true_ones_for_the_training_studies_only(
+    slices_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spinegrade.slices import grade as grade_module
+    from spinegrade.slices.inputs import open_folder
+
+    seen = {}
+
+    def capture(model, train_set, val_set, out_dir, cfg, **kwargs):  # type: ignore[no-untyped-def]
+        seen["train"], seen["val"] = train_set, val_set
+        return Path(out_dir) / "model.pt"
+
+    monkeypatch.setattr(grade_module, "fit_grader", capture)
+    folder = open_folder(slices_folder, SLICES, truth=True)
+    cfg = fast_config("slices_cpu")
+    volumes = load_volumes(folder, cfg)
+    studies = folder.studies()
+    train_ids, val_ids = studies[:4], studies[4:]
+    moved = folder.points.assign(x=folder.points["x"] + 5.0, y=folder.points["y"] - 3.0)
+    labels = folder.labels()
+    train_grader(folder, volumes, labels, train_ids, val_ids, "unused", cfg, points=moved)
+
+    def centres(dataset) -> set[tuple[float, float]]:  # type: ignore[no-untyped-def]
+        return {(loc.x, loc.y) for row in dataset.located for loc in row if loc is not None}
+
+    true = folder.points.set_index("study_id")
+    true_train = {(x, y) for x, y in true.loc[train_ids, ["x", "y"]].itertuples(index=False)}
+    true_val = {(x, y) for x, y in true.loc[val_ids, ["x", "y"]].itertuples(index=False)}
+    assert seen["train"].ids == train_ids and seen["val"].ids == val_ids
+    assert centres(seen["train"]) == {(x + 5.0, y - 3.0) for x, y in true_train}
+    assert centres(seen["val"]) == true_val  # the validation loss stays on the true points

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +23,8 @@ def _paths(run: Path, folds: int, only_slices: bool, graders: int = 1) -> list[P
     for name, what in LAYOUT:
         if not only_slices and what.startswith("slices:"):
             continue
+        if "found_point_graders" in what:
+            continue  # a run with found-point graders: test_found_point_graders_...
         names = (
             [name.replace("<i>", str(i)) for i in range(1, graders)] if "<i>" in name else [name]
         )
@@ -59,6 +62,38 @@ def test_a_slices_run_holds_its_layout_and_one_oof_row_per_target(slices_run: di
     summary = slices_run["summary"].epoch_seconds  # the mean over the folds this call trained
     for stage in ("localize", "grade"):
         assert summary[stage] == pytest.approx((records[0][stage] + records[1][stage]) / 2)
+
+
+def test_found_point_graders_train_around_the_fold_localisers_points(
+    slices_folder: Path,
+) -> None:
+    from spinegrade.slices.grade import load_volumes
+    from spinegrade.slices.inputs import open_folder
+    from spinegrade.slices.localize import Prepared
+    from spinegrade.slices.train import found_points
+
+    cfg = fast_config("slices_cpu", "slices.found_point_graders=1")
+    run = SlicesRun(slices_folder.parent / "run")
+    train(slices_folder, run.path, cfg, folds=[0], progress=False)
+    folds = pd.read_csv(run / "folds.csv")
+    train_ids = sorted(folds.study_id[folds.fold != 0])
+    found = pd.read_csv(run.fold_dir(0) / "found_points.csv")
+    folder = open_folder(slices_folder, "slices", truth=True)
+    marked = folder.points[folder.points.study_id.isin(train_ids)]
+    keys = ["study_id", "series_id", "instance_number", "condition", "level"]
+    assert len(found) == len(marked) and sorted(found.study_id.unique()) == train_ids
+    assert found[keys].merge(marked[keys]).shape[0] == len(marked)  # one row per training target
+    # what the fold's own localiser finds on its training slices, as prediction decodes it
+    again = found_points(
+        run,
+        0,
+        cfg,
+        folder.subset(train_ids),
+        Prepared.of(load_volumes(folder, cfg), cfg.localize.image_size),
+    )
+    assert np.allclose(again[["x", "y"]].to_numpy(), found[["x", "y"]].to_numpy(), atol=1e-4)
+    assert not np.allclose(found[["x", "y"]].to_numpy(), marked[["x", "y"]].to_numpy())
+    assert all(p.is_file() for p in run.grader_models(0, 2))
 
 
 def test_a_crops_run_has_no_localiser_and_15_targets_a_study(crops_run: dict) -> None:

@@ -33,6 +33,7 @@ from spinegrade.slices.inputs import MODES
 #: The run.json entry naming the images a run was trained on (`slices` or `crops`).
 MODE_KEY = "slices_mode"
 OOF_TRUE_POINTS = "oof_predictions_true_points.csv"
+FOUND_POINTS = "found_points.csv"
 OOF_CALIBRATED_TRUE_POINTS = "oof_calibrated_true_points.csv"
 LOCALIZATION_ERRORS = "localization_errors.csv"
 REPORT_DIR = "report"
@@ -51,6 +52,10 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (
         f"fold_<k>/{GRADER_DIR}_<i>/{MODEL_PT}",
         "with `slices.graders` n > 1: its graders i = 1..n-1",
+    ),
+    (
+        f"fold_<k>/{FOUND_POINTS}",
+        "with `slices.found_point_graders`: fold k's localiser's points on its training slices",
     ),
     (f"fold_<k>/{OOF_POINTS}", "slices: fold k's out-of-fold predicted points"),
     (f"fold_<k>/{OOF_PREDICTIONS}", "fold k's out-of-fold probabilities (predicted points)"),

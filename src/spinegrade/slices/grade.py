@@ -87,6 +87,14 @@ def check_config(cfg: Config, mode: str) -> None:
         )
     if cfg.slices.graders < 1:
         raise ConfigError(f"slices.graders is {cfg.slices.graders}: a fold needs at least 1 grader")
+    found = cfg.slices.found_point_graders
+    if not 0 <= found <= cfg.slices.graders:
+        raise ConfigError(
+            f"slices.found_point_graders is {found}: between 0 and slices.graders "
+            f"({cfg.slices.graders})"
+        )
+    if mode == CROPS and found:
+        raise ConfigError("slices.found_point_graders: crops have no localiser (use 0)")
     check_consistency(g, TARGETS_OF_MODE[mode])
 
 
@@ -198,35 +206,36 @@ def train_grader(
     *,
     progress: bool = True,
     seed: int | None = None,
+    points: pd.DataFrame | None = None,
 ) -> Path:
     """Fit the grader on the TRUE points (crops) of `train_ids`, jittered as `cfg.grade` says,
     with a validation loss on `val_ids`' (unjittered; it selects nothing) and, with
     `grade.optim.early_stopping`, the epoch chosen on an inner split of `train_ids`; returns
-    `<out_dir>/model.pt`. `seed` (default `data.seed`) seeds its draws and augmentation."""
+    `<out_dir>/model.pt`. `seed` (default `data.seed`) seeds its draws and augmentation.
+    `points` (slices: `study_id, series_id, instance_number, condition, level, x, y`) replaces
+    the true points of the training studies (the validation loss stays on the true ones)."""
     mode = mode_of(folder)
     fit_ids, select_ids = split_for(cfg.grade.optim, train_ids, labels, cfg.data.seed)
     targets = TARGETS_OF_MODE[mode]
     crop, augment = crop_params(cfg.grade), augment_params(cfg.grade)
 
-    def data(ids: list[int], aug):  # type: ignore[no-untyped-def]
-        return GradeDataset(
-            located(folder, volumes, ids, cfg.slices),
-            label_vectors(labels, ids, mode),
-            crop,
-            aug,
-            ids,
-            targets,
-        )
+    def data(ids: list[int], aug, found: bool):  # type: ignore[no-untyped-def]
+        if found and points is not None:
+            assert isinstance(folder, SliceFolder)
+            where = located_slices(points, slice_files(folder), volumes, ids)
+        else:
+            where = located(folder, volumes, ids, cfg.slices)
+        return GradeDataset(where, label_vectors(labels, ids, mode), crop, aug, ids, targets)
 
     model = build_model(cfg.grade, targets)
     meta = {"mode": mode, "train_studies": len(train_ids)}
     return fit_grader(
         model,
-        data(fit_ids, augment),
-        data(val_ids, None),
+        data(fit_ids, augment, True),
+        data(val_ids, None, False),
         out_dir,
         cfg,
-        inner=data(select_ids, None) if select_ids else None,
+        inner=data(select_ids, None, True) if select_ids else None,
         meta=meta,
         progress=progress,
         seed=seed,

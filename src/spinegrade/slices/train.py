@@ -35,6 +35,7 @@ from spinegrade.errors import DataError
 from spinegrade.io import write_json, write_with
 from spinegrade.slices.folder import (
     FOLD_JSON,
+    FOUND_POINTS,
     HISTORY_JSON,
     MODE_KEY,
     OOF_POINTS,
@@ -45,9 +46,10 @@ from spinegrade.slices.folder import (
 )
 from spinegrade.slices.grade import check_config, load_volumes, slice_files, train_grader
 from spinegrade.slices.inputs import SLICES, Folder, SliceFolder, mode_of, open_folder
-from spinegrade.slices.localize import Prepared, samples, train_localizer
-from spinegrade.slices.predict import grade_points, load_folds, predict_folder
+from spinegrade.slices.localize import Prepared, SliceLocalizer, samples, train_localizer
+from spinegrade.slices.predict import asked, grade_points, load_folds, predict_folder
 from spinegrade.training.backbones import check_pretrained
+from spinegrade.training.device import resolve_device
 
 #: Seed offset between a fold's graders (`slices.graders`; the first keeps a one-grader run's seed).
 GRADER_SEED_STEP = 7919
@@ -156,7 +158,13 @@ def _train_fold(
         epoch_seconds["localize"] = _epoch_seconds(path.parent / HISTORY_JSON)
 
     tick = time.perf_counter()
-    for i, model in enumerate(run.grader_models(k, cfg.slices.graders)):
+    n, n_found = cfg.slices.graders, cfg.slices.found_point_graders
+    found = None
+    if n_found:
+        assert isinstance(train_set, SliceFolder) and prepared is not None
+        found = found_points(run, k, cfg, train_set, prepared)
+        write_with(fdir / FOUND_POINTS, lambda t: found.to_csv(t, index=False))
+    for i, model in enumerate(run.grader_models(k, n)):
         torch.manual_seed(cfg.data.seed + 1000 * k + 1 + GRADER_SEED_STEP * i)
         seed = cfg.data.seed + GRADER_SEED_STEP * i
         path = train_grader(
@@ -169,6 +177,7 @@ def _train_fold(
             cfg,
             progress=progress,
             seed=seed,
+            points=found if i >= n - n_found else None,
         )
         if i == 0:
             epoch_seconds["grade"] = _epoch_seconds(path.parent / HISTORY_JSON)
@@ -187,6 +196,15 @@ def _train_fold(
     write_json(fdir / FOLD_JSON, record)
     merge_oof(run, names)
     return record
+
+
+def found_points(
+    run: SlicesRun, k: int, cfg: Config, train_set: SliceFolder, prepared: Prepared
+) -> pd.DataFrame:
+    """The points fold `k`'s localiser finds on its own training slices, decoded as
+    `cfg.slices` says (what `slices.found_point_graders` are trained around)."""
+    localizer = SliceLocalizer.load(run.localizer_model(k), resolve_device(cfg.device))
+    return localizer.locate(asked(train_set), prepared, cfg.slices)
 
 
 def predict_held_out(
